@@ -1,0 +1,258 @@
+//! The admin API: JSON over HTTP on its own listener, bearer-token protected (off when no token
+//! is configured). It manages tenants and access keys at run time, reports health, and can run a
+//! sweeper pass on demand.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | /health | liveness and metadata-store check (no token needed) |
+//! | GET, POST | /tenants | list, create `{"id", "display_name"}` |
+//! | DELETE | /tenants/{id} | delete (refused while it owns buckets) |
+//! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
+//! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
+//! | POST | /sweep | run one sweeper pass now |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::config::{SweeperConfig, valid_access_key, valid_secret, valid_tenant_id};
+use crate::meta::{self, Meta, MetaError, Role};
+
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct State {
+    pub meta: Arc<Meta>,
+    pub backend: Arc<dyn Backend>,
+    pub token: String,
+    pub sweeper: SweeperConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl AdminError {
+    fn response(&self) -> Response<Full<Bytes>> {
+        let (status, msg) = match self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, self.to_string()),
+            AdminError::NotFound => (StatusCode::NOT_FOUND, self.to_string()),
+            AdminError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            AdminError::Meta(e) => match e {
+                MetaError::NoSuchTenant | MetaError::NoSuchAccessKey => {
+                    (StatusCode::NOT_FOUND, e.to_string())
+                }
+                MetaError::TenantExists
+                | MetaError::AccessKeyExists
+                | MetaError::TenantNotEmpty => (StatusCode::CONFLICT, e.to_string()),
+                _ => {
+                    tracing::error!(error = %e, "admin request failed");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error".to_string(),
+                    )
+                }
+            },
+        };
+        json_response(status, &json!({ "error": msg }))
+    }
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .expect("static response parts")
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    user: Option<String>,
+    role: Option<Role>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+}
+
+async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, AdminError> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| AdminError::BadRequest(format!("reading the body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| AdminError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+fn key_json(k: &meta::AccessKey) -> serde_json::Value {
+    json!({ "access_key": k.access_key, "tenant": k.tenant, "user": k.user, "role": k.role, "created_ms": k.created_ms })
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, AdminError> {
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+    if req.method() == Method::GET && segs == ["health"] {
+        state.meta.tenants()?;
+        return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
+    }
+    let authorized = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.as_bytes(), state.token.as_bytes()));
+    if !authorized {
+        return Err(AdminError::Unauthorized);
+    }
+    let m = &state.meta;
+    match (req.method().clone(), segs.as_slice()) {
+        (Method::GET, ["tenants"]) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "tenants": m.tenants()? }),
+        )),
+        (Method::POST, ["tenants"]) => {
+            let t: NewTenant = body_json(req).await?;
+            if !valid_tenant_id(&t.id) {
+                return Err(AdminError::BadRequest(
+                    "tenant id: use 1-63 of a-z, 0-9 and -".into(),
+                ));
+            }
+            let tenant = meta::Tenant {
+                display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
+                id: t.id,
+                created_ms: meta::now_ms(),
+            };
+            m.create_tenant(&tenant)?;
+            m.durable().await?;
+            Ok(json_response(StatusCode::CREATED, &json!(tenant)))
+        }
+        (Method::DELETE, ["tenants", id]) => {
+            m.delete_tenant(id)?;
+            m.durable().await?;
+            Ok(json_response(StatusCode::OK, &json!({ "deleted": id })))
+        }
+        (Method::GET, ["tenants", id, "keys"]) => {
+            m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
+            let keys: Vec<_> = m.keys_of(id)?.iter().map(key_json).collect();
+            Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
+        }
+        (Method::POST, ["tenants", id, "keys"]) => {
+            let tenant = id.to_string();
+            let k: NewKey = body_json(req).await?;
+            let access_key = k.access_key.unwrap_or_else(|| {
+                format!(
+                    "PC{}",
+                    random_string(18, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+                )
+            });
+            let secret_key = k.secret_key.unwrap_or_else(|| {
+                random_string(
+                    40,
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                )
+            });
+            if !valid_access_key(&access_key) || !valid_secret(&secret_key) {
+                return Err(AdminError::BadRequest(
+                    "access_key: 3-128 of A-Z a-z 0-9 _ -; secret_key: 8-128 printable ASCII"
+                        .into(),
+                ));
+            }
+            let key = meta::AccessKey {
+                access_key,
+                secret_key,
+                tenant,
+                user: k.user.unwrap_or_else(|| "admin".into()),
+                role: k.role.unwrap_or(Role::ReadWrite),
+                created_ms: meta::now_ms(),
+            };
+            m.create_access_key(&key)?;
+            m.durable().await?;
+            // The secret is shown once, here, and never again.
+            let mut v = key_json(&key);
+            v["secret_key"] = json!(key.secret_key);
+            Ok(json_response(StatusCode::CREATED, &v))
+        }
+        (Method::DELETE, ["tenants", id, "keys", ak]) => {
+            match m.access_key(ak)? {
+                Some(k) if k.tenant == *id => {}
+                _ => return Err(MetaError::NoSuchAccessKey.into()),
+            }
+            m.delete_access_key(ak)?;
+            m.durable().await?;
+            Ok(json_response(StatusCode::OK, &json!({ "deleted": ak })))
+        }
+        (Method::POST, ["sweep"]) => {
+            let r = crate::sweeper::sweep_once(&state.meta, &state.backend, &state.sweeper).await;
+            Ok(json_response(StatusCode::OK, &json!(r)))
+        }
+        _ => Err(AdminError::NotFound),
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken) {
+    let http = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+        };
+        let state = state.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    let resp = route(&state, req).await.unwrap_or_else(|e| e.response());
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+use hyper_util::server::conn::auto;

@@ -1,0 +1,104 @@
+//! The one place where internal errors become S3 errors. Client-caused errors get their precise
+//! S3 code and a human message; internal ones are logged here (once, at error level, inside the
+//! request's span) and reach the client only as a generic `InternalError`/`ServiceUnavailable`.
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+
+use crate::backend::BackendError;
+use crate::meta::MetaError;
+use crate::pipeline::PipelineError;
+
+fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "{what}");
+    s3_error!(
+        InternalError,
+        "We encountered an internal error. Please try again."
+    )
+}
+
+impl From<MetaError> for S3Error {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoSuchBucket => {
+                s3_error!(NoSuchBucket, "The specified bucket does not exist")
+            }
+            MetaError::BucketAlreadyOwned => s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it."
+            ),
+            MetaError::BucketNotEmpty => s3_error!(
+                BucketNotEmpty,
+                "The bucket you tried to delete is not empty (objects or open multipart uploads)"
+            ),
+            MetaError::NoSuchKey => s3_error!(NoSuchKey, "The specified key does not exist."),
+            MetaError::NoSuchUpload => s3_error!(
+                NoSuchUpload,
+                "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+            ),
+            MetaError::Conflict => s3_error!(
+                OperationAborted,
+                "A conflicting operation is in progress against this resource. Please try again."
+            ),
+            e @ (MetaError::Store(_) | MetaError::Corrupt(_)) => {
+                internal("metadata store failed", &e)
+            }
+            e @ (MetaError::NoSuchTenant
+            | MetaError::TenantExists
+            | MetaError::AccessKeyExists
+            | MetaError::NoSuchAccessKey
+            | MetaError::TenantNotEmpty) => internal("admin error on the S3 path", &e),
+        }
+    }
+}
+
+impl From<BackendError> for S3Error {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Body(e) => {
+                tracing::debug!(error = %e, "request body failed");
+                // s3s reports signature and chunk errors as S3Error inside the body stream.
+                if let Some(s3) = e.downcast_ref::<S3Error>() {
+                    let mut err = S3Error::new(s3.code().clone());
+                    if let Some(m) = s3.message() {
+                        err.set_message(m.to_string());
+                    }
+                    return err;
+                }
+                s3_error!(
+                    IncompleteBody,
+                    "The request body could not be read completely."
+                )
+            }
+            e @ BackendError::NotFound(_) => internal("blob missing for a committed object", &e),
+            e @ BackendError::Io(_) => internal("backend I/O failed", &e),
+        }
+    }
+}
+
+impl From<PipelineError> for S3Error {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::BadDigest(what) => S3Error::with_message(
+                S3ErrorCode::BadDigest,
+                format!("The {what} you specified did not match the calculated checksum."),
+            ),
+            PipelineError::InvalidDigest => {
+                s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid.")
+            }
+            PipelineError::InvalidChecksum(alg) => S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!("Value for x-amz-checksum-{alg} header is invalid."),
+            ),
+            PipelineError::UnsupportedChecksum(alg) => S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!("Checksum algorithm {alg} is not supported."),
+            ),
+            PipelineError::IncompleteBody => s3_error!(
+                IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP header."
+            ),
+            PipelineError::Backend(e) => e.into(),
+            PipelineError::Meta(e) => e.into(),
+        }
+    }
+}

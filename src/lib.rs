@@ -1,0 +1,17 @@
+//! Portcullis: a multi-tenant S3-compatible gateway. The library holds everything; `main.rs` only
+//! parses the command line. Start a gateway with [`server::start`] and a validated
+//! [`config::Config`] — nothing is global, so tests run many gateways in one process.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod pipeline;
+pub mod s3;
+pub mod server;
+pub mod sweeper;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{Running, start};

@@ -1,0 +1,647 @@
+//! The metadata store: the index of every tenant, key, bucket, object, multipart upload and blob
+//! reference. It is the only module that knows it is sled; everything above it speaks in the
+//! records of [`model`]. Multi-tree updates are sled transactions, so a commit either happens
+//! whole or not at all (DESIGN.md §2).
+//!
+//! Blob reference counts live in the `blobs` tree: a blob is counted once for every segment of an
+//! object or part that names it. A blob that is not counted there is garbage, and the sweeper may
+//! delete it once it is older than the grace period.
+
+pub mod keys;
+pub mod model;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store: {0}")]
+    Store(#[from] sled::Error),
+    #[error("corrupt metadata record: {0}")]
+    Corrupt(String),
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("bucket already owned by you")]
+    BucketAlreadyOwned,
+    #[error("bucket not empty")]
+    BucketNotEmpty,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("no such tenant")]
+    NoSuchTenant,
+    #[error("tenant already exists")]
+    TenantExists,
+    #[error("access key already exists")]
+    AccessKeyExists,
+    #[error("no such access key")]
+    NoSuchAccessKey,
+    #[error("tenant still owns buckets")]
+    TenantNotEmpty,
+    #[error("the object changed while it was being updated")]
+    Conflict,
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    serde_json::to_writer(&mut out, value).expect("meta records always serialize");
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> MetaResult<T> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| MetaError::Corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(MetaError::Corrupt(format!("unknown format version {v}"))),
+        None => Err(MetaError::Corrupt("empty record".into())),
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<MetaError>>;
+
+fn tx_decode<T: DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    decode(bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn tx_abort<T>(e: MetaError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn flatten<T>(r: Result<T, TransactionError<MetaError>>) -> MetaResult<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => MetaError::Store(e),
+    })
+}
+
+/// Applies reference-count deltas; returns the blobs whose count dropped to zero (garbage once the
+/// transaction commits). With `shared`, the new references are to blobs that must already be
+/// referenced (a copy): if the source was deleted meanwhile, its blobs may be gone, so the
+/// commit is refused instead of creating an object without bytes.
+fn adjust_refs<'a>(
+    blobs: &TransactionalTree,
+    deltas: impl IntoIterator<Item = (&'a str, i64)>,
+    shared: bool,
+) -> TxResult<Vec<String>> {
+    let mut sum: HashMap<&str, i64> = HashMap::new();
+    for (blob, d) in deltas {
+        *sum.entry(blob).or_default() += d;
+    }
+    let mut freed = Vec::new();
+    for (blob, d) in sum {
+        if d == 0 {
+            continue;
+        }
+        let cur = blobs
+            .get(blob.as_bytes())?
+            .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
+        if shared && d > 0 && cur == 0 {
+            return tx_abort(MetaError::NoSuchKey);
+        }
+        let next = cur + d;
+        if next <= 0 {
+            blobs.remove(blob.as_bytes())?;
+            freed.push(blob.to_string());
+        } else {
+            blobs.insert(blob.as_bytes(), &next.to_be_bytes())?;
+        }
+    }
+    Ok(freed)
+}
+
+fn refs<'a>(segments: impl IntoIterator<Item = &'a Segment>, d: i64) -> Vec<(&'a str, i64)> {
+    segments.into_iter().map(|s| (s.blob.as_str(), d)).collect()
+}
+
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// One entry of a bucket listing scan.
+pub struct ListedObject {
+    pub key: String,
+    pub object: Object,
+}
+
+pub struct Meta {
+    db: sled::Db,
+    tenants: Tree,
+    access_keys: Tree,
+    buckets: Tree,
+    objects: Tree,
+    uploads: Tree,
+    parts: Tree,
+    blobs: Tree,
+    /// Object commits hold it shared, DeleteBucket exclusively: a bucket found empty stays empty
+    /// until it is gone (sled transactions cannot range-scan).
+    bucket_gate: RwLock<()>,
+    sync: bool,
+}
+
+impl Meta {
+    /// Opens (or creates) the store in `dir`. With `sync`, every commit is flushed to disk before
+    /// the caller acknowledges it.
+    pub fn open(dir: &Path, sync: bool) -> MetaResult<Self> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Self {
+            tenants: db.open_tree("tenants")?,
+            access_keys: db.open_tree("access_keys")?,
+            buckets: db.open_tree("buckets")?,
+            objects: db.open_tree("objects")?,
+            uploads: db.open_tree("uploads")?,
+            parts: db.open_tree("parts")?,
+            blobs: db.open_tree("blobs")?,
+            bucket_gate: RwLock::new(()),
+            sync,
+            db,
+        })
+    }
+
+    /// Makes committed changes durable (when configured to); called before a write is acknowledged.
+    pub async fn durable(&self) -> MetaResult<()> {
+        if self.sync {
+            self.db.flush_async().await?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> MetaResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- tenants and keys -------------------------------------------------------------------
+
+    pub fn tenant(&self, id: &str) -> MetaResult<Option<Tenant>> {
+        self.tenants.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn tenants(&self) -> MetaResult<Vec<Tenant>> {
+        self.tenants.iter().map(|r| decode(&r?.1)).collect()
+    }
+
+    pub fn create_tenant(&self, tenant: &Tenant) -> MetaResult<()> {
+        self.tenants
+            .compare_and_swap(&tenant.id, None::<&[u8]>, Some(encode(tenant)))?
+            .map_err(|_| MetaError::TenantExists)
+    }
+
+    /// Creates the tenant or updates its display name (config bootstrap is idempotent).
+    pub fn upsert_tenant(&self, tenant: &Tenant) -> MetaResult<()> {
+        let existing = self.tenant(&tenant.id)?;
+        let record = Tenant {
+            created_ms: existing.map_or(tenant.created_ms, |t| t.created_ms),
+            ..tenant.clone()
+        };
+        self.tenants.insert(&record.id, encode(&record))?;
+        Ok(())
+    }
+
+    /// Deletes a tenant and its keys; refused while it owns buckets, so no data is orphaned.
+    pub fn delete_tenant(&self, id: &str) -> MetaResult<()> {
+        if self.tenant(id)?.is_none() {
+            return Err(MetaError::NoSuchTenant);
+        }
+        if self
+            .buckets
+            .scan_prefix(keys::tenant_prefix(id))
+            .next()
+            .is_some()
+        {
+            return Err(MetaError::TenantNotEmpty);
+        }
+        for key in self.keys_of(id)? {
+            self.access_keys.remove(&key.access_key)?;
+        }
+        self.tenants.remove(id)?;
+        Ok(())
+    }
+
+    pub fn access_key(&self, access_key: &str) -> MetaResult<Option<AccessKey>> {
+        self.access_keys
+            .get(access_key)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    pub fn keys_of(&self, tenant: &str) -> MetaResult<Vec<AccessKey>> {
+        let mut out = Vec::new();
+        for r in self.access_keys.iter() {
+            let k: AccessKey = decode(&r?.1)?;
+            if k.tenant == tenant {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create_access_key(&self, key: &AccessKey) -> MetaResult<()> {
+        if self.tenant(&key.tenant)?.is_none() {
+            return Err(MetaError::NoSuchTenant);
+        }
+        self.access_keys
+            .compare_and_swap(&key.access_key, None::<&[u8]>, Some(encode(key)))?
+            .map_err(|_| MetaError::AccessKeyExists)
+    }
+
+    /// Writes a key declared in the config file (replacing a previous version of it).
+    pub fn upsert_access_key(&self, key: &AccessKey) -> MetaResult<()> {
+        self.access_keys.insert(&key.access_key, encode(key))?;
+        Ok(())
+    }
+
+    pub fn delete_access_key(&self, access_key: &str) -> MetaResult<()> {
+        self.access_keys
+            .remove(access_key)?
+            .map(|_| ())
+            .ok_or(MetaError::NoSuchAccessKey)
+    }
+
+    // ---- buckets ----------------------------------------------------------------------------
+
+    pub fn bucket(&self, tenant: &str, name: &str) -> MetaResult<Option<Bucket>> {
+        self.buckets
+            .get(keys::bucket(tenant, name))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    pub fn require_bucket(&self, tenant: &str, name: &str) -> MetaResult<Bucket> {
+        self.bucket(tenant, name)?.ok_or(MetaError::NoSuchBucket)
+    }
+
+    pub fn buckets(&self, tenant: &str) -> MetaResult<Vec<Bucket>> {
+        self.buckets
+            .scan_prefix(keys::tenant_prefix(tenant))
+            .map(|r| decode(&r?.1))
+            .collect()
+    }
+
+    pub fn create_bucket(&self, tenant: &str, bucket: &Bucket) -> MetaResult<()> {
+        self.buckets
+            .compare_and_swap(
+                keys::bucket(tenant, &bucket.name),
+                None::<&[u8]>,
+                Some(encode(bucket)),
+            )?
+            .map_err(|_| MetaError::BucketAlreadyOwned)
+    }
+
+    /// Removes an empty bucket; `BucketNotEmpty` while it holds objects or open uploads.
+    pub fn delete_bucket(&self, tenant: &str, name: &str) -> MetaResult<()> {
+        let _gate = self.bucket_gate.write().unwrap_or_else(|e| e.into_inner());
+        self.require_bucket(tenant, name)?;
+        let prefix = keys::bucket_prefix(tenant, name);
+        if self.objects.scan_prefix(&prefix).next().is_some()
+            || self.uploads.scan_prefix(&prefix).next().is_some()
+        {
+            return Err(MetaError::BucketNotEmpty);
+        }
+        self.buckets.remove(keys::bucket(tenant, name))?;
+        Ok(())
+    }
+
+    // ---- objects ----------------------------------------------------------------------------
+
+    pub fn object(&self, tenant: &str, bucket: &str, key: &str) -> MetaResult<Option<Object>> {
+        self.objects
+            .get(keys::object(tenant, bucket, key))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Makes `object` the current version of `key`; returns the blobs freed by the replaced
+    /// version. `shared`: the object's blobs belong to another object (a copy). `precondition`
+    /// sees the current version inside the transaction (If-Match on PUT) and may refuse.
+    pub fn put_object(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        object: &Object,
+        shared: bool,
+        precondition: &(dyn Fn(Option<&Object>) -> MetaResult<()> + Sync),
+    ) -> MetaResult<Vec<String>> {
+        let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
+        let bkey = keys::bucket(tenant, bucket);
+        let okey = keys::object(tenant, bucket, key);
+        let value = encode(object);
+        flatten((&self.buckets, &self.objects, &self.blobs).transaction(
+            |(buckets, objects, blobs)| {
+                if buckets.get(&bkey)?.is_none() {
+                    return tx_abort(MetaError::NoSuchBucket);
+                }
+                let old: Option<Object> = match objects.get(&okey)? {
+                    Some(v) => Some(tx_decode(&v)?),
+                    None => None,
+                };
+                precondition(old.as_ref()).or_else(tx_abort)?;
+                objects.insert(okey.as_slice(), value.as_slice())?;
+                let mut deltas = refs(object.segments(), 1);
+                if let Some(old) = &old {
+                    deltas.extend(refs(old.segments(), -1));
+                }
+                adjust_refs(blobs, deltas, shared)
+            },
+        ))
+    }
+
+    /// Removes `key`; returns the blobs freed (empty when the key did not exist).
+    pub fn delete_object(&self, tenant: &str, bucket: &str, key: &str) -> MetaResult<Vec<String>> {
+        let okey = keys::object(tenant, bucket, key);
+        flatten(
+            (&self.objects, &self.blobs).transaction(|(objects, blobs)| {
+                match objects.remove(okey.as_slice())? {
+                    Some(v) => {
+                        let old: Object = tx_decode(&v)?;
+                        adjust_refs(blobs, refs(old.segments(), -1), false)
+                    }
+                    None => Ok(Vec::new()),
+                }
+            }),
+        )
+    }
+
+    /// Replaces the tags of the current version (compare-and-swap, so a concurrent overwrite is
+    /// never undone).
+    pub fn set_tags(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        tags: Vec<(String, String)>,
+    ) -> MetaResult<()> {
+        let okey = keys::object(tenant, bucket, key);
+        loop {
+            let cur = self.objects.get(&okey)?.ok_or(MetaError::NoSuchKey)?;
+            let mut object: Object = decode(&cur)?;
+            object.tags = tags.clone();
+            if self
+                .objects
+                .compare_and_swap(&okey, Some(&cur), Some(encode(&object)))?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Objects of a bucket in key order, starting strictly after `after` (or at the start),
+    /// restricted to `prefix`. The iterator is lazy: a page reads only what it returns.
+    pub fn scan_objects<'a>(
+        &'a self,
+        tenant: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = MetaResult<ListedObject>> + 'a {
+        let bprefix = keys::bucket_prefix(tenant, bucket);
+        let mut start = bprefix.clone();
+        start.extend_from_slice(prefix.as_bytes());
+        let mut from = start.clone();
+        if let Some(after) = after {
+            let mut a = bprefix.clone();
+            a.extend_from_slice(after);
+            a.push(0); // strictly after
+            if a > from {
+                from = a;
+            }
+        }
+        let plen = bprefix.len();
+        self.objects
+            .range(from..)
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&start)))
+            .map(move |r| {
+                let (k, v) = r?;
+                let key = String::from_utf8(k[plen..].to_vec())
+                    .map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                Ok(ListedObject {
+                    key,
+                    object: decode(&v)?,
+                })
+            })
+    }
+
+    // ---- multipart uploads ------------------------------------------------------------------
+
+    pub fn create_upload(&self, tenant: &str, bucket: &str, upload: &Upload) -> MetaResult<()> {
+        let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
+        let bkey = keys::bucket(tenant, bucket);
+        let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
+        let value = encode(upload);
+        flatten(
+            (&self.buckets, &self.uploads).transaction(|(buckets, uploads)| {
+                if buckets.get(&bkey)?.is_none() {
+                    return tx_abort(MetaError::NoSuchBucket);
+                }
+                uploads.insert(ukey.as_slice(), value.as_slice())?;
+                Ok(())
+            }),
+        )
+    }
+
+    pub fn upload(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Upload> {
+        if upload_id.len() != keys::ULID_LEN {
+            return Err(MetaError::NoSuchUpload);
+        }
+        self.uploads
+            .get(keys::upload(tenant, bucket, key, upload_id))?
+            .map(|v| decode(&v))
+            .transpose()?
+            .ok_or(MetaError::NoSuchUpload)
+    }
+
+    /// Open uploads of a bucket in (key, upload id) order, from `after` = (key, upload id).
+    pub fn scan_uploads<'a>(
+        &'a self,
+        tenant: &str,
+        bucket: &str,
+        prefix: &str,
+        after_key: Option<&str>,
+    ) -> impl Iterator<Item = MetaResult<Upload>> + 'a {
+        let bprefix = keys::bucket_prefix(tenant, bucket);
+        let mut start = bprefix.clone();
+        start.extend_from_slice(prefix.as_bytes());
+        let mut from = start.clone();
+        if let Some(after) = after_key {
+            // Everything of `after` itself sorts before `after\0\x01`... use the key's NUL
+            // separator: all uploads of key K start with K\0, so K\x01 is past them.
+            let mut a = bprefix.clone();
+            a.extend_from_slice(after.as_bytes());
+            a.push(1);
+            if a > from {
+                from = a;
+            }
+        }
+        self.uploads
+            .range(from..)
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&start)))
+            .map(|r| decode(&r?.1))
+    }
+
+    pub fn parts(&self, upload_id: &str) -> MetaResult<Vec<Part>> {
+        self.parts
+            .scan_prefix(upload_id.as_bytes())
+            .map(|r| decode(&r?.1))
+            .collect()
+    }
+
+    /// Records a part of an open upload (replacing a part with the same number); returns the
+    /// blobs freed by the replaced part. `shared` as for [`Meta::put_object`] (UploadPartCopy).
+    pub fn put_part(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: &Part,
+        shared: bool,
+    ) -> MetaResult<Vec<String>> {
+        let ukey = keys::upload(tenant, bucket, key, upload_id);
+        let pkey = keys::part(upload_id, part.part_number);
+        let value = encode(part);
+        flatten(
+            (&self.uploads, &self.parts, &self.blobs).transaction(|(uploads, parts, blobs)| {
+                if uploads.get(&ukey)?.is_none() {
+                    return tx_abort(MetaError::NoSuchUpload);
+                }
+                let mut deltas = refs(&part.segments, 1);
+                let old = parts.insert(pkey.as_slice(), value.as_slice())?;
+                let old: Option<Part> = old.map(|v| tx_decode(&v)).transpose()?;
+                if let Some(old) = &old {
+                    deltas.extend(refs(&old.segments, -1));
+                }
+                adjust_refs(blobs, deltas, shared)
+            }),
+        )
+    }
+
+    /// Removes an upload and all its parts; returns the freed blobs.
+    pub fn abort_upload(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Vec<String>> {
+        self.upload(tenant, bucket, key, upload_id)?;
+        let ukey = keys::upload(tenant, bucket, key, upload_id);
+        let part_keys: Vec<Vec<u8>> = self
+            .parts
+            .scan_prefix(upload_id.as_bytes())
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        flatten(
+            (&self.uploads, &self.parts, &self.blobs).transaction(|(uploads, parts, blobs)| {
+                if uploads.remove(ukey.as_slice())?.is_none() {
+                    return tx_abort(MetaError::NoSuchUpload);
+                }
+                let mut deltas = Vec::new();
+                for pk in &part_keys {
+                    if let Some(v) = parts.remove(pk.as_slice())? {
+                        let p: Part = tx_decode(&v)?;
+                        deltas.extend(p.segments.into_iter().map(|s| (s.blob, -1)));
+                    }
+                }
+                adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
+            }),
+        )
+    }
+
+    /// Turns an upload into the current version of its key in one transaction: the upload and
+    /// all its parts go, `object` (whose segments are those of the chosen parts) becomes current.
+    /// Parts that were uploaded but not chosen, and the replaced version, are released.
+    pub fn complete_upload(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        upload: &Upload,
+        object: &Object,
+    ) -> MetaResult<Vec<String>> {
+        let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
+        let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
+        let okey = keys::object(tenant, bucket, &upload.key);
+        let part_keys: Vec<Vec<u8>> = self
+            .parts
+            .scan_prefix(upload.upload_id.as_bytes())
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        let value = encode(object);
+        flatten(
+            (&self.uploads, &self.parts, &self.objects, &self.blobs).transaction(
+                |(uploads, parts, objects, blobs)| {
+                    if uploads.remove(ukey.as_slice())?.is_none() {
+                        return tx_abort(MetaError::NoSuchUpload);
+                    }
+                    let mut deltas: Vec<(String, i64)> = Vec::new();
+                    for pk in &part_keys {
+                        if let Some(v) = parts.remove(pk.as_slice())? {
+                            let p: Part = tx_decode(&v)?;
+                            deltas.extend(p.segments.into_iter().map(|s| (s.blob, -1)));
+                        }
+                    }
+                    deltas.extend(object.segments().map(|s| (s.blob.clone(), 1)));
+                    if let Some(old) = objects.insert(okey.as_slice(), value.as_slice())? {
+                        let old: Object = tx_decode(&old)?;
+                        deltas.extend(old.segments().map(|s| (s.blob.clone(), -1)));
+                    }
+                    adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
+                },
+            ),
+        )
+    }
+
+    // ---- blobs ------------------------------------------------------------------------------
+
+    /// True when some object or part still names `blob`.
+    pub fn blob_referenced(&self, blob: &str) -> MetaResult<bool> {
+        Ok(self.blobs.contains_key(blob)?)
+    }
+
+    /// Open uploads initiated before `before_ms`, for the sweeper to abort.
+    pub fn stale_uploads(&self, before_ms: i64) -> MetaResult<Vec<(String, String, Upload)>> {
+        let mut out = Vec::new();
+        for r in self.uploads.iter() {
+            let (k, v) = r?;
+            let upload: Upload = decode(&v)?;
+            if upload.initiated_ms < before_ms {
+                let (tenant, bucket) = split_bucket_prefix(&k)
+                    .ok_or_else(|| MetaError::Corrupt("upload key".into()))?;
+                out.push((tenant, bucket, upload));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn split_bucket_prefix(k: &[u8]) -> Option<(String, String)> {
+    let tl = *k.first()? as usize;
+    let tenant = k.get(1..1 + tl)?;
+    let bl = *k.get(1 + tl)? as usize;
+    let bucket = k.get(2 + tl..2 + tl + bl)?;
+    Some((
+        String::from_utf8(tenant.to_vec()).ok()?,
+        String::from_utf8(bucket.to_vec()).ok()?,
+    ))
+}

@@ -1,0 +1,162 @@
+//! The records stored in meta. Each value is written as one version byte followed by JSON, so a
+//! later format can be read next to this one; new optional fields use `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Current value format version.
+pub const FORMAT_V1: u8 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub display_name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// An access key of a tenant's user. The secret is needed in clear to verify SigV4.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessKey {
+    pub access_key: String,
+    pub secret_key: String,
+    pub tenant: String,
+    pub user: String,
+    pub role: Role,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key", &self.access_key)
+            .field("tenant", &self.tenant)
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    pub created_ms: i64,
+    /// The region / location constraint reported by GetBucketLocation.
+    pub location: String,
+}
+
+/// A byte range of one immutable blob. Objects and parts are lists of segments, so copies and
+/// multipart completion share blobs instead of copying bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Segment {
+    pub blob: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Checksums as S3 returns them (base64 of the raw digest; composite ones carry `-N`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checksums {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+    /// `COMPOSITE` or `FULL_OBJECT`, as S3 reports `x-amz-checksum-type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The S3 attributes a client sets on an object and gets back on GET/HEAD.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectAttrs {
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub content_language: Option<String>,
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// Unix milliseconds of the `Expires` header.
+    #[serde(default)]
+    pub expires_ms: Option<i64>,
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+/// One part of a stored object: its size and where its bytes are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartLayout {
+    pub size: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// The current version of an object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Object {
+    pub size: u64,
+    /// ETag without quotes: hex MD5, or `md5-of-md5s-N` for multipart objects.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
+    #[serde(default)]
+    pub checksums: Checksums,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// Exactly one entry for a single PUT; one per part for a completed multipart upload.
+    pub parts: Vec<PartLayout>,
+    /// True when created by CompleteMultipartUpload (S3 then reports `PartsCount`).
+    #[serde(default)]
+    pub multipart: bool,
+}
+
+impl Object {
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.parts.iter().flat_map(|p| p.segments.iter())
+    }
+}
+
+/// An open multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Upload {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated_ms: i64,
+    pub initiator: String,
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The checksum algorithm declared at creation (`CRC32`, ...), if any.
+    #[serde(default)]
+    pub checksum_algorithm: Option<String>,
+}
+
+/// An uploaded part of an open multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Part {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+    pub segments: Vec<Segment>,
+    #[serde(default)]
+    pub checksums: Checksums,
+}

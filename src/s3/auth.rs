@@ -1,0 +1,82 @@
+//! Authentication and authorisation: access key → secret for SigV4 (`Auth`), and access key →
+//! tenant, user and role for every request (`Access`). A read-only key may only run read
+//! operations. Bucket names are per tenant, so another tenant's bucket simply does not exist
+//! for the caller — nothing reveals that it does.
+
+use std::sync::Arc;
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::path::S3Path;
+use s3s::{S3Result, s3_error};
+
+use crate::meta::{Meta, Role};
+
+/// Who is calling: attached to the request by [`Access`], read by every operation.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: String,
+    pub user: String,
+    pub role: Role,
+}
+
+pub struct Auth(pub Arc<Meta>);
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.0.access_key(access_key)? {
+            Some(k) => Ok(SecretKey::from(k.secret_key)),
+            None => Err(s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
+        }
+    }
+}
+
+pub struct Access(pub Arc<Meta>);
+
+/// Operations a read-only key may run.
+fn is_read(op: &str) -> bool {
+    op.starts_with("Get")
+        || op.starts_with("Head")
+        || op.starts_with("List")
+        || op == "SelectObjectContent"
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(cred) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Anonymous access is not allowed."));
+        };
+        let key = self
+            .0
+            .access_key(&cred.access_key)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let op = cx.s3_op().name();
+        let span = tracing::Span::current();
+        span.record("tenant", key.tenant.as_str());
+        span.record("op", op);
+        match cx.s3_path() {
+            S3Path::Root => {}
+            S3Path::Bucket { bucket } => {
+                span.record("bucket", &**bucket);
+            }
+            S3Path::Object { bucket, key } => {
+                span.record("bucket", &**bucket);
+                span.record("key", &**key);
+            }
+        }
+        if key.role == Role::ReadOnly && !is_read(op) {
+            return Err(s3_error!(AccessDenied, "This access key is read-only."));
+        }
+        cx.extensions_mut().insert(super::Caller {
+            tenant: key.tenant,
+            user: key.user,
+            role: key.role,
+        });
+        Ok(())
+    }
+}

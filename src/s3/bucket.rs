@@ -1,0 +1,111 @@
+//! Bucket operations. A bucket belongs to one tenant; its name is unique only within the tenant.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::{Gateway, caller, owner, ts};
+use crate::meta;
+
+impl Gateway {
+    pub(super) async fn op_list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let c = caller(&req)?;
+        let prefix = req.input.prefix.unwrap_or_default();
+        let buckets = self
+            .meta
+            .buckets(&c.tenant)?
+            .into_iter()
+            .filter(|b| b.name.starts_with(&prefix))
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(ts(b.created_ms)),
+                bucket_region: Some(b.location),
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(owner(&c)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let c = caller(&req)?;
+        let input = req.input;
+        let location = input
+            .create_bucket_configuration
+            .and_then(|cfg| cfg.location_constraint)
+            .map(|l| l.as_str().to_string())
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| self.region.clone());
+        if location != self.region {
+            return Err(s3_error!(
+                InvalidLocationConstraint,
+                "The specified location-constraint is not valid for this gateway (its region is {})",
+                self.region
+            ));
+        }
+        let bucket = meta::Bucket {
+            name: input.bucket.clone(),
+            created_ms: meta::now_ms(),
+            location,
+        };
+        self.meta.create_bucket(&c.tenant, &bucket)?;
+        self.meta.durable().await?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", input.bucket)),
+        }))
+    }
+
+    pub(super) async fn op_head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let c = caller(&req)?;
+        let b = self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(b.location),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let c = caller(&req)?;
+        self.meta.delete_bucket(&c.tenant, &req.input.bucket)?;
+        self.meta.durable().await?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    pub(super) async fn op_get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let c = caller(&req)?;
+        let b = self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        // S3 reports us-east-1 as an empty LocationConstraint.
+        let location =
+            (b.location != "us-east-1").then(|| BucketLocationConstraint::from(b.location));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: location,
+        }))
+    }
+
+    /// Versioning is not offered yet: every bucket reports the "never enabled" state (no Status),
+    /// which is what S3 says for a bucket whose versioning was never turned on.
+    pub(super) async fn op_get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let c = caller(&req)?;
+        self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+}

@@ -1,0 +1,530 @@
+//! Multipart uploads. Each part is its own blob; completion records the object as the ordered
+//! list of the chosen parts' segments in one meta transaction and copies no bytes
+//! (DESIGN.md §2). UploadPartCopy shares the source's blobs as well.
+
+use futures::TryStreamExt;
+use s3s::crypto::Checksum as _;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::object::{attrs, expected_len, tags_from_header};
+use super::{Gateway, caller, owner, ts};
+use crate::meta::{self, Checksums, Object, PartLayout, Upload};
+use crate::pipeline::{self, Declared, checksum};
+
+/// S3's minimum size of every part but the last.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_PART_NUMBER: i32 = 10_000;
+
+fn part_number(n: i32) -> S3Result<u32> {
+    if (1..=MAX_PART_NUMBER).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ))
+    }
+}
+
+/// Parses `x-amz-copy-source-range: bytes=first-last` against the source size.
+fn copy_range(r: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let Some(r) = r else { return Ok(0..size) };
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
+    let (a, b) = r
+        .strip_prefix("bytes=")
+        .and_then(|x| x.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
+    }
+    Ok(a..b + 1)
+}
+
+fn part_checksums(
+    c: &Checksums,
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    (
+        c.crc32.clone(),
+        c.crc32c.clone(),
+        c.sha1.clone(),
+        c.sha256.clone(),
+        c.crc64nvme.clone(),
+    )
+}
+
+impl Gateway {
+    fn open_upload(&self, tenant: &str, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
+        self.meta.require_bucket(tenant, bucket)?;
+        Ok(self.meta.upload(tenant, bucket, key, id)?)
+    }
+
+    pub(super) async fn op_create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let algorithm = i
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| a.as_str().to_ascii_lowercase());
+        if let Some(a) = &algorithm {
+            Declared::default().want(a)?;
+        }
+        let upload = Upload {
+            upload_id: ulid::Ulid::new().to_string(),
+            key: i.key.clone(),
+            initiated_ms: meta::now_ms(),
+            initiator: c.user.clone(),
+            attrs: attrs(
+                i.content_type,
+                i.content_encoding,
+                i.content_disposition,
+                i.content_language,
+                i.cache_control,
+                i.expires,
+                i.metadata,
+            )?,
+            tags: tags_from_header(i.tagging.as_deref())?,
+            checksum_algorithm: algorithm,
+        };
+        self.meta.create_upload(&c.tenant, &i.bucket, &upload)?;
+        self.meta.durable().await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(upload.upload_id),
+            checksum_algorithm: i.checksum_algorithm,
+            checksum_type: upload
+                .checksum_algorithm
+                .as_ref()
+                .map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let n = part_number(i.part_number)?;
+        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let mut declared = Declared::from_headers(&req.headers)?;
+        if let Some(a) = &upload.checksum_algorithm {
+            declared.want(a)?;
+        }
+        let body = i.body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        });
+        let stored = pipeline::store(
+            &self.backend,
+            &c.tenant,
+            body,
+            &declared,
+            expected_len(&req.headers),
+        )
+        .await?;
+        if let Some(t) = req.trailing_headers.and_then(|t| t.take()) {
+            declared.add_trailers(&t)?;
+        }
+        declared.verify(&stored.md5, &stored.checksums)?;
+        let part = meta::Part {
+            part_number: n,
+            size: stored.segment.len,
+            etag: stored.etag(),
+            last_modified_ms: meta::now_ms(),
+            segments: vec![stored.segment.clone()],
+            checksums: stored.checksums.clone(),
+        };
+        let freed = self
+            .meta
+            .put_part(&c.tenant, &i.bucket, &i.key, &i.upload_id, &part, false)?;
+        stored.guard.keep();
+        pipeline::release(&self.backend, freed);
+        self.meta.durable().await?;
+        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&part.checksums);
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.etag)),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_crc64nvme: crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let n = part_number(i.part_number)?;
+        self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let (_, _, src) = self.copy_source(
+            &c.tenant,
+            &i.copy_source,
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+        )?;
+        let range = copy_range(i.copy_source_range.as_deref(), src.size)?;
+        let all: Vec<meta::Segment> = src.segments().cloned().collect();
+        // The part's ETag is the MD5 of its bytes. A whole single-part source already has it;
+        // otherwise the range is read (not written) to compute it.
+        let etag = if !src.multipart && range == (0..src.size) {
+            src.etag.clone()
+        } else {
+            let mut md5 = s3s::crypto::Md5::new();
+            let mut stream = pipeline::read(&self.backend, &all, range.clone());
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(crate::backend::BackendError::Body)?
+            {
+                md5.update(&chunk);
+            }
+            hex::encode(md5.finalize())
+        };
+        let part = meta::Part {
+            part_number: n,
+            size: range.end - range.start,
+            etag,
+            last_modified_ms: meta::now_ms(),
+            segments: pipeline::slice(&all, range),
+            checksums: Checksums::default(),
+        };
+        let freed = self
+            .meta
+            .put_part(&c.tenant, &i.bucket, &i.key, &i.upload_id, &part, true)?;
+        pipeline::release(&self.backend, freed);
+        self.meta.durable().await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(ts(part.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let requested = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if requested.is_empty() {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema: at least one part is required"
+            ));
+        }
+        let stored: std::collections::HashMap<u32, meta::Part> = self
+            .meta
+            .parts(&upload.upload_id)?
+            .into_iter()
+            .map(|p| (p.part_number, p))
+            .collect();
+        let mut chosen: Vec<&meta::Part> = Vec::with_capacity(requested.len());
+        let mut last = 0u32;
+        for r in &requested {
+            let n = r
+                .part_number
+                .ok_or_else(|| s3_error!(MalformedXML, "Every part needs a PartNumber"))?;
+            let n = part_number(n)?;
+            if n <= last {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "The list of parts was not in ascending order. The parts list must be specified in order of the part number."
+                ));
+            }
+            last = n;
+            let invalid = || {
+                s3_error!(
+                    InvalidPart,
+                    "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag."
+                )
+            };
+            let p = stored.get(&n).ok_or_else(invalid)?;
+            if let Some(e) = &r.e_tag
+                && e.value().trim_matches('"') != p.etag
+            {
+                return Err(invalid());
+            }
+            let given = [
+                ("crc32", &r.checksum_crc32),
+                ("crc32c", &r.checksum_crc32c),
+                ("sha1", &r.checksum_sha1),
+                ("sha256", &r.checksum_sha256),
+                ("crc64nvme", &r.checksum_crc64nvme),
+            ];
+            for (alg, v) in given {
+                if let Some(v) = v
+                    && checksum::get(&p.checksums, alg) != Some(v.as_str())
+                {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "The checksum of part {n} does not match the checksum that was uploaded with it."
+                    ));
+                }
+            }
+            chosen.push(p);
+        }
+        for p in &chosen[..chosen.len() - 1] {
+            if p.size < MIN_PART_SIZE {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "Your proposed upload is smaller than the minimum allowed object size: every part but the last must be at least 5 MiB (part {} has {} bytes)",
+                    p.part_number,
+                    p.size
+                ));
+            }
+        }
+        let mut md5s = Vec::with_capacity(chosen.len() * 16);
+        for p in &chosen {
+            md5s.extend(hex::decode(&p.etag).map_err(|_| s3_error!(InternalError))?);
+        }
+        let etag = format!(
+            "{}-{}",
+            hex::encode(s3s::crypto::Md5::checksum(&md5s)),
+            chosen.len()
+        );
+        let mut checksums = Checksums::default();
+        if let Some(alg) = &upload.checksum_algorithm {
+            let values: Option<Vec<&str>> = chosen
+                .iter()
+                .map(|p| checksum::get(&p.checksums, alg))
+                .collect();
+            if let Some(v) = values.and_then(|v| checksum::composite(alg, &v)) {
+                checksum::set(&mut checksums, alg, v);
+                checksums.kind = Some("COMPOSITE".into());
+            }
+        }
+        let object = Object {
+            size: chosen.iter().map(|p| p.size).sum(),
+            etag,
+            last_modified_ms: meta::now_ms(),
+            attrs: upload.attrs.clone(),
+            checksums,
+            tags: upload.tags.clone(),
+            parts: chosen
+                .iter()
+                .map(|p| PartLayout {
+                    size: p.size,
+                    segments: p.segments.clone(),
+                })
+                .collect(),
+            multipart: true,
+        };
+        let freed = self
+            .meta
+            .complete_upload(&c.tenant, &i.bucket, &upload, &object)?;
+        pipeline::release(&self.backend, freed);
+        self.meta.durable().await?;
+        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&object.checksums);
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            location: Some(format!("/{}/{}", i.bucket, i.key)),
+            e_tag: Some(ETag::Strong(object.etag)),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_crc64nvme: crc64nvme,
+            checksum_type: object.checksums.kind.map(ChecksumType::from),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let c = caller(&req)?;
+        let i = &req.input;
+        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        let freed = self
+            .meta
+            .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        pipeline::release(&self.backend, freed);
+        self.meta.durable().await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    pub(super) async fn op_list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+        let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
+        let mut parts: Vec<meta::Part> = self
+            .meta
+            .parts(&upload.upload_id)?
+            .into_iter()
+            .filter(|p| p.part_number > marker)
+            .collect();
+        let truncated = parts.len() > max;
+        parts.truncate(max);
+        let next = parts.last().map(|p| p.part_number as i32);
+        let o = owner(&c);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: next,
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            initiator: Some(Initiator {
+                display_name: Some(upload.initiator.clone()),
+                id: Some(upload.initiator.clone()),
+            }),
+            owner: Some(o),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            checksum_algorithm: upload
+                .checksum_algorithm
+                .as_ref()
+                .map(|a| ChecksumAlgorithm::from(a.to_ascii_uppercase())),
+            parts: Some(
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&p.checksums);
+                        Part {
+                            part_number: Some(p.part_number as i32),
+                            e_tag: Some(ETag::Strong(p.etag)),
+                            size: Some(p.size as i64),
+                            last_modified: Some(ts(p.last_modified_ms)),
+                            checksum_crc32: crc32,
+                            checksum_crc32c: crc32c,
+                            checksum_sha1: sha1,
+                            checksum_sha256: sha256,
+                            checksum_crc64nvme: crc64nvme,
+                        }
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn op_list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+        let key_marker = i.key_marker.clone().filter(|k| !k.is_empty());
+        let id_marker = i.upload_id_marker.clone().filter(|k| !k.is_empty());
+        // Without an upload-id marker, uploads of the marker key itself are skipped too.
+        let after_key = if id_marker.is_none() {
+            key_marker.as_deref()
+        } else {
+            None
+        };
+        let mut uploads = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut truncated = false;
+        let (mut next_key, mut next_id) = (None, None);
+        for u in self
+            .meta
+            .scan_uploads(&c.tenant, &i.bucket, &prefix, after_key)
+        {
+            let u = u?;
+            if let (Some(k), Some(id)) = (&key_marker, &id_marker)
+                && (u.key.as_str(), u.upload_id.as_str()) <= (k.as_str(), id.as_str())
+            {
+                continue;
+            }
+            if let Some(d) = &delimiter
+                && let Some(pos) = u.key[prefix.len()..].find(d.as_str())
+            {
+                let cp = u.key[..prefix.len() + pos + d.len()].to_string();
+                if prefixes.last() == Some(&cp) {
+                    continue;
+                }
+                if uploads.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break;
+                }
+                next_key = Some(cp.clone());
+                next_id = None;
+                prefixes.push(cp);
+                continue;
+            }
+            if uploads.len() + prefixes.len() >= max {
+                truncated = true;
+                break;
+            }
+            next_key = Some(u.key.clone());
+            next_id = Some(u.upload_id.clone());
+            uploads.push(MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.upload_id),
+                initiated: Some(ts(u.initiated_ms)),
+                initiator: Some(Initiator {
+                    display_name: Some(u.initiator.clone()),
+                    id: Some(u.initiator),
+                }),
+                owner: Some(owner(&c)),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                checksum_algorithm: u
+                    .checksum_algorithm
+                    .map(|a| ChecksumAlgorithm::from(a.to_ascii_uppercase())),
+                ..Default::default()
+            });
+        }
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            delimiter: i.delimiter,
+            key_marker: i.key_marker,
+            upload_id_marker: i.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: if truncated { next_key } else { None },
+            next_upload_id_marker: if truncated { next_id } else { None },
+            uploads: Some(uploads),
+            common_prefixes: Some(
+                prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+}

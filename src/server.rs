@@ -1,0 +1,321 @@
+//! Start-up and the listeners: opens the data directory, bootstraps tenants from the config,
+//! builds the S3 service and serves it (HTTP or TLS) next to the admin API and the sweeper.
+//!
+//! The transport stack, outside in:
+//! 1. accept (TCP, optionally TLS) — one task per connection;
+//! 2. hyper with a header-read timeout, so a slow client cannot pin a connection for free;
+//! 3. [`handle`] — request id, the `request` span, `x-amz-request-id`, the access-log line;
+//! 4. s3s — routing, XML (bounded by `server.max_xml_body`), SigV4, aws-chunked decoding;
+//! 5. `Gateway` — the operations.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backend::Backend;
+use crate::backend::local::LocalBackend;
+use crate::config::{Config, TlsConfig};
+use crate::meta::{self, Meta};
+use crate::s3::{Access, Auth, Gateway};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the metadata store in {path}: {source}")]
+    Meta {
+        path: String,
+        source: meta::MetaError,
+    },
+    #[error("opening the local backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("virtual-host domain: {0}")]
+    Domain(String),
+}
+
+/// A running gateway. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub s3_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    meta: Arc<Meta>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to 30 s) and flushes the metadata.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = self.meta.flush() {
+            tracing::error!(error = %e, "flushing metadata at shutdown failed");
+        }
+    }
+
+    /// Waits until the process is asked to stop (Ctrl-C or SIGTERM), then shuts down.
+    pub async fn serve_until_signal(self) {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
+    for t in &config.tenants {
+        meta.upsert_tenant(&meta::Tenant {
+            id: t.id.clone(),
+            display_name: t.display_name.clone(),
+            created_ms: meta::now_ms(),
+        })?;
+        for k in &t.keys {
+            meta.upsert_access_key(&meta::AccessKey {
+                access_key: k.access_key.clone(),
+                secret_key: k.secret_key.clone(),
+                tenant: t.id.clone(),
+                user: k.user.clone(),
+                role: k.role,
+                created_ms: meta::now_ms(),
+            })?;
+        }
+    }
+    meta.flush()
+}
+
+fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| StartError::Tls(format!("{what}: {e}"));
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&t.cert).map_err(|e| err(&t.cert.display().to_string(), &e))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| err("reading certificates", &e))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&t.key).map_err(|e| err(&t.key.display().to_string(), &e))?,
+    ))
+    .map_err(|e| err("reading the private key", &e))?
+    .ok_or_else(|| StartError::Tls(format!("{}: no private key found", t.key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err("protocol versions", &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| err("certificate", &e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Opens everything and starts serving; returns once the listeners are bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let meta_dir = config.data_dir.join("meta");
+    let meta = Arc::new(
+        Meta::open(&meta_dir, config.sync).map_err(|source| StartError::Meta {
+            path: meta_dir.display().to_string(),
+            source,
+        })?,
+    );
+    bootstrap(&meta, &config).map_err(|source| StartError::Meta {
+        path: meta_dir.display().to_string(),
+        source,
+    })?;
+    let local = LocalBackend::open(&config.data_dir, config.sync).await?;
+    let recovered = local.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            files = recovered,
+            "removed temporaries of interrupted writes"
+        );
+    }
+    let backend: Arc<dyn Backend> = Arc::new(local);
+
+    let mut builder = S3ServiceBuilder::new(Gateway::new(
+        meta.clone(),
+        backend.clone(),
+        config.region.clone(),
+    ));
+    builder.set_auth(Auth(meta.clone()));
+    builder.set_access(Access(meta.clone()));
+    if let Some(domain) = &config.domain {
+        builder.set_host(
+            s3s::host::SingleDomain::new(domain).map_err(|e| StartError::Domain(e.to_string()))?,
+        );
+    }
+    let mut s3_config = s3s::config::S3Config::default();
+    s3_config.xml_max_body_size = config.max_xml_body;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3_config,
+    ))));
+    let service = builder.build();
+
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let s3_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(accept_loop(listener, tls, service, stop.clone()));
+    tasks.spawn(crate::sweeper::run(
+        meta.clone(),
+        backend.clone(),
+        config.sweeper.clone(),
+        stop.clone(),
+    ));
+
+    let admin_addr = match &config.admin {
+        Some(admin) => {
+            let l = TcpListener::bind(admin.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: admin.listen,
+                    source,
+                })?;
+            let addr = l.local_addr().map_err(|source| StartError::Bind {
+                addr: admin.listen,
+                source,
+            })?;
+            let state = crate::admin::State {
+                meta: meta.clone(),
+                backend: backend.clone(),
+                token: admin.token.clone(),
+                sweeper: config.sweeper.clone(),
+            };
+            tasks.spawn(crate::admin::serve(l, state, stop.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
+    tracing::info!(%s3_addr, ?admin_addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "portcullis is serving");
+    Ok(Running {
+        s3_addr,
+        admin_addr,
+        stop,
+        tasks,
+        meta,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: S3Service,
+    stop: CancellationToken,
+) {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let svc = hyper::service::service_fn(move |req| handle(service.clone(), req));
+        match &tls {
+            None => {
+                let conn = http
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                tokio::spawn(graceful.watch(conn));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            let conn = http
+                                .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    }
+                });
+            }
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 30 s; closing them");
+    }
+}
+
+/// Wraps one S3 request in its span, names it with a request id and logs its outcome.
+async fn handle(
+    service: S3Service,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    let id = ulid::Ulid::new().to_string();
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        tenant = tracing::field::Empty,
+        op = tracing::field::Empty,
+        bucket = tracing::field::Empty,
+        key = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = service
+        .call(req.map(s3s::Body::from))
+        .instrument(span.clone())
+        .await;
+    let _enter = span.enter();
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(status, ms, "request done");
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            Ok(resp)
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "request failed without an S3 answer");
+            Err(e)
+        }
+    }
+}
