@@ -49,6 +49,22 @@ pub enum StartError {
     Domain(String),
 }
 
+/// Virtual-hosted-style requests under one domain. Clients send `Host: bucket.domain:port`;
+/// s3s's matcher expects no port, so it is removed first.
+struct VirtualHosts(s3s::host::SingleDomain);
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name
+            }
+            _ => host,
+        };
+        self.0.parse_host_header(name)
+    }
+}
+
 /// A running gateway. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub s3_addr: SocketAddr,
@@ -157,9 +173,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
     if let Some(domain) = &config.domain {
-        builder.set_host(
-            s3s::host::SingleDomain::new(domain).map_err(|e| StartError::Domain(e.to_string()))?,
-        );
+        let domain =
+            s3s::host::SingleDomain::new(domain).map_err(|e| StartError::Domain(e.to_string()))?;
+        builder.set_host(VirtualHosts(domain));
     }
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = config.max_xml_body;
@@ -182,7 +198,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(accept_loop(listener, tls, service, stop.clone()));
+    tasks.spawn(accept_loop(
+        listener,
+        tls,
+        service,
+        config.max_xml_body,
+        stop.clone(),
+    ));
     tasks.spawn(crate::sweeper::run(
         meta.clone(),
         backend.clone(),
@@ -227,6 +249,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S3Service,
+    max_xml_body: usize,
     stop: CancellationToken,
 ) {
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -248,7 +271,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let svc = hyper::service::service_fn(move |req| handle(service.clone(), req));
+        let svc = hyper::service::service_fn(move |req| handle(service.clone(), max_xml_body, req));
         match &tls {
             None => {
                 let conn = http
@@ -282,9 +305,39 @@ async fn accept_loop(
     }
 }
 
+/// True for a request whose body is XML (not object data) and whose declared length exceeds the
+/// limit. Object data is a PUT without a configuration sub-resource, or a browser POST form.
+fn xml_body_too_large<B>(req: &http::Request<B>, limit: usize) -> bool {
+    let len = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = len.filter(|&l| l > limit as u64) else {
+        return false;
+    };
+    let data_param = |p: &str| {
+        let name = p.split('=').next().unwrap_or("");
+        name.is_empty()
+            || matches!(name, "partNumber" | "uploadId" | "versionId" | "x-id")
+            || name.to_ascii_lowercase().starts_with("x-amz-")
+    };
+    let is_data = match *req.method() {
+        http::Method::PUT => req.uri().query().unwrap_or("").split('&').all(data_param),
+        http::Method::POST => req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data")),
+        _ => false,
+    };
+    !is_data && len > 0
+}
+
 /// Wraps one S3 request in its span, names it with a request id and logs its outcome.
 async fn handle(
     service: S3Service,
+    max_xml_body: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
     let id = ulid::Ulid::new().to_string();
@@ -298,10 +351,23 @@ async fn handle(
         key = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let result = service
-        .call(req.map(s3s::Body::from))
-        .instrument(span.clone())
-        .await;
+    let result = if xml_body_too_large(&req, max_xml_body) {
+        // s3s bounds XML bodies too, but reports an oversized streamed body as InternalError.
+        let mut e = s3s::S3Error::with_message(
+            s3s::S3ErrorCode::MaxMessageLengthExceeded,
+            format!(
+                "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
+            ),
+        );
+        e.set_status_code(http::StatusCode::BAD_REQUEST);
+        e.to_http_response()
+            .map_err(|e| s3s::HttpError::new(Box::new(e)))
+    } else {
+        service
+            .call(req.map(s3s::Body::from))
+            .instrument(span.clone())
+            .await
+    };
     let _enter = span.enter();
     match result {
         Ok(mut resp) => {

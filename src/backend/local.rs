@@ -70,20 +70,15 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BackendError> {
         let dest = self.path(key)?;
-        let tmp = self.tmp.join(ulid::Ulid::new().to_string());
-        match self.write(&tmp, body).await {
-            Ok(n) => {
-                if let Some(dir) = dest.parent() {
-                    fs::create_dir_all(dir).await?;
-                }
-                fs::rename(&tmp, &dest).await?;
-                Ok(n)
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp).await;
-                Err(e)
-            }
+        let tmp = TmpFile(Some(self.tmp.join(ulid::Ulid::new().to_string())));
+        let path = tmp.0.clone().expect("armed");
+        let n = self.write(&path, body).await?;
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).await?;
         }
+        fs::rename(&path, &dest).await?;
+        tmp.disarm();
+        Ok(n)
     }
 
     async fn get(&self, key: &str, range: Range<u64>) -> Result<ByteStream, BackendError> {
@@ -130,6 +125,25 @@ impl Backend for LocalBackend {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// A temporary that is removed when dropped — on an error, or when the request future is dropped
+/// mid-write because the client went away — unless it was renamed into place.
+struct TmpFile(Option<PathBuf>);
+
+impl TmpFile {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // A single unlink; not worth a blocking-pool round trip.
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

@@ -235,7 +235,7 @@ fn no_version(v: Option<&str>) -> S3Result<()> {
 }
 
 impl Gateway {
-    fn current(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
+    pub(super) fn current(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
         self.meta.require_bucket(tenant, bucket)?;
         Ok(self
             .meta
@@ -316,7 +316,7 @@ impl Gateway {
         };
         let freed = self
             .meta
-            .put_object(&c.tenant, &input.bucket, &input.key, &object, true, &check)
+            .put_object(&c.tenant, &input.bucket, &input.key, &object, false, &check)
             .map_err(|e| match e {
                 MetaError::Conflict => precondition_failed(),
                 e => e.into(),
@@ -572,7 +572,7 @@ impl Gateway {
         };
         let freed = self
             .meta
-            .put_object(&c.tenant, &i.bucket, &i.key, &object, false, &|_| Ok(()))?;
+            .put_object(&c.tenant, &i.bucket, &i.key, &object, true, &|_| Ok(()))?;
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         Ok(S3Response::new(CopyObjectOutput {

@@ -1,0 +1,188 @@
+//! The admin API: health, tenants and keys at run time, token protection.
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn call(
+    gw: &Gw,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("http://{}{path}", gw.admin));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_needs_no_token_but_everything_else_does() {
+    let gw = Gw::start().await;
+    let (s, v) = call(&gw, reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        call(&gw, reqwest::Method::GET, "/tenants", None, None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::GET,
+            "/tenants",
+            Some("wrong-token-wrong-token"),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    let (s, v) = call(
+        &gw,
+        reqwest::Method::GET,
+        "/tenants",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "globex"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_keys_are_managed_without_a_restart() {
+    let gw = Gw::start().await;
+    let t = Some(ADMIN_TOKEN);
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/tenants",
+        t,
+        Some(json!({"id": "initech", "display_name": "Initech"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::POST,
+            "/tenants",
+            t,
+            Some(json!({"id": "initech"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::POST,
+            "/tenants",
+            t,
+            Some(json!({"id": "Bad Id"}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::POST,
+            "/tenants",
+            t,
+            Some(json!({"id": "x", "bogus": 1}))
+        )
+        .await
+        .0,
+        400
+    );
+
+    let (s, key) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/tenants/initech/keys",
+        t,
+        Some(json!({"user": "peter"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (ak, sk) = (
+        key["access_key"].as_str().unwrap().to_string(),
+        key["secret_key"].as_str().unwrap().to_string(),
+    );
+    // The new key works at once, in its own tenant.
+    let s3 = gw.client((&ak, &sk));
+    s3.create_bucket().bucket("tps").send().await.unwrap();
+    s3.put_object()
+        .bucket("tps")
+        .key("report")
+        .body(ByteStream::from_static(b"cover sheet"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            gw.acme()
+                .get_object()
+                .bucket("tps")
+                .key("report")
+                .send()
+                .await
+        ),
+        "NoSuchBucket"
+    );
+    // Listing keys never shows secrets.
+    let (_, keys) = call(&gw, reqwest::Method::GET, "/tenants/initech/keys", t, None).await;
+    assert!(!keys.to_string().contains(&sk));
+    assert_eq!(keys["keys"][0]["access_key"].as_str(), Some(ak.as_str()));
+    // A tenant that owns buckets cannot be deleted; a revoked key stops working at once.
+    assert_eq!(
+        call(&gw, reqwest::Method::DELETE, "/tenants/initech", t, None)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::DELETE,
+            &format!("/tenants/initech/keys/{ak}"),
+            t,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(code(s3.list_buckets().send().await), "InvalidAccessKeyId");
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::POST,
+            "/tenants/nobody/keys",
+            t,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        404
+    );
+}

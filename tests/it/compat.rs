@@ -1,0 +1,71 @@
+//! Client compatibility: the real aws CLI, boto3, s3cmd and rclone drive the real binary. The
+//! scripts in `tests/compat/` hold the client-side steps and checks; `scripts/install-clients.sh`
+//! installs the clients (the README's test command runs it first).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> PathBuf {
+    let bin = root().join(".venv/bin");
+    assert!(
+        bin.join("aws").exists() && bin.join("s3cmd").exists(),
+        "the client tools are missing: run scripts/install-clients.sh (the README's test command does)"
+    );
+    bin
+}
+
+fn run(program: &str, script: &str, key: (&str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(dir.path(), "");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let bin = bin();
+    let program = if program == "python" {
+        bin.join("python").display().to_string()
+    } else {
+        program.to_string()
+    };
+    let out = Command::new(program)
+        .arg(root().join("tests/compat").join(script))
+        .env("ENDPOINT", p.endpoint())
+        .env("AK", key.0)
+        .env("SK", key.1)
+        .env("WORK", &work)
+        .env("BIN", &bin)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    eprintln!("{text}");
+    p.stop();
+}
+
+#[test]
+fn aws_cli() {
+    run("bash", "awscli.sh", ACME);
+}
+
+#[test]
+fn boto3() {
+    run("python", "boto3_suite.py", GLOBEX);
+}
+
+#[test]
+fn s3cmd() {
+    run("bash", "s3cmd.sh", ACME);
+}
+
+#[test]
+fn rclone() {
+    run("bash", "rclone.sh", GLOBEX);
+}

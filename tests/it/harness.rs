@@ -1,0 +1,360 @@
+//! Test harness: gateways started in-process on 127.0.0.1:0 with a temp data dir, the real
+//! `portcullis` binary as a child process, and aws-sdk-s3 clients for the two dev tenants.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+
+pub const ACME: (&str, &str) = ("ACMEDEVKEY", "acme-dev-secret");
+pub const GLOBEX: (&str, &str) = ("GLOBEXDEVKEY", "globex-dev-secret");
+pub const READER: (&str, &str) = ("ACMEREADKEY", "acme-read-secret");
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A config for tests: both dev tenants, a read-only acme key, an admin token, the given extras.
+pub fn config_text(data_dir: &Path, extra_server: &str, sweeper: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[storage]
+data_dir = "{data}"
+
+[sweeper]
+{sweeper}
+
+[[tenants]]
+id = "acme"
+[[tenants.keys]]
+access_key = "{ak}"
+secret_key = "{sk}"
+[[tenants.keys]]
+access_key = "{rk}"
+secret_key = "{rs}"
+user = "auditor"
+role = "read-only"
+
+[[tenants]]
+id = "globex"
+[[tenants.keys]]
+access_key = "{gk}"
+secret_key = "{gs}"
+"#,
+        data = data_dir.display(),
+        ak = ACME.0,
+        sk = ACME.1,
+        rk = READER.0,
+        rs = READER.1,
+        gk = GLOBEX.0,
+        gs = GLOBEX.1,
+    )
+}
+
+/// A gateway running inside the test process.
+pub struct Gw {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    /// Keeps the gateway's tasks alive for the test's duration.
+    _running: portcullis::Running,
+}
+
+impl Gw {
+    pub async fn start() -> Self {
+        Self::start_with("", "").await
+    }
+
+    pub async fn start_with(extra_server: &str, sweeper: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            portcullis::Config::parse(&config_text(dir.path(), extra_server, sweeper)).unwrap();
+        let running = portcullis::start(cfg).await.unwrap();
+        Self {
+            addr: running.s3_addr,
+            admin: running.admin_addr.unwrap(),
+            dir,
+            _running: running,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self, key: (&str, &str)) -> aws_sdk_s3::Client {
+        client(&self.endpoint(), key)
+    }
+
+    pub fn acme(&self) -> aws_sdk_s3::Client {
+        self.client(ACME)
+    }
+}
+
+pub fn client(endpoint: &str, (ak, sk): (&str, &str)) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(ak, sk, None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The S3 error code of a failed SDK call.
+pub fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    r: Result<T, E>,
+) -> String {
+    match r {
+        Ok(v) => panic!("expected an S3 error, got {v:?}"),
+        Err(e) => e
+            .code()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// Deterministic pseudo-random bytes (distinct per seed), cheap to generate in bulk.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub async fn body_of(o: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The real binary, started with a config file of its own, stopped (SIGTERM or SIGKILL) by PID.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Proc {
+    /// Writes a config under `dir` and starts `portcullis serve` on it.
+    pub fn start(dir: &Path, sweeper: &str) -> Self {
+        let data = dir.join("data");
+        let config = dir.join("portcullis.toml");
+        std::fs::write(&config, config_text(&data, "", sweeper)).unwrap();
+        Self::start_config(&config)
+    }
+
+    pub fn start_config(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(t) = tx.as_ref()
+                    && line.contains("portcullis is serving")
+                {
+                    let _ = t.send(line.clone());
+                    tx = None;
+                }
+                eprintln!("[portcullis] {line}");
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("portcullis did not report its address within 30 s");
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(name).unwrap() + name.len();
+            let rest = &line[start..];
+            let rest = rest.trim_start_matches("Some(");
+            let end = rest
+                .find(|c: char| c == ' ' || c == ')')
+                .unwrap_or(rest.len());
+            rest[..end].parse().unwrap()
+        };
+        let addr = field("s3_addr=");
+        let admin = field("admin_addr=");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "portcullis exited at start"
+        );
+        Self { child, addr, admin }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "portcullis exited with {status}");
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a SigV4-signed request built by hand (for what no SDK would send: malformed XML, a
+/// forged trailer). `payload` is the `x-amz-content-sha256` mode.
+pub async fn raw(
+    endpoint: &str,
+    key: (&str, &str),
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    payload: aws_sigv4::http_request::SignableBody<'_>,
+) -> (u16, String) {
+    raw_host(
+        endpoint,
+        None,
+        key,
+        method,
+        path_and_query,
+        headers,
+        body,
+        payload,
+    )
+    .await
+}
+
+/// SigV4 headers (and the Host header) for a request to `endpoint` + `path_and_query`.
+pub fn sign_headers(
+    endpoint: &str,
+    host: Option<&str>,
+    key: (&str, &str),
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    payload: aws_sigv4::http_request::SignableBody<'_>,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{
+        PayloadChecksumKind, PercentEncodingMode, SignableRequest, SigningSettings,
+        UriPathNormalizationMode, sign,
+    };
+    let url = format!("{endpoint}{path_and_query}");
+    let host = host.map_or_else(
+        || endpoint.trim_start_matches("http://").to_string(),
+        str::to_string,
+    );
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.push(("host".into(), host));
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let identity = Credentials::new(key.0, key.1, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        &url,
+        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        payload,
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    for (k, v) in instructions.headers() {
+        all.push((k.to_string(), v.to_string()));
+    }
+    all
+}
+
+/// [`raw`] with a Host header of its own (virtual-hosted style), sent to `endpoint`'s address.
+#[allow(clippy::too_many_arguments)]
+pub async fn raw_host(
+    endpoint: &str,
+    host: Option<&str>,
+    key: (&str, &str),
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    payload: aws_sigv4::http_request::SignableBody<'_>,
+) -> (u16, String) {
+    let all = sign_headers(
+        endpoint,
+        host,
+        key,
+        method,
+        path_and_query,
+        headers,
+        payload,
+    );
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(
+            method.parse().unwrap(),
+            format!("{endpoint}{path_and_query}"),
+        )
+        .body(body);
+    for (k, v) in &all {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// The `<Code>` of an S3 XML error body.
+pub fn xml_code(body: &str) -> &str {
+    body.split("<Code>")
+        .nth(1)
+        .and_then(|s| s.split("</Code>").next())
+        .unwrap_or("")
+}

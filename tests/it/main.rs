@@ -1,0 +1,14 @@
+//! One integration-test binary. Each test starts its own gateway (in-process, or the real binary
+//! as a child) on 127.0.0.1:0 with a temp data dir, and drives it with real clients.
+
+mod harness;
+
+mod admin;
+mod auth;
+mod buckets;
+mod compat;
+mod durability;
+mod hostile;
+mod listing;
+mod multipart;
+mod objects;
