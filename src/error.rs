@@ -97,6 +97,7 @@ impl From<PipelineError> for S3Error {
                 IncompleteBody,
                 "You did not provide the number of bytes specified by the Content-Length HTTP header."
             ),
+            PipelineError::TooLarge => crate::pipeline::too_large(),
             PipelineError::Backend(e) => e.into(),
             PipelineError::Meta(e) => e.into(),
         }

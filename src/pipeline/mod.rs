@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+
 use s3s::crypto::Checksum as _;
 
 use crate::backend::{Backend, BackendError, ByteStream};
@@ -32,6 +33,8 @@ pub enum PipelineError {
     InvalidChecksum(String),
     #[error("checksum algorithm {0} is not supported")]
     UnsupportedChecksum(String),
+    #[error("the body exceeds the maximum object size")]
+    TooLarge,
     #[error("the request body ended before Content-Length bytes arrived")]
     IncompleteBody,
     #[error(transparent)]
@@ -87,6 +90,17 @@ pub fn new_blob_key(tenant: &str) -> String {
     format!("{tenant}/{}", ulid::Ulid::new())
 }
 
+/// S3's largest single PUT or part: 5 GiB.
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The answer to a body over [`MAX_OBJECT_SIZE`].
+pub fn too_large() -> s3s::S3Error {
+    s3s::s3_error!(
+        EntityTooLarge,
+        "Your proposed upload exceeds the maximum allowed size of 5 GiB."
+    )
+}
+
 /// Streams `body` into a new blob while hashing it (stage 2).
 pub async fn store(
     backend: &Arc<dyn Backend>,
@@ -95,6 +109,9 @@ pub async fn store(
     declared: &Declared,
     expected_len: Option<u64>,
 ) -> Result<Stored, PipelineError> {
+    if expected_len.is_some_and(|n| n > MAX_OBJECT_SIZE) {
+        return Err(PipelineError::TooLarge);
+    }
     let blob = new_blob_key(tenant);
     // The stream is handed to the backend as a `'static` box, so the hashers sit behind a mutex
     // that only this one stream ever locks; they are taken back once the backend has read it all.
@@ -103,10 +120,18 @@ pub async fn store(
         declared.hasher(),
     )));
     let hashing = state.clone();
-    let hashed: ByteStream = Box::pin(body.inspect_ok(move |bytes| {
+    let mut seen = 0u64;
+    let hashed: ByteStream = Box::pin(body.map(move |chunk| {
+        let bytes = chunk?;
+        seen += bytes.len() as u64;
+        // Bodies of unknown length (aws-chunked) are cut off the moment they cross the limit.
+        if seen > MAX_OBJECT_SIZE {
+            return Err(too_large().into());
+        }
         let mut st = hashing.lock().unwrap_or_else(|e| e.into_inner());
-        st.0.update(bytes);
-        st.1.update(bytes);
+        st.0.update(&bytes);
+        st.1.update(&bytes);
+        Ok(bytes)
     }));
     let len = backend.put(&blob, hashed).await?;
     let guard = BlobGuard {

@@ -50,22 +50,15 @@ fn copy_range(r: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
     Ok(a..b + 1)
 }
 
-fn part_checksums(
-    c: &Checksums,
-) -> (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-) {
-    (
+/// The five checksum values in S3's field order: CRC32, CRC32C, SHA1, SHA256, CRC64NVME.
+fn part_checksums(c: &Checksums) -> [Option<String>; 5] {
+    [
         c.crc32.clone(),
         c.crc32c.clone(),
         c.sha1.clone(),
         c.sha256.clone(),
         c.crc64nvme.clone(),
-    )
+    ]
 }
 
 impl Gateway {
@@ -160,7 +153,7 @@ impl Gateway {
         stored.guard.keep();
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
-        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&part.checksums);
+        let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             checksum_crc32: crc32,
@@ -345,7 +338,7 @@ impl Gateway {
             .complete_upload(&c.tenant, &i.bucket, &upload, &object)?;
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
-        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&object.checksums);
+        let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
@@ -417,7 +410,7 @@ impl Gateway {
                 parts
                     .into_iter()
                     .map(|p| {
-                        let (crc32, crc32c, sha1, sha256, crc64nvme) = part_checksums(&p.checksums);
+                        let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&p.checksums);
                         Part {
                             part_number: Some(p.part_number as i32),
                             e_tag: Some(ETag::Strong(p.etag)),

@@ -365,7 +365,7 @@ impl Gateway {
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),
-            tag_count: (!o.tags.is_empty()).then(|| o.tags.len() as i32),
+            tag_count: (!o.tags.is_empty()).then_some(o.tags.len() as i32),
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);

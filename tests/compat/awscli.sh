@@ -6,33 +6,34 @@ export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us
 export AWS_CONFIG_FILE="$WORK/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null
 printf '[default]\ns3 =\n  addressing_style = path\n' > "$AWS_CONFIG_FILE"
 aws() { "$BIN/aws" --endpoint-url "$ENDPOINT" "$@"; }
-s3() { aws s3 "$@" --only-show-errors; }
+s3() { aws s3 "$@"; }
+q() { aws s3 "$@" --only-show-errors; }   # quiet transfers (cp, sync, rm)
 cd "$WORK"
 
 s3 mb s3://cli-bucket
 head -c 20971520 /dev/urandom > big.bin          # 20 MiB: multipart with the CLI's 8 MiB parts
-s3 cp big.bin s3://cli-bucket/dir/big.bin
-s3 cp s3://cli-bucket/dir/big.bin big.back
+q cp big.bin s3://cli-bucket/dir/big.bin
+q cp s3://cli-bucket/dir/big.bin big.back
 cmp big.bin big.back
 etag=$(aws s3api head-object --bucket cli-bucket --key dir/big.bin --query ETag --output text)
 [[ "$etag" == *-3\" ]] || { echo "expected a 3-part multipart ETag, got $etag"; exit 1; }
 
 mkdir -p tree/sub && echo one > tree/a.txt && echo two > tree/sub/b.txt && echo "spaced out" > "tree/sub/with space.txt"
-s3 sync tree s3://cli-bucket/tree
+q sync tree s3://cli-bucket/tree
 listing=$(aws s3 ls --recursive s3://cli-bucket/tree/)
 for k in tree/a.txt tree/sub/b.txt "tree/sub/with space.txt"; do
   grep -qF "$k" <<<"$listing" || { echo "missing $k in: $listing"; exit 1; }
 done
 echo three > tree/c.txt
-s3 sync tree s3://cli-bucket/tree --delete
+q sync tree s3://cli-bucket/tree --delete
 [ "$(aws s3 ls --recursive s3://cli-bucket/tree/ | wc -l)" = 4 ]
-mkdir back && s3 sync s3://cli-bucket/tree back && diff -r tree back
+mkdir back && q sync s3://cli-bucket/tree back && diff -r tree back
 
 url=$(aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
 [ "$(curl -sf "$url")" = one ]
-curl -s -o /dev/null -w '%{http_code}' "${url/Signature=/Signature=00}" | grep -q 403
+grep -q 403 <<<"$(curl -s -o /dev/null -w '%{http_code}' "${url/Signature=/Signature=00}")"
 
-s3 rm --recursive s3://cli-bucket/
+q rm --recursive s3://cli-bucket/
 s3 rb s3://cli-bucket
-! aws s3 ls s3://cli-bucket 2>/dev/null
+if aws s3 ls s3://cli-bucket 2>/dev/null; then echo "bucket still exists after rb"; exit 1; fi
 echo "aws cli: ok"

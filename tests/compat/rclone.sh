@@ -15,7 +15,7 @@ echo "unicode" > "src/deep/ünï cødé.txt"
 rclone mkdir pc:rclone-bucket
 rclone copy src pc:rclone-bucket/data
 rclone check src pc:rclone-bucket/data
-rclone lsf -R pc:rclone-bucket/data | grep -q "ünï cødé.txt"
+grep -q "ünï cødé.txt" <<<"$(rclone lsf -R pc:rclone-bucket/data)"
 rclone purge pc:rclone-bucket
-! rclone lsd pc:rclone-bucket 2>/dev/null
+if rclone lsf pc:rclone-bucket >/dev/null 2>&1; then echo "bucket still exists after purge"; exit 1; fi
 echo "rclone: ok"

@@ -8,10 +8,10 @@ cd "$WORK"
 s3cmd mb s3://s3cmd-bucket
 head -c 7340032 /dev/urandom > file.bin             # 7 MiB: s3cmd uploads it in parts
 s3cmd put --multipart-chunk-size-mb=5 file.bin s3://s3cmd-bucket/path/file.bin
-s3cmd ls s3://s3cmd-bucket/path/ | grep -q file.bin
+grep -q file.bin <<<"$(s3cmd ls s3://s3cmd-bucket/path/)"
 s3cmd get s3://s3cmd-bucket/path/file.bin file.back
 cmp file.bin file.back
-s3cmd info s3://s3cmd-bucket/path/file.bin | grep -q "7340032"
+grep -q "7340032" <<<"$(s3cmd info s3://s3cmd-bucket/path/file.bin)"
 s3cmd del s3://s3cmd-bucket/path/file.bin
 s3cmd rb s3://s3cmd-bucket
 echo "s3cmd: ok"

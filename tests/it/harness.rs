@@ -189,9 +189,7 @@ impl Proc {
             let start = line.find(name).unwrap() + name.len();
             let rest = &line[start..];
             let rest = rest.trim_start_matches("Some(");
-            let end = rest
-                .find(|c: char| c == ' ' || c == ')')
-                .unwrap_or(rest.len());
+            let end = rest.find([' ', ')']).unwrap_or(rest.len());
             rest[..end].parse().unwrap()
         };
         let addr = field("s3_addr=");

@@ -270,3 +270,42 @@ async fn a_client_that_hangs_up_mid_body_leaves_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_5_gib_is_refused_before_it_is_read() {
+    use tokio::io::AsyncReadExt;
+    let gw = Gw::start().await;
+    gw.acme()
+        .create_bucket()
+        .bucket("huge")
+        .send()
+        .await
+        .unwrap();
+    let len = (5u64 << 30) + 1;
+    let headers = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "PUT",
+        "/huge/k",
+        &[("content-length", &len.to_string())],
+        SignableBody::UnsignedPayload,
+    );
+    let mut sock = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut req = "PUT /huge/k HTTP/1.1\r\n".to_string();
+    for (k, v) in &headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    sock.write_all(b"only a few bytes").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(xml_code(&resp), "EntityTooLarge", "{resp}");
+    assert_eq!(walk(&gw.dir.path().join("tmp")), 0);
+}
