@@ -23,7 +23,20 @@ fn bin() -> PathBuf {
 fn run(program: &str, script: &str, key: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::start(dir.path(), "");
-    let work = dir.path().join("work");
+    run_against(&p, p.endpoint(), dir.path(), program, script, key, &[]);
+    p.stop();
+}
+
+fn run_against(
+    _p: &Proc,
+    endpoint: String,
+    dir: &std::path::Path,
+    program: &str,
+    script: &str,
+    key: (&str, &str),
+    env: &[(&str, String)],
+) {
+    let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let bin = bin();
     let program = if program == "python" {
@@ -33,7 +46,8 @@ fn run(program: &str, script: &str, key: (&str, &str)) {
     };
     let out = Command::new(program)
         .arg(root().join("tests/compat").join(script))
-        .env("ENDPOINT", p.endpoint())
+        .env("ENDPOINT", endpoint)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("AK", key.0)
         .env("SK", key.1)
         .env("WORK", &work)
@@ -47,7 +61,6 @@ fn run(program: &str, script: &str, key: (&str, &str)) {
     );
     assert!(out.status.success(), "{script} failed:\n{text}");
     eprintln!("{text}");
-    p.stop();
 }
 
 #[test]
@@ -68,4 +81,53 @@ fn s3cmd() {
 #[test]
 fn rclone() {
     run("bash", "rclone.sh", GLOBEX);
+}
+
+/// Over TLS, current SDKs send aws-chunked bodies with a checksum trailer
+/// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`): boto3 against the TLS listener exercises that path.
+#[test]
+fn boto3_over_tls_with_chunked_trailers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let tls = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let p = Proc::start_with(dir.path(), &tls, "");
+    let endpoint = format!("https://127.0.0.1:{}", p.addr.port());
+    run_against(
+        &p,
+        endpoint,
+        dir.path(),
+        "python",
+        "boto3_tls.py",
+        ACME,
+        &[("CA_BUNDLE", cert.display().to_string())],
+    );
+    p.stop();
 }

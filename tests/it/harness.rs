@@ -152,9 +152,14 @@ pub struct Proc {
 impl Proc {
     /// Writes a config under `dir` and starts `portcullis serve` on it.
     pub fn start(dir: &Path, sweeper: &str) -> Self {
+        Self::start_with(dir, "", sweeper)
+    }
+
+    /// [`Proc::start`] with extra `[server]` lines (TLS, domain).
+    pub fn start_with(dir: &Path, extra_server: &str, sweeper: &str) -> Self {
         let data = dir.join("data");
         let config = dir.join("portcullis.toml");
-        std::fs::write(&config, config_text(&data, "", sweeper)).unwrap();
+        std::fs::write(&config, config_text(&data, extra_server, sweeper)).unwrap();
         Self::start_config(&config)
     }
 
