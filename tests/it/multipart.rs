@@ -462,3 +462,59 @@ async fn part_checksums_and_composite_checksum() {
         .unwrap();
     assert_eq!(head.checksum_crc32(), Some(sum));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_aborts_abandoned_uploads() {
+    // Every upload counts as abandoned at once; the sweeper runs when the admin API asks.
+    let gw = Gw::start_with("", "interval_secs = 3600\nabandoned_upload_secs = 0").await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("stale").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("stale")
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    s3.upload_part()
+        .bucket("stale")
+        .key("k")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(data(1000, 1)))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let report: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/sweep", gw.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["uploads_aborted"], 1, "{report}");
+    assert_eq!(
+        code(
+            s3.list_parts()
+                .bucket("stale")
+                .key("k")
+                .upload_id(&id)
+                .send()
+                .await
+        ),
+        "NoSuchUpload"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        crate::objects::walk(&gw.dir.path().join("blobs")),
+        0,
+        "the part's blob was released"
+    );
+    s3.delete_bucket().bucket("stale").send().await.unwrap();
+}
