@@ -1,6 +1,7 @@
 //! The one place where internal errors become S3 errors. Client-caused errors get their precise
-//! S3 code and a human message; internal ones are logged here (once, at error level, inside the
-//! request's span) and reach the client only as a generic `InternalError`/`ServiceUnavailable`.
+//! S3 code and a human message; the cause of an internal one is recorded on the request's span
+//! (and logged once, with the 5xx, by the server) and reaches the client only as a generic
+//! `InternalError`.
 
 use s3s::{S3Error, S3ErrorCode, s3_error};
 
@@ -8,8 +9,12 @@ use crate::backend::BackendError;
 use crate::meta::MetaError;
 use crate::pipeline::PipelineError;
 
+/// Records the cause on the request's span; `server::handle` logs the 5xx once, with it.
 fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
-    tracing::error!(error = %e, "{what}");
+    tracing::Span::current().record(
+        "error",
+        tracing::field::display(format_args!("{what}: {e}")),
+    );
     s3_error!(
         InternalError,
         "We encountered an internal error. Please try again."

@@ -349,6 +349,7 @@ async fn handle(
         op = tracing::field::Empty,
         bucket = tracing::field::Empty,
         key = tracing::field::Empty,
+        error = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
     let result = if xml_body_too_large(&req, max_xml_body) {
@@ -373,7 +374,13 @@ async fn handle(
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             let ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(status, ms, "request done");
+            // The access-log line: 5xx at error (once, with the cause recorded on the span by
+            // `error.rs`), everything else at debug.
+            if status >= 500 {
+                tracing::error!(status, ms, "request failed");
+            } else {
+                tracing::debug!(status, ms, "request done");
+            }
             if let Ok(v) = http::HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-amz-request-id", v);
             }
