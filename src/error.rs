@@ -44,7 +44,7 @@ impl From<MetaError> for S3Error {
                 OperationAborted,
                 "A conflicting operation is in progress against this resource. Please try again."
             ),
-            e @ (MetaError::Store(_) | MetaError::Corrupt(_)) => {
+            e @ (MetaError::Store(_) | MetaError::Corrupt(_) | MetaError::FlushTask(_)) => {
                 internal("metadata store failed", &e)
             }
             e @ (MetaError::NoSuchTenant

@@ -13,6 +13,7 @@ pub mod model;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +28,8 @@ pub enum MetaError {
     Store(#[from] sled::Error),
     #[error("corrupt metadata record: {0}")]
     Corrupt(String),
+    #[error("metadata flush task failed: {0}")]
+    FlushTask(String),
     #[error("no such bucket")]
     NoSuchBucket,
     #[error("bucket already owned by you")]
@@ -149,6 +152,10 @@ pub struct Meta {
     /// until it is gone (sled transactions cannot range-scan).
     bucket_gate: RwLock<()>,
     sync: bool,
+    /// Group commit state for [`Meta::durable`]: callers so far, callers covered by a flush.
+    commits: AtomicU64,
+    flushed: AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
 }
 
 impl Meta {
@@ -166,15 +173,35 @@ impl Meta {
             blobs: db.open_tree("blobs")?,
             bucket_gate: RwLock::new(()),
             sync,
+            commits: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
             db,
         })
     }
 
-    /// Makes committed changes durable (when configured to); called before a write is acknowledged.
+    /// Makes every change committed before this call durable (when configured to); called
+    /// before a write is acknowledged. Group commit: while one flush runs, later callers queue
+    /// on `flush_lock`, and the next flush covers all of them at once, so N concurrent writers
+    /// cost about two flushes instead of N.
     pub async fn durable(&self) -> MetaResult<()> {
-        if self.sync {
-            self.db.flush_async().await?;
+        if !self.sync {
+            return Ok(());
         }
+        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.flush_lock.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        // Every caller up to `upto` had committed before it asked, so this flush covers it.
+        let upto = self.commits.load(Ordering::SeqCst);
+        // Not `flush_async`: concurrent calls of it deadlock in sled 0.34 (spacejam/sled#1308,
+        // fixed only on its unreleased main). One blocking flush at a time, off the reactor.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| MetaError::FlushTask(e.to_string()))??;
+        self.flushed.store(upto, Ordering::SeqCst);
         Ok(())
     }
 

@@ -207,7 +207,7 @@ async fn a_large_listing_is_paged_in_thousands() {
     let s3 = gw.acme();
     s3.create_bucket().bucket("many").send().await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..1500 {
+    for i in 0..1100 {
         let s3 = s3.clone();
         tasks.spawn(async move {
             s3.put_object()
@@ -218,7 +218,7 @@ async fn a_large_listing_is_paged_in_thousands() {
                 .await
                 .unwrap();
         });
-        while tasks.len() >= 32 {
+        while tasks.len() >= 16 {
             tasks.join_next().await.unwrap().unwrap();
         }
     }
@@ -235,6 +235,6 @@ async fn a_large_listing_is_paged_in_thousands() {
         .send()
         .await
         .unwrap();
-    assert_eq!(second.key_count(), Some(500));
-    assert_eq!(second.contents().last().unwrap().key(), Some("k/01499"));
+    assert_eq!(second.key_count(), Some(100));
+    assert_eq!(second.contents().last().unwrap().key(), Some("k/01099"));
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod bench_smoke;
 mod buckets;
 mod compat;
 mod durability;

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs the same workloads, back to back on this machine, against:
+#   direct          s3s-fs (=0.14.1, SigV4 on) over a temp dir — the floor
+#   s3s-proxy       s3s-proxy (=0.14.1) in front of that s3s-fs — the featureless peer gateway
+#   nginx           nginx as a plain reverse proxy in front of that s3s-fs — the cost of a hop
+#   portcullis      Portcullis, local backend, storage.sync = false (s3s-fs does not fsync either)
+#   portcullis-sync Portcullis, local backend, shipped default storage.sync = true (full run only)
+# and prints absolute numbers plus, for each Portcullis row, ratios to direct and to s3s-proxy
+# measured in the same run, and the peak RSS of each server process.
+#
+#   bash bench/compare.sh           # full run
+#   bash bench/compare.sh --quick   # smoke comparison, under 3 minutes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+
+TOOLS=bench/.tools
+cargo build --release --locked -p portcullis -p portcullis-loadgen
+[ -x "$TOOLS/bin/s3s-fs" ] || cargo install --locked --quiet --root "$TOOLS" --version 0.14.1 --features binary s3s-fs
+[ -x "$TOOLS/bin/s3s-proxy" ] || cargo install --locked --quiet --root "$TOOLS" --version 0.14.1 s3s-proxy
+if ! command -v nginx >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+fi
+LOADGEN=target/release/loadgen
+AK=ACMEDEVKEY SK=acme-dev-secret
+
+WORK=$(mktemp -d /tmp/pcbench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
+
+# --- servers ----------------------------------------------------------------------------------
+mkdir -p "$WORK/fs"
+FS_PORT=$(free_port)
+"$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$FS_PORT" --access-key "$AK" --secret-key "$SK" "$WORK/fs" \
+  >"$WORK/s3s-fs.log" 2>&1 &
+FS_PID=$!; PIDS+=("$FS_PID"); wait_port "$FS_PORT"
+
+PROXY_PORT=$(free_port)
+AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_REGION=us-east-1 \
+  "$TOOLS/bin/s3s-proxy" --host 127.0.0.1 --port "$PROXY_PORT" --endpoint-url "http://127.0.0.1:$FS_PORT" \
+  >"$WORK/s3s-proxy.log" 2>&1 &
+PROXY_PID=$!; PIDS+=("$PROXY_PID"); wait_port "$PROXY_PORT"
+
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+daemon off;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  upstream fs { server 127.0.0.1:$FS_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    proxy_http_version 1.1;
+    location / {
+      proxy_set_header Host \$http_host;
+      proxy_set_header Connection "";
+      proxy_pass http://fs;
+    }
+  }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!; PIDS+=("$NGINX_PID"); wait_port "$NGINX_PORT"
+
+start_portcullis() { # name sync — sets PC_PORT and PC_PID
+  local port
+  port=$(free_port)
+  cat >"$WORK/$1.toml" <<CONF
+[server]
+listen = "127.0.0.1:$port"
+[storage]
+data_dir = "$WORK/$1-data"
+sync = $2
+[[tenants]]
+id = "bench"
+[[tenants.keys]]
+access_key = "$AK"
+secret_key = "$SK"
+CONF
+  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PC_PID=$!; PIDS+=("$PC_PID"); PC_PORT=$port; wait_port "$port"
+}
+
+# --- workloads --------------------------------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+  DUR=3; BIG_OPS=8; LIST_KEYS=2000; LIST_OPS=5; MEM_OPS=16
+else
+  DUR=15; BIG_OPS=48; LIST_KEYS=10000; LIST_OPS=20; MEM_OPS=64
+fi
+RESULTS="$WORK/results.jsonl"
+run() { # target endpoint pid -- loadgen args
+  local target=$1 endpoint=$2 pid=$3; shift 3
+  local line
+  line=$("$LOADGEN" --endpoint "$endpoint" --access-key "$AK" --secret-key "$SK" --bucket "b-$target" --quiet "$@")
+  echo "{\"target\":\"$target\",\"rss_mib\":$(peak_rss_mib "$pid"),\"report\":$line}" >>"$RESULTS"
+  echo "  $target $*: $line" >&2
+}
+suite() { # target endpoint pid
+  run "$@" --workload put --size 64MiB --concurrency 4 --ops "$BIG_OPS"
+  run "$@" --workload get --size 64MiB --concurrency 4 --ops "$BIG_OPS"
+  run "$@" --workload put --size 4KiB --concurrency 16 --duration "$DUR"
+  run "$@" --workload get --size 4KiB --concurrency 16 --duration "$DUR"
+  run "$@" --workload head --size 4KiB --concurrency 16 --duration "$DUR"
+  run "$@" --workload mixed --size 1MiB --concurrency 16 --duration "$DUR"
+  run "$@" --workload list --list-keys "$LIST_KEYS" --concurrency 1 --ops "$LIST_OPS"
+  run "$@" --workload multipart --size 64MiB --part-size 8MiB --concurrency 4 --ops $((BIG_OPS / 4))
+}
+
+echo "direct (s3s-fs)" >&2;       suite direct "http://127.0.0.1:$FS_PORT" "$FS_PID"
+echo "s3s-proxy" >&2;             suite s3s-proxy "http://127.0.0.1:$PROXY_PORT" "$PROXY_PID"
+echo "nginx" >&2;                 suite nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX_PID"
+start_portcullis portcullis false
+echo "portcullis (local, sync off)" >&2
+suite portcullis "http://127.0.0.1:$PC_PORT" "$PC_PID"
+# Memory under 16 concurrent 64 MiB PUTs (the peak RSS column of this row is the target).
+run portcullis "http://127.0.0.1:$PC_PORT" "$PC_PID" --workload put --size 64MiB --concurrency 16 --ops "$MEM_OPS"
+if [ "$QUICK" = 0 ]; then
+  start_portcullis portcullis-sync true
+  echo "portcullis (local, sync on)" >&2
+  suite portcullis-sync "http://127.0.0.1:$PC_PORT" "$PC_PID"
+fi
+
+python3 bench/report.py "$RESULTS"
+cp "$RESULTS" "bench/last-run.jsonl"
