@@ -113,34 +113,40 @@ RESULTS="$WORK/results.jsonl"
 run() { # target endpoint pid -- loadgen args
   local target=$1 endpoint=$2 pid=$3; shift 3
   local line
+  sync # the previous run's dirty pages are written back before this one starts
   line=$("$LOADGEN" --endpoint "$endpoint" --access-key "$AK" --secret-key "$SK" --bucket "b-$target" --quiet "$@")
   echo "{\"target\":\"$target\",\"rss_mib\":$(peak_rss_mib "$pid"),\"report\":$line}" >>"$RESULTS"
   echo "  $target $*: $line" >&2
 }
-suite() { # target endpoint pid
-  run "$@" --workload put --size 64MiB --concurrency 4 --ops "$BIG_OPS"
-  run "$@" --workload get --size 64MiB --concurrency 4 --ops "$BIG_OPS"
-  run "$@" --workload put --size 4KiB --concurrency 16 --duration "$DUR"
-  run "$@" --workload get --size 4KiB --concurrency 16 --duration "$DUR"
-  run "$@" --workload head --size 4KiB --concurrency 16 --duration "$DUR"
-  run "$@" --workload mixed --size 1MiB --concurrency 16 --duration "$DUR"
-  run "$@" --workload list --list-keys "$LIST_KEYS" --concurrency 1 --ops "$LIST_OPS"
-  run "$@" --workload multipart --size 64MiB --part-size 8MiB --concurrency 4 --ops $((BIG_OPS / 4))
-}
 
-echo "direct (s3s-fs)" >&2;       suite direct "http://127.0.0.1:$FS_PORT" "$FS_PID"
-echo "s3s-proxy" >&2;             suite s3s-proxy "http://127.0.0.1:$PROXY_PORT" "$PROXY_PID"
-echo "nginx" >&2;                 suite nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX_PID"
 start_portcullis portcullis false
-echo "portcullis (local, sync off)" >&2
-suite portcullis "http://127.0.0.1:$PC_PORT" "$PC_PID"
-# Memory under 16 concurrent 64 MiB PUTs (the peak RSS column of this row is the target).
-run portcullis "http://127.0.0.1:$PC_PORT" "$PC_PID" --workload put --size 64MiB --concurrency 16 --ops "$MEM_OPS"
+TARGETS=("direct http://127.0.0.1:$FS_PORT $FS_PID"
+         "s3s-proxy http://127.0.0.1:$PROXY_PORT $PROXY_PID"
+         "nginx http://127.0.0.1:$NGINX_PORT $NGINX_PID"
+         "portcullis http://127.0.0.1:$PC_PORT $PC_PID")
 if [ "$QUICK" = 0 ]; then
   start_portcullis portcullis-sync true
-  echo "portcullis (local, sync on)" >&2
-  suite portcullis-sync "http://127.0.0.1:$PC_PORT" "$PC_PID"
+  TARGETS+=("portcullis-sync http://127.0.0.1:$PC_PORT $PC_PID")
 fi
+WORKLOADS=("--workload put --size 64MiB --concurrency 4 --ops $BIG_OPS"
+           "--workload get --size 64MiB --concurrency 4 --ops $BIG_OPS"
+           "--workload put --size 4KiB --concurrency 16 --duration $DUR"
+           "--workload get --size 4KiB --concurrency 16 --duration $DUR"
+           "--workload head --size 4KiB --concurrency 16 --duration $DUR"
+           "--workload mixed --size 1MiB --concurrency 16 --duration $DUR"
+           "--workload list --list-keys $LIST_KEYS --concurrency 1 --ops $LIST_OPS"
+           "--workload multipart --size 64MiB --part-size 8MiB --concurrency 4 --ops $((BIG_OPS / 4))")
+# Each workload runs on every target back to back, so drift and background writeback hit all
+# targets alike instead of whichever happened to run last.
+for w in "${WORKLOADS[@]}"; do
+  for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2086
+    run $t $w
+  done
+done
+# Memory under 16 concurrent 64 MiB PUTs (the peak RSS column of this row is the target).
+read -r _ PC_EP PC_P <<<"${TARGETS[3]}"
+run portcullis "$PC_EP" "$PC_P" --workload put --size 64MiB --concurrency 16 --ops "$MEM_OPS"
 
 python3 bench/report.py "$RESULTS"
 cp "$RESULTS" "bench/last-run.jsonl"

@@ -6,15 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use futures::StreamExt;
+use std::io::Write as _;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{Backend, BackendError, BlobInfo, ByteStream};
 
-/// Write buffer per upload: large enough that a 64 MiB body costs few syscalls, small enough
-/// that 64 concurrent uploads stay far below the memory targets.
-const WRITE_BUF: usize = 512 * 1024;
 const READ_BUF: usize = 256 * 1024;
 
 pub struct LocalBackend {
@@ -49,20 +48,49 @@ impl LocalBackend {
         Ok(self.blobs.join(key))
     }
 
+    /// Streams `body` into `tmp`. The file is written by one blocking-pool task fed through a
+    /// bounded channel: each chunk goes from the request straight to `write(2)` with no copy
+    /// (a `BufWriter` over `tokio::fs::File` copied every byte twice, ~4 % of a 64 MiB PUT),
+    /// and the channel bound keeps at most `QUEUE` chunks of a slow disk in memory.
     async fn write(&self, tmp: &Path, mut body: ByteStream) -> Result<u64, BackendError> {
-        let file = fs::File::create(tmp).await?;
-        let mut w = BufWriter::with_capacity(WRITE_BUF, file);
+        const QUEUE: usize = 32;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
+        let (path, fsync) = (tmp.to_path_buf(), self.fsync);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&path)?;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+            }
+            if fsync {
+                file.sync_all()?;
+            }
+            Ok(())
+        });
         let mut n = 0u64;
+        let mut failed = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(BackendError::Body)?;
-            n += chunk.len() as u64;
-            w.write_all(&chunk).await?;
+            match chunk {
+                Ok(chunk) => {
+                    n += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer stopped: its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failed = Some(BackendError::Body(e));
+                    break;
+                }
+            }
         }
-        w.flush().await?;
-        if self.fsync {
-            w.get_ref().sync_all().await?;
+        drop(tx);
+        let written = writer.await.map_err(std::io::Error::other)?;
+        match failed {
+            Some(e) => Err(e),
+            None => {
+                written?;
+                Ok(n)
+            }
         }
-        Ok(n)
     }
 }
 

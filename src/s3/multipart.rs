@@ -7,7 +7,7 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::object::{attrs, expected_len, tags_from_header};
+use super::object::{attrs, tags_from_header};
 use super::{Gateway, caller, owner, ts};
 use crate::meta::{self, Checksums, Object, PartLayout, Upload};
 use crate::pipeline::{self, Declared, checksum};
@@ -124,21 +124,15 @@ impl Gateway {
         if let Some(a) = &upload.checksum_algorithm {
             declared.want(a)?;
         }
-        let body = i.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
-        let stored = pipeline::store(
-            &self.backend,
-            &c.tenant,
-            body,
-            &declared,
-            expected_len(&req.headers),
-        )
-        .await?;
-        if let Some(t) = req.trailing_headers.and_then(|t| t.take()) {
-            declared.add_trailers(&t)?;
-        }
-        declared.verify(&stored.md5, &stored.checksums)?;
+        let stored = self
+            .ingest(
+                &c.tenant,
+                i.body,
+                &req.headers,
+                req.trailing_headers,
+                declared,
+            )
+            .await?;
         let part = meta::Part {
             part_number: n,
             size: stored.segment.len,

@@ -19,7 +19,7 @@ const MAX_TAGS: usize = 10;
 
 /// The number of bytes the body must have, when the client said: the decoded length for
 /// aws-chunked bodies (s3s rewrites Content-Length to it), Content-Length otherwise.
-pub(super) fn expected_len(headers: &HeaderMap) -> Option<u64> {
+fn expected_len(headers: &HeaderMap) -> Option<u64> {
     let num = |name: &str| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
     if headers.contains_key("x-amz-decoded-content-length") {
         return num("x-amz-decoded-content-length");
@@ -184,6 +184,35 @@ macro_rules! object_fields {
     }};
 }
 
+/// What GET and HEAD share: the version check, the current record, its preconditions, the
+/// selected range, and whether checksums are returned (asked for, and the whole object).
+/// A macro because the two inputs are distinct s3s types with the same fields.
+macro_rules! read_plan {
+    ($gw:expr, $tenant:expr, $input:expr) => {{
+        let i = $input;
+        no_version(i.version_id.as_deref())?;
+        let o = $gw.current($tenant, &i.bucket, &i.key)?;
+        match evaluate(
+            &o,
+            i.if_match.as_ref(),
+            i.if_unmodified_since.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+        ) {
+            Precondition::Ok => {}
+            Precondition::NotModified => return Err(s3_error!(NotModified)),
+            Precondition::Failed => return Err(precondition_failed()),
+        }
+        let (range, partial) = select(&o, i.range.as_ref(), i.part_number)?;
+        let enabled = i
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == "ENABLED");
+        let whole = range.start == 0 && range.end == o.size;
+        (o, range, partial, enabled && whole)
+    }};
+}
+
 /// The byte range a GET/HEAD selects: all, a `Range`, or one part (`partNumber`).
 fn select(
     o: &Object,
@@ -235,6 +264,35 @@ fn no_version(v: Option<&str>) -> S3Result<()> {
 }
 
 impl Gateway {
+    /// Stages 2 and 3 of the write protocol for PUT and UploadPart: stream the body into a new
+    /// blob, then check it against what the client declared (headers, and the aws-chunked
+    /// trailer, which is readable only once the body has been consumed).
+    pub(super) async fn ingest(
+        &self,
+        tenant: &str,
+        body: Option<StreamingBlob>,
+        headers: &HeaderMap,
+        trailers: Option<s3s::TrailingHeaders>,
+        mut declared: Declared,
+    ) -> S3Result<pipeline::Stored> {
+        let body = body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        });
+        let stored = pipeline::store(
+            &self.backend,
+            tenant,
+            body,
+            &declared,
+            expected_len(headers),
+        )
+        .await?;
+        if let Some(t) = trailers.and_then(|t| t.take()) {
+            declared.add_trailers(&t)?;
+        }
+        declared.verify(&stored.md5, &stored.checksums)?;
+        Ok(stored)
+    }
+
     pub(super) fn current(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
         self.meta.require_bucket(tenant, bucket)?;
         Ok(self
@@ -249,7 +307,7 @@ impl Gateway {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let c = caller(&req)?;
         let input = req.input;
-        let mut declared = Declared::from_headers(&req.headers)?;
+        let declared = Declared::from_headers(&req.headers)?;
         let attrs = attrs(
             input.content_type,
             input.content_encoding,
@@ -281,21 +339,15 @@ impl Gateway {
         )
         .map_err(|_| precondition_failed())?;
 
-        let body = input.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
-        let stored = pipeline::store(
-            &self.backend,
-            &c.tenant,
-            body,
-            &declared,
-            expected_len(&req.headers),
-        )
-        .await?;
-        if let Some(t) = req.trailing_headers.and_then(|t| t.take()) {
-            declared.add_trailers(&t)?;
-        }
-        declared.verify(&stored.md5, &stored.checksums)?;
+        let stored = self
+            .ingest(
+                &c.tenant,
+                input.body,
+                &req.headers,
+                req.trailing_headers,
+                declared,
+            )
+            .await?;
 
         let mut checksums = stored.checksums.clone();
         if checksums != meta::Checksums::default() {
@@ -342,26 +394,7 @@ impl Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let c = caller(&req)?;
-        let i = &req.input;
-        no_version(i.version_id.as_deref())?;
-        let o = self.current(&c.tenant, &i.bucket, &i.key)?;
-        match evaluate(
-            &o,
-            i.if_match.as_ref(),
-            i.if_unmodified_since.as_ref(),
-            i.if_none_match.as_ref(),
-            i.if_modified_since.as_ref(),
-        ) {
-            Precondition::Ok => {}
-            Precondition::NotModified => return Err(s3_error!(NotModified)),
-            Precondition::Failed => return Err(precondition_failed()),
-        }
-        let (range, partial) = select(&o, i.range.as_ref(), i.part_number)?;
-        let full = range.start == 0 && range.end == o.size;
-        let with_checksums = full
-            && i.checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == "ENABLED");
+        let (o, range, partial, with_checksums) = read_plan!(self, &c.tenant, &req.input);
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),
@@ -383,25 +416,7 @@ impl Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let c = caller(&req)?;
-        let i = &req.input;
-        no_version(i.version_id.as_deref())?;
-        let o = self.current(&c.tenant, &i.bucket, &i.key)?;
-        match evaluate(
-            &o,
-            i.if_match.as_ref(),
-            i.if_unmodified_since.as_ref(),
-            i.if_none_match.as_ref(),
-            i.if_modified_since.as_ref(),
-        ) {
-            Precondition::Ok => {}
-            Precondition::NotModified => return Err(s3_error!(NotModified)),
-            Precondition::Failed => return Err(precondition_failed()),
-        }
-        let (range, partial) = select(&o, i.range.as_ref(), i.part_number)?;
-        let with_checksums = i
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == "ENABLED");
+        let (o, range, partial, with_checksums) = read_plan!(self, &c.tenant, &req.input);
         let mut out = HeadObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sigv4::http_request::SignableBody;
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::*;
@@ -128,23 +127,7 @@ async fn kill_9_mid_upload_leaves_nothing_partial_and_the_sweeper_reclaims_orpha
         .unwrap();
 
     // A 64 MiB upload that is a quarter sent when the process dies.
-    let endpoint = p.endpoint();
-    let headers = sign_headers(
-        &endpoint,
-        None,
-        ACME,
-        "PUT",
-        "/crash/big",
-        &[("content-length", "67108864")],
-        SignableBody::UnsignedPayload,
-    );
-    let mut sock = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let mut req = "PUT /crash/big HTTP/1.1\r\n".to_string();
-    for (k, v) in &headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut sock = raw_put_head(&p.endpoint(), p.addr, "/crash/big", 64 * 1024 * 1024).await;
     sock.write_all(&data(16 * 1024 * 1024, 2)).await.unwrap();
     sock.flush().await.unwrap();
     let data_dir = dir.path().join("data");

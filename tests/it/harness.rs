@@ -354,6 +354,36 @@ pub async fn raw_host(
     (status, resp.text().await.unwrap())
 }
 
+/// Connects to `addr` and sends the head of a SigV4-signed `PUT path` announcing
+/// `content_length` bytes; the caller writes (some of) the body on the returned socket. For the
+/// failures no client library produces: hanging up mid-body, lying about the length.
+pub async fn raw_put_head(
+    endpoint: &str,
+    addr: SocketAddr,
+    path: &str,
+    content_length: u64,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let len = content_length.to_string();
+    let headers = sign_headers(
+        endpoint,
+        None,
+        ACME,
+        "PUT",
+        path,
+        &[("content-length", &len)],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    );
+    let mut head = format!("PUT {path} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock
+}
+
 /// The `<Code>` of an S3 XML error body.
 pub fn xml_code(body: &str) -> &str {
     body.split("<Code>")

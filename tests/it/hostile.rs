@@ -228,22 +228,7 @@ async fn a_client_that_hangs_up_mid_body_leaves_nothing() {
     let gw = Gw::start().await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("cut").send().await.unwrap();
-    let headers = sign_headers(
-        &gw.endpoint(),
-        None,
-        ACME,
-        "PUT",
-        "/cut/partial",
-        &[("content-length", "10485760")],
-        SignableBody::UnsignedPayload,
-    );
-    let mut sock = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut req = "PUT /cut/partial HTTP/1.1\r\n".to_string();
-    for (k, v) in &headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/cut/partial", 10 * 1024 * 1024).await;
     sock.write_all(&data(4 * 1024 * 1024, 9)).await.unwrap();
     sock.flush().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -281,23 +266,7 @@ async fn a_body_over_5_gib_is_refused_before_it_is_read() {
         .send()
         .await
         .unwrap();
-    let len = (5u64 << 30) + 1;
-    let headers = sign_headers(
-        &gw.endpoint(),
-        None,
-        ACME,
-        "PUT",
-        "/huge/k",
-        &[("content-length", &len.to_string())],
-        SignableBody::UnsignedPayload,
-    );
-    let mut sock = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut req = "PUT /huge/k HTTP/1.1\r\n".to_string();
-    for (k, v) in &headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/huge/k", (5 << 30) + 1).await;
     sock.write_all(b"only a few bytes").await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut buf))
