@@ -74,6 +74,7 @@ mod raw {
     pub struct Storage {
         pub data_dir: Option<PathBuf>,
         pub sync: Option<bool>,
+        pub meta_cache_mb: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -124,6 +125,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Flush metadata and fsync blobs before a write is acknowledged.
     pub sync: bool,
+    /// Bytes of metadata pages sled may keep in memory.
+    pub meta_cache_bytes: u64,
     pub sweeper: SweeperConfig,
     pub tenants: Vec<TenantConfig>,
 }
@@ -359,6 +362,7 @@ impl Config {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./data")),
             sync: raw.storage.sync.unwrap_or(true),
+            meta_cache_bytes: raw.storage.meta_cache_mb.unwrap_or(128).max(8) * 1024 * 1024,
             sweeper,
             tenants,
         })

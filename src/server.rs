@@ -146,9 +146,11 @@ fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let meta_dir = config.data_dir.join("meta");
     let meta = Arc::new(
-        Meta::open(&meta_dir, config.sync).map_err(|source| StartError::Meta {
-            path: meta_dir.display().to_string(),
-            source,
+        Meta::open(&meta_dir, config.sync, config.meta_cache_bytes).map_err(|source| {
+            StartError::Meta {
+                path: meta_dir.display().to_string(),
+                source,
+            }
         })?,
     );
     bootstrap(&meta, &config).map_err(|source| StartError::Meta {

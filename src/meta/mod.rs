@@ -159,10 +159,13 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// Opens (or creates) the store in `dir`. With `sync`, every commit is flushed to disk before
-    /// the caller acknowledges it.
-    pub fn open(dir: &Path, sync: bool) -> MetaResult<Self> {
-        let db = sled::Config::new().path(dir).open()?;
+    /// Opens (or creates) the store in `dir`, keeping at most `cache_bytes` of pages in memory.
+    /// With `sync`, every commit is flushed to disk before the caller acknowledges it.
+    pub fn open(dir: &Path, sync: bool, cache_bytes: u64) -> MetaResult<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         Ok(Self {
             tenants: db.open_tree("tenants")?,
             access_keys: db.open_tree("access_keys")?,
