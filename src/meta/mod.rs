@@ -513,8 +513,7 @@ impl Meta {
         start.extend_from_slice(prefix.as_bytes());
         let mut from = start.clone();
         if let Some(after) = after_key {
-            // Everything of `after` itself sorts before `after\0\x01`... use the key's NUL
-            // separator: all uploads of key K start with K\0, so K\x01 is past them.
+            // Every upload of key K is stored as K\0<id>, so starting at K\x01 skips them all.
             let mut a = bprefix.clone();
             a.extend_from_slice(after.as_bytes());
             a.push(1);
