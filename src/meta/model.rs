@@ -147,6 +147,9 @@ pub struct Upload {
     /// The checksum algorithm declared at creation (`CRC32`, ...), if any.
     #[serde(default)]
     pub checksum_algorithm: Option<String>,
+    /// `FULL_OBJECT` or `COMPOSITE` (the default), as declared at creation.
+    #[serde(default)]
+    pub checksum_type: Option<String>,
 }
 
 /// An uploaded part of an open multipart upload.

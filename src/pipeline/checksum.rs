@@ -177,3 +177,52 @@ pub fn set(c: &mut Checksums, alg: &str, value: String) {
         *s = Some(value);
     }
 }
+
+/// The full-object checksum of a multipart object (`x-amz-checksum-type: FULL_OBJECT`): the
+/// parts' CRCs combined as if the whole body had been hashed at once. Only the CRC algorithms
+/// can be combined; `parts` are (base64 CRC, part length).
+pub fn combined(alg: &str, parts: &[(&str, u64)]) -> Option<String> {
+    use crc_fast::CrcAlgorithm;
+    let (algorithm, width) = match alg {
+        "crc32" => (CrcAlgorithm::Crc32IsoHdlc, 4),
+        "crc32c" => (CrcAlgorithm::Crc32Iscsi, 4),
+        "crc64nvme" => (CrcAlgorithm::Crc64Nvme, 8),
+        _ => return None,
+    };
+    let mut acc: Option<u64> = None;
+    for (value, len) in parts {
+        let raw = B64.decode(value).ok()?;
+        if raw.len() != width {
+            return None;
+        }
+        let crc = raw.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        acc = Some(match acc {
+            None => crc,
+            Some(prev) => crc_fast::checksum_combine(algorithm, prev, crc, *len),
+        });
+    }
+    let v = acc?;
+    Some(B64.encode(&v.to_be_bytes()[8 - width..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_crcs_equal_the_crc_of_the_whole_body() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (a, b) = body.split_at(60_000);
+        let crc32 = |d: &[u8]| B64.encode(s3s::crypto::Crc32::checksum(d));
+        let (pa, pb) = (crc32(a), crc32(b));
+        let whole = combined("crc32", &[(&pa, a.len() as u64), (&pb, b.len() as u64)]);
+        assert_eq!(whole, Some(crc32(&body)));
+        let nvme = |d: &[u8]| B64.encode(s3s::crypto::Crc64Nvme::checksum(d));
+        let (na, nb) = (nvme(a), nvme(b));
+        assert_eq!(
+            combined("crc64nvme", &[(&na, 60_000), (&nb, 40_000)]),
+            Some(nvme(&body))
+        );
+        assert_eq!(combined("sha256", &[(&pa, 1)]), None);
+    }
+}

@@ -80,6 +80,24 @@ impl Gateway {
         if let Some(a) = &algorithm {
             Declared::default().want(a)?;
         }
+        let full_object = i
+            .checksum_type
+            .as_ref()
+            .is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT);
+        if full_object && !matches!(algorithm.as_deref(), Some("crc32" | "crc32c" | "crc64nvme")) {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The FULL_OBJECT checksum type requires a CRC32, CRC32C or CRC64NVME checksum algorithm"
+            ));
+        }
+        let checksum_type = algorithm.as_ref().map(|_| {
+            if full_object {
+                ChecksumType::FULL_OBJECT
+            } else {
+                ChecksumType::COMPOSITE
+            }
+            .to_string()
+        });
         let upload = Upload {
             upload_id: ulid::Ulid::new().to_string(),
             key: i.key.clone(),
@@ -96,6 +114,7 @@ impl Gateway {
             )?,
             tags: tags_from_header(i.tagging.as_deref())?,
             checksum_algorithm: algorithm,
+            checksum_type,
         };
         self.meta.create_upload(&c.tenant, &i.bucket, &upload)?;
         self.meta.durable().await?;
@@ -104,10 +123,7 @@ impl Gateway {
             key: Some(i.key),
             upload_id: Some(upload.upload_id),
             checksum_algorithm: i.checksum_algorithm,
-            checksum_type: upload
-                .checksum_algorithm
-                .as_ref()
-                .map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            checksum_type: upload.checksum_type.clone().map(ChecksumType::from),
             ..Default::default()
         }))
     }
@@ -302,13 +318,22 @@ impl Gateway {
         );
         let mut checksums = Checksums::default();
         if let Some(alg) = &upload.checksum_algorithm {
-            let values: Option<Vec<&str>> = chosen
+            let values: Option<Vec<(&str, u64)>> = chosen
                 .iter()
-                .map(|p| checksum::get(&p.checksums, alg))
+                .map(|p| checksum::get(&p.checksums, alg).map(|v| (v, p.size)))
                 .collect();
-            if let Some(v) = values.and_then(|v| checksum::composite(alg, &v)) {
+            let full_object = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
+            let value = values.and_then(|v| {
+                if full_object {
+                    checksum::combined(alg, &v)
+                } else {
+                    let sums: Vec<&str> = v.iter().map(|(s, _)| *s).collect();
+                    checksum::composite(alg, &sums)
+                }
+            });
+            if let Some(v) = value {
                 checksum::set(&mut checksums, alg, v);
-                checksums.kind = Some("COMPOSITE".into());
+                checksums.kind = upload.checksum_type.clone();
             }
         }
         let object = Object {

@@ -518,3 +518,89 @@ async fn the_sweeper_aborts_abandoned_uploads() {
     );
     s3.delete_bucket().bucket("stale").send().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_object_checksum_is_the_crc_of_the_whole_body() {
+    use aws_sdk_s3::types::ChecksumType;
+    use base64::Engine as _;
+    use s3s::crypto::Checksum as _;
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("full").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("full")
+        .key("k")
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let (p1, p2) = (data(5 * MIB, 31), data(777, 32));
+    let mut parts = Vec::new();
+    for (n, body) in [(1, &p1), (2, &p2)] {
+        let r = s3
+            .upload_part()
+            .bucket("full")
+            .key("k")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().unwrap())
+                .checksum_crc64_nvme(r.checksum_crc64_nvme().unwrap())
+                .build(),
+        );
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("full")
+        .key("k")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let whole = [p1.as_slice(), &p2].concat();
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(s3s::crypto::Crc64Nvme::checksum(&whole));
+    assert_eq!(done.checksum_crc64_nvme(), Some(expected.as_str()));
+    assert_eq!(done.checksum_type(), Some(&ChecksumType::FullObject));
+    // The SDK validates a full-object checksum on GET against the body it receives.
+    let got = s3
+        .get_object()
+        .bucket("full")
+        .key("k")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.checksum_crc64_nvme(), Some(expected.as_str()));
+    assert_eq!(body_of(got).await, whole);
+    // FULL_OBJECT needs a CRC algorithm.
+    assert_eq!(
+        code(
+            s3.create_multipart_upload()
+                .bucket("full")
+                .key("x")
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_type(ChecksumType::FullObject)
+                .send()
+                .await
+        ),
+        "InvalidRequest"
+    );
+}
