@@ -105,7 +105,7 @@ CONF
 
 # --- workloads --------------------------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-  DUR=3; BIG_OPS=8; LIST_KEYS=2000; LIST_OPS=5; MEM_OPS=16; ROUNDS=1
+  DUR=2; BIG_OPS=8; LIST_KEYS=1000; LIST_OPS=5; MEM_OPS=16; ROUNDS=1
 else
   DUR=15; BIG_OPS=32; LIST_KEYS=10000; LIST_OPS=20; MEM_OPS=64; ROUNDS=3
 fi
