@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -254,5 +255,3 @@ pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken)
         });
     }
 }
-
-use hyper_util::server::conn::auto;

@@ -23,12 +23,11 @@ fn bin() -> PathBuf {
 fn run(program: &str, script: &str, key: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::start(dir.path(), "");
-    run_against(&p, p.endpoint(), dir.path(), program, script, key, &[]);
+    run_against(p.endpoint(), dir.path(), program, script, key, &[]);
     p.stop();
 }
 
 fn run_against(
-    _p: &Proc,
     endpoint: String,
     dir: &std::path::Path,
     program: &str,
@@ -121,7 +120,6 @@ fn boto3_over_tls_with_chunked_trailers() {
     let p = Proc::start_with(dir.path(), &tls, "");
     let endpoint = format!("https://127.0.0.1:{}", p.addr.port());
     run_against(
-        &p,
         endpoint,
         dir.path(),
         "python",

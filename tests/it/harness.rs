@@ -124,6 +124,19 @@ pub fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// The HTTP status of a failed SDK call (for answers without an error body, such as 304).
+pub fn status_of<T: std::fmt::Debug, E: std::fmt::Debug>(
+    r: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> u16 {
+    match r {
+        Ok(v) => panic!("expected an error status, got {v:?}"),
+        Err(e) => e
+            .raw_response()
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|| panic!("no HTTP response: {e:?}")),
+    }
+}
+
 /// Deterministic pseudo-random bytes (distinct per seed), cheap to generate in bulk.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -69,8 +69,23 @@ async fn hostile_keys_are_opaque_names() {
     // Nothing escaped the data directory: every file the gateway wrote is a blob under it, and
     // no path was derived from a key.
     let dir = gw.dir.path();
-    assert!(!dir.join("etc").exists() && !dir.parent().unwrap().join("etc/passwd").exists());
-    assert_eq!(walk(&dir.join("blobs")), keys.len());
+    let top: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        top,
+        ["blobs", "meta", "tmp"],
+        "only the gateway's own directories"
+    );
+    assert_eq!(walk(&dir.join("tmp")), 0);
+    assert_eq!(
+        walk(&dir.join("blobs")),
+        keys.len(),
+        "one blob per key, named by ULID"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
