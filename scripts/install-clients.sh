@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the real S3 clients the compatibility tests drive: the aws CLI, boto3 and s3cmd in a
-# project venv (.venv), and rclone from Debian. Idempotent: re-running skips what is present.
+# Installs what the tests drive and talk to, all real: the aws CLI, boto3 and s3cmd (clients) plus
+# moto, gcp-storage-emulator and azure-storage-blob (backend servers and the Azurite container
+# setup) in a project venv (.venv); rclone from Debian; Azurite from npm into .ci/tools/azurite.
+# Idempotent: re-running skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/s3cmd ] || ! .venv/bin/python -c 'import boto3' 2>/dev/null; then
+PY_PKGS=(awscli boto3 s3cmd 'moto[server]' gcp-storage-emulator azure-storage-blob)
+if [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/s3cmd ] || [ ! -x .venv/bin/moto_server ] \
+  || [ ! -x .venv/bin/gcp-storage-emulator ] \
+  || ! .venv/bin/python -c 'import boto3, azure.storage.blob' 2>/dev/null; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check awscli boto3 s3cmd
+  .venv/bin/pip install --quiet --disable-pip-version-check "${PY_PKGS[@]}"
 fi
 
 if ! command -v rclone >/dev/null 2>&1; then
@@ -15,7 +20,16 @@ if ! command -v rclone >/dev/null 2>&1; then
   apt-get install -y -qq rclone >/dev/null
 fi
 
-for tool in .venv/bin/aws .venv/bin/s3cmd "$(command -v rclone)" "$(command -v curl)"; do
+# Azurite 3.35 is the last release that runs on Node 20.
+AZURITE=.ci/tools/azurite/node_modules/.bin/azurite-blob
+if [ ! -x "$AZURITE" ]; then
+  mkdir -p .ci/tools/azurite
+  (cd .ci/tools/azurite && npm install --silent --no-audit --no-fund --prefix . azurite@3.35.0 >/dev/null)
+fi
+
+for tool in .venv/bin/aws .venv/bin/s3cmd .venv/bin/moto_server .venv/bin/gcp-storage-emulator \
+  "$AZURITE" "$(command -v rclone)" "$(command -v curl)"; do
   [ -x "$tool" ] || { echo "install-clients: $tool missing" >&2; exit 1; }
 done
 echo "clients: $(.venv/bin/aws --version 2>&1 | cut -d' ' -f1), boto3 $(.venv/bin/python -c 'import boto3; print(boto3.__version__)'), $(.venv/bin/s3cmd --version), $(rclone version | head -1)"
+echo "backends: moto $(.venv/bin/python -c 'import moto; print(moto.__version__)'), gcp-storage-emulator, azurite $("$AZURITE" --version)"

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backend::Placement;
 use crate::meta::Role;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,34 @@ mod raw {
         #[serde(default)]
         pub sweeper: Sweeper,
         #[serde(default)]
+        pub backends: std::collections::BTreeMap<String, Backend>,
+        #[serde(default)]
         pub tenants: Vec<Tenant>,
+    }
+
+    /// One `[backends.<name>]` table. Flat on purpose: `validate` refuses every key that does
+    /// not apply to the `type`, with a message naming it.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Backend {
+        #[serde(rename = "type")]
+        pub kind: String,
+        #[serde(alias = "bucket")]
+        pub container: Option<String>,
+        pub path: Option<PathBuf>,
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub path_style: Option<bool>,
+        pub access_key: Option<String>,
+        pub secret_key: Option<String>,
+        pub secret_key_file: Option<PathBuf>,
+        pub account: Option<String>,
+        pub account_key: Option<String>,
+        pub sas_token: Option<String>,
+        pub credentials_file: Option<PathBuf>,
+        pub part_size_mb: Option<usize>,
+        pub timeout_secs: Option<u64>,
+        pub retries: Option<u32>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -75,6 +103,7 @@ mod raw {
         pub data_dir: Option<PathBuf>,
         pub sync: Option<bool>,
         pub meta_cache_mb: Option<u64>,
+        pub default_backend: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -90,6 +119,11 @@ mod raw {
     pub struct Tenant {
         pub id: String,
         pub display_name: Option<String>,
+        pub backend: Option<String>,
+        pub backend_container: Option<String>,
+        pub backend_prefix: Option<String>,
+        #[serde(default)]
+        pub locations: Vec<String>,
         #[serde(default)]
         pub keys: Vec<Key>,
     }
@@ -128,7 +162,65 @@ pub struct Config {
     /// Bytes of metadata pages sled may keep in memory.
     pub meta_cache_bytes: u64,
     pub sweeper: SweeperConfig,
+    /// Every backend, the implicit `local` one included.
+    pub backends: Vec<BackendConfig>,
+    /// Where tenants without a placement of their own write.
+    pub default_placement: Placement,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// A credential that never reaches a log line or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    /// The backend's default bucket / container / directory.
+    pub container: String,
+    /// Bound on each idempotent call (connect, first byte of a read, delete, probe).
+    pub timeout: Duration,
+    /// Extra attempts of an idempotent call that found the backend unavailable.
+    pub retries: u32,
+    /// Part / block / chunk size of the remote backends' streaming uploads.
+    pub part_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendKind {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        endpoint: Option<String>,
+        region: String,
+        path_style: bool,
+        /// `None`: the standard AWS provider chain (env, profile, IMDS, ...).
+        credentials: Option<(String, Secret)>,
+    },
+    Azure {
+        account: String,
+        endpoint: Option<String>,
+        auth: AzureAuth,
+    },
+    Gcs {
+        endpoint: Option<String>,
+        /// `None`: no authentication (the emulator).
+        credentials_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum AzureAuth {
+    AccessKey(Secret),
+    Sas(Secret),
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +256,9 @@ pub struct SweeperConfig {
 pub struct TenantConfig {
     pub id: String,
     pub display_name: String,
+    pub placement: Placement,
+    /// Other backends this tenant may place a bucket on with a LocationConstraint.
+    pub locations: Vec<String>,
     pub keys: Vec<KeyConfig>,
 }
 
@@ -201,6 +296,195 @@ pub fn valid_access_key(k: &str) -> bool {
 
 pub fn valid_secret(s: &str) -> bool {
     (8..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Backend names appear in blob references and LocationConstraints.
+pub fn valid_backend_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Containers: what S3, Azure and GCS all accept as a bucket / container name.
+pub fn valid_container(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !s.starts_with(['-', '.'])
+}
+
+/// Key prefixes: path-like, `A-Z a-z 0-9 - _ /`, no empty component, no leading `/`.
+pub fn valid_prefix(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 256
+            && !s.starts_with('/')
+            && !s.contains("//")
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/'))
+}
+
+/// Resolves a tenant's placement settings against the backends.
+pub fn placement(
+    backends: &[BackendConfig],
+    default: &Placement,
+    backend: Option<&str>,
+    container: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Placement, String> {
+    let name = backend.unwrap_or(&default.backend);
+    let b = backends
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| format!("backend {name:?} is not configured"))?;
+    let container = container.unwrap_or(&b.container);
+    if !valid_container(container) {
+        return Err(format!(
+            "container {container:?}: use 3-63 of a-z, 0-9, - and ."
+        ));
+    }
+    let prefix = prefix.unwrap_or("");
+    if !valid_prefix(prefix) {
+        return Err(format!(
+            "prefix {prefix:?}: use A-Z, a-z, 0-9, -, _ and / (no leading or double /)"
+        ));
+    }
+    Ok(Placement {
+        backend: name.to_string(),
+        container: container.to_string(),
+        prefix: prefix.to_string(),
+    })
+}
+
+fn backend(
+    name: String,
+    b: raw::Backend,
+    data_dir: &Path,
+) -> Result<BackendConfig, ConfigError> {
+    let bad = |msg: String| ConfigError::Invalid(format!("backends.{name}: {msg}"));
+    if !valid_backend_name(&name) {
+        return Err(bad("use 1-63 of a-z, 0-9 and - for a backend name".into()));
+    }
+    // Keys each type accepts besides the common ones.
+    let given: Vec<(&str, bool)> = vec![
+        ("path", b.path.is_some()),
+        ("endpoint", b.endpoint.is_some()),
+        ("region", b.region.is_some()),
+        ("path_style", b.path_style.is_some()),
+        ("access_key", b.access_key.is_some()),
+        ("secret_key", b.secret_key.is_some()),
+        ("secret_key_file", b.secret_key_file.is_some()),
+        ("account", b.account.is_some()),
+        ("account_key", b.account_key.is_some()),
+        ("sas_token", b.sas_token.is_some()),
+        ("credentials_file", b.credentials_file.is_some()),
+        ("part_size_mb", b.part_size_mb.is_some()),
+    ];
+    let allowed: &[&str] = match b.kind.as_str() {
+        "local" => &["path"],
+        "s3" => &[
+            "endpoint",
+            "region",
+            "path_style",
+            "access_key",
+            "secret_key",
+            "secret_key_file",
+            "part_size_mb",
+        ],
+        "azure" => &[
+            "endpoint",
+            "account",
+            "account_key",
+            "secret_key_file",
+            "sas_token",
+            "part_size_mb",
+        ],
+        "gcs" => &["endpoint", "credentials_file", "part_size_mb"],
+        other => {
+            return Err(bad(format!(
+                "type {other:?}: use local, s3, azure or gcs"
+            )));
+        }
+    };
+    if let Some((k, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+        return Err(bad(format!("{k} does not apply to type {:?}", b.kind)));
+    }
+    let secret = |inline: Option<String>, file: Option<PathBuf>| match (inline, file) {
+        (Some(s), None) => Ok(Some(Secret(s))),
+        (None, Some(f)) => read_secret(&f).map(|s| Some(Secret(s))),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("set the secret inline or in a file, not both".into())),
+    };
+    let kind = match b.kind.as_str() {
+        "local" => BackendKind::Local {
+            path: b.path.unwrap_or_else(|| data_dir.to_path_buf()),
+        },
+        "s3" => {
+            let credentials = match (b.access_key, secret(b.secret_key, b.secret_key_file)?) {
+                (Some(a), Some(s)) => Some((a, s)),
+                (None, None) => None,
+                _ => return Err(bad("set both access_key and secret_key, or neither".into())),
+            };
+            BackendKind::S3 {
+                path_style: b.path_style.unwrap_or(b.endpoint.is_some()),
+                endpoint: b.endpoint,
+                region: b.region.unwrap_or_else(|| "us-east-1".into()),
+                credentials,
+            }
+        }
+        "azure" => {
+            let key = secret(b.account_key, b.secret_key_file)?;
+            let auth = match (key, b.sas_token) {
+                (Some(k), None) => AzureAuth::AccessKey(k),
+                (None, Some(s)) => AzureAuth::Sas(Secret(s.trim_start_matches('?').to_string())),
+                _ => {
+                    return Err(bad(
+                        "set exactly one of account_key (or secret_key_file) and sas_token".into(),
+                    ));
+                }
+            };
+            BackendKind::Azure {
+                account: b
+                    .account
+                    .ok_or_else(|| bad("account is required".into()))?,
+                endpoint: b.endpoint,
+                auth,
+            }
+        }
+        _ => {
+            if b.endpoint.is_none() && b.credentials_file.is_none() {
+                return Err(bad(
+                    "set credentials_file (a service-account JSON) or an emulator endpoint".into(),
+                ));
+            }
+            BackendKind::Gcs {
+                endpoint: b.endpoint,
+                credentials_file: b.credentials_file,
+            }
+        }
+    };
+    let container = match (&kind, b.container) {
+        (_, Some(c)) => c,
+        (BackendKind::Local { .. }, None) => "blobs".into(),
+        (_, None) => return Err(bad("container (or bucket) is required".into())),
+    };
+    if !valid_container(&container) || (matches!(kind, BackendKind::Local { .. }) && container == "tmp") {
+        return Err(bad(format!(
+            "container {container:?}: use 3-63 of a-z, 0-9, - and ."
+        )));
+    }
+    // Azure blocks and GCS chunks must be multiples of 256 KiB; S3 parts at least 5 MiB.
+    let part_size = b.part_size_mb.unwrap_or(16);
+    if !(5..=512).contains(&part_size) {
+        return Err(bad("part_size_mb: use 5 to 512".into()));
+    }
+    Ok(BackendConfig {
+        name,
+        kind,
+        container,
+        timeout: Duration::from_secs(b.timeout_secs.unwrap_or(30).max(1)),
+        retries: b.retries.unwrap_or(3),
+        part_size: part_size * 1024 * 1024,
+    })
 }
 
 fn read_secret(path: &Path) -> Result<String, ConfigError> {
@@ -282,6 +566,38 @@ impl Config {
             }),
             None => None,
         };
+        let data_dir = raw
+            .storage
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let mut backends = Vec::new();
+        for (name, b) in raw.backends {
+            backends.push(backend(name, b, &data_dir)?);
+        }
+        if !backends.iter().any(|b| b.name == "local") {
+            backends.push(backend(
+                "local".into(),
+                raw::Backend {
+                    kind: "local".into(),
+                    ..Default::default()
+                },
+                &data_dir,
+            )?);
+        }
+        let default_name = raw.storage.default_backend.unwrap_or_else(|| "local".into());
+        let default_backend = backends
+            .iter()
+            .find(|b| b.name == default_name)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "storage.default_backend: backend {default_name:?} is not configured"
+                ))
+            })?;
+        let default_placement = Placement {
+            backend: default_name.clone(),
+            container: default_backend.container.clone(),
+            prefix: String::new(),
+        };
         let mut tenants = Vec::new();
         let mut seen_keys = std::collections::HashSet::new();
         for t in raw.tenants {
@@ -294,6 +610,20 @@ impl Config {
             if tenants.iter().any(|x: &TenantConfig| x.id == t.id) {
                 return Err(ConfigError::Invalid(format!(
                     "tenant {:?} declared twice",
+                    t.id
+                )));
+            }
+            let placement = placement(
+                &backends,
+                &default_placement,
+                t.backend.as_deref(),
+                t.backend_container.as_deref(),
+                t.backend_prefix.as_deref(),
+            )
+            .map_err(|e| ConfigError::Invalid(format!("tenant {:?}: {e}", t.id)))?;
+            if let Some(l) = t.locations.iter().find(|l| !backends.iter().any(|b| &b.name == *l)) {
+                return Err(ConfigError::Invalid(format!(
+                    "tenant {:?}: location {l:?} is not a configured backend",
                     t.id
                 )));
             }
@@ -336,6 +666,8 @@ impl Config {
             }
             tenants.push(TenantConfig {
                 display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
+                placement,
+                locations: t.locations,
                 id: t.id,
                 keys,
             });
@@ -357,13 +689,12 @@ impl Config {
                 key: t.key,
             }),
             admin,
-            data_dir: raw
-                .storage
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir,
             sync: raw.storage.sync.unwrap_or(true),
             meta_cache_bytes: raw.storage.meta_cache_mb.unwrap_or(128).max(8) * 1024 * 1024,
             sweeper,
+            backends,
+            default_placement,
             tenants,
         })
     }

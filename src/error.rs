@@ -10,11 +10,12 @@ use crate::meta::MetaError;
 use crate::pipeline::PipelineError;
 
 /// Records the cause on the request's span; `server::handle` logs the 5xx once, with it.
+fn record(e: &dyn std::fmt::Display) {
+    tracing::Span::current().record("error", tracing::field::display(e));
+}
+
 fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
-    tracing::Span::current().record(
-        "error",
-        tracing::field::display(format_args!("{what}: {e}")),
-    );
+    record(&format_args!("{what}: {e}"));
     s3_error!(
         InternalError,
         "We encountered an internal error. Please try again."
@@ -76,6 +77,25 @@ impl From<BackendError> for S3Error {
             }
             e @ BackendError::NotFound(_) => internal("blob missing for a committed object", &e),
             e @ BackendError::Io(_) => internal("backend I/O failed", &e),
+            // The cause (which may name hosts) stays on the span; the client learns only that
+            // the storage is unavailable and may retry. Nothing was published.
+            e @ BackendError::Unavailable { .. } => {
+                record(&e);
+                s3_error!(
+                    ServiceUnavailable,
+                    "The storage backend for this bucket is unavailable. Nothing was stored; please retry later."
+                )
+            }
+            e @ BackendError::Throttled { .. } => {
+                record(&e);
+                s3_error!(
+                    SlowDown,
+                    "The storage backend for this bucket is throttling requests. Please reduce your request rate and retry."
+                )
+            }
+            e @ (BackendError::Failed { .. } | BackendError::UnknownBackend(_)) => {
+                internal("backend refused", &e)
+            }
         }
     }
 }

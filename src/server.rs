@@ -23,8 +23,7 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::Backend;
-use crate::backend::local::LocalBackend;
+use crate::backend::Backends;
 use crate::config::{Config, TlsConfig};
 use crate::meta::{self, Meta};
 use crate::s3::{Access, Auth, Gateway};
@@ -36,7 +35,7 @@ pub enum StartError {
         path: String,
         source: meta::MetaError,
     },
-    #[error("opening the local backend: {0}")]
+    #[error("opening the backends: {0}")]
     Backend(#[from] crate::backend::BackendError),
     #[error("binding {addr}: {source}")]
     Bind {
@@ -103,6 +102,8 @@ fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
             id: t.id.clone(),
             display_name: t.display_name.clone(),
             created_ms: meta::now_ms(),
+            placement: Some(t.placement.clone()),
+            locations: t.locations.clone(),
         })?;
         for k in &t.keys {
             meta.upsert_access_key(&meta::AccessKey {
@@ -157,20 +158,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: meta_dir.display().to_string(),
         source,
     })?;
-    let local = LocalBackend::open(&config.data_dir, config.sync).await?;
-    let recovered = local.recover().await?;
+    let backends = Arc::new(Backends::open(&config.backends, config.sync).await?);
+    let recovered = backends.recover().await?;
     if recovered > 0 {
         tracing::info!(
             files = recovered,
             "removed temporaries of interrupted writes"
         );
     }
-    let backend: Arc<dyn Backend> = Arc::new(local);
 
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         meta.clone(),
-        backend.clone(),
-        config.region.clone(),
+        backends.clone(),
+        &config,
     ));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
@@ -207,12 +207,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.max_xml_body,
         stop.clone(),
     ));
-    tasks.spawn(crate::sweeper::run(
-        meta.clone(),
-        backend.clone(),
-        config.sweeper.clone(),
-        stop.clone(),
-    ));
+    let sweeper = crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), &config);
+    tasks.spawn(sweeper.clone().run(stop.clone()));
 
     let admin_addr = match &config.admin {
         Some(admin) => {
@@ -228,9 +224,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             })?;
             let state = crate::admin::State {
                 meta: meta.clone(),
-                backend: backend.clone(),
+                backends: backends.clone(),
                 token: admin.token.clone(),
-                sweeper: config.sweeper.clone(),
+                sweeper,
+                config: config.clone(),
             };
             tasks.spawn(crate::admin::serve(l, state, stop.clone()));
             Some(addr)

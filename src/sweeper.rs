@@ -4,12 +4,13 @@
 //!
 //! Listing the backend is fine here: the sweeper is never on the request path.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::config::SweeperConfig;
+use crate::backend::{Backends, Placement};
+use crate::config::{Config, SweeperConfig};
 use crate::meta::{self, Meta};
 
 /// What one pass did.
@@ -20,74 +21,123 @@ pub struct SweepReport {
     pub uploads_aborted: usize,
 }
 
-pub async fn sweep_once(
-    meta: &Meta,
-    backend: &Arc<dyn Backend>,
-    cfg: &SweeperConfig,
-) -> SweepReport {
-    let mut report = SweepReport::default();
-    let cutoff = meta::now_ms() - cfg.abandoned_upload.as_millis() as i64;
-    match meta.stale_uploads(cutoff) {
-        Ok(stale) => {
-            for (tenant, bucket, u) in stale {
-                match meta.abort_upload(&tenant, &bucket, &u.key, &u.upload_id) {
-                    Ok(freed) => {
-                        report.uploads_aborted += 1;
-                        crate::pipeline::release(backend, freed);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, upload = %u.upload_id, "sweeper could not abort an upload")
-                    }
+#[derive(Clone)]
+pub struct Sweeper {
+    meta: Arc<Meta>,
+    backends: Arc<Backends>,
+    cfg: SweeperConfig,
+    default_placement: Placement,
+}
+
+impl Sweeper {
+    pub fn new(meta: Arc<Meta>, backends: Arc<Backends>, config: &Config) -> Self {
+        Self {
+            meta,
+            backends,
+            cfg: config.sweeper.clone(),
+            default_placement: config.default_placement.clone(),
+        }
+    }
+
+    /// The `(backend, container, prefix)` places any tenant or bucket writes to. Only these are
+    /// listed, each under `<prefix><tenant>/`: a container shared with other data loses nothing
+    /// that Portcullis did not write.
+    fn places(&self) -> Result<BTreeSet<(String, String, String)>, meta::MetaError> {
+        let mut out = BTreeSet::new();
+        for t in self.meta.tenants()? {
+            let tp = t.placement.clone().unwrap_or_else(|| self.default_placement.clone());
+            let mut add = |p: &Placement| {
+                out.insert((
+                    p.backend.clone(),
+                    p.container.clone(),
+                    format!("{}{}/", p.prefix, t.id),
+                ));
+            };
+            add(&tp);
+            for b in self.meta.buckets(&t.id)? {
+                if let Some(p) = &b.placement {
+                    add(p);
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "sweeper could not scan uploads"),
+        Ok(out)
     }
-    let blobs = match backend.list().await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "sweeper could not list the backend");
-            return report;
-        }
-    };
-    report.blobs_seen = blobs.len();
-    for b in blobs {
-        if b.age < cfg.grace {
-            continue;
-        }
-        match meta.blob_referenced(&b.key) {
-            Ok(true) => {}
-            Ok(false) => match backend.delete(&b.key).await {
-                Ok(()) => report.orphans_deleted += 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, blob = %b.key, "sweeper could not delete an orphan")
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "sweeper could not read blob references"),
-        }
-    }
-    report
-}
 
-/// Runs [`sweep_once`] every `cfg.interval` until `stop` is cancelled.
-pub async fn run(
-    meta: Arc<Meta>,
-    backend: Arc<dyn Backend>,
-    cfg: SweeperConfig,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(cfg.interval) => {}
+    pub async fn sweep_once(&self) -> SweepReport {
+        let (meta, cfg) = (&self.meta, &self.cfg);
+        let mut report = SweepReport::default();
+        let cutoff = meta::now_ms() - cfg.abandoned_upload.as_millis() as i64;
+        match meta.stale_uploads(cutoff) {
+            Ok(stale) => {
+                for (tenant, bucket, u) in stale {
+                    match meta.abort_upload(&tenant, &bucket, &u.key, &u.upload_id) {
+                        Ok(freed) => {
+                            report.uploads_aborted += 1;
+                            crate::pipeline::release(&self.backends, freed);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, upload = %u.upload_id, "sweeper could not abort an upload")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeper could not scan uploads"),
         }
-        let r = sweep_once(&meta, &backend, &cfg).await;
-        if r.orphans_deleted > 0 || r.uploads_aborted > 0 {
-            tracing::info!(
-                orphans = r.orphans_deleted,
-                uploads = r.uploads_aborted,
-                "sweeper reclaimed space"
-            );
+        let places = match self.places() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper could not read tenants");
+                return report;
+            }
+        };
+        for (backend, container, prefix) in places {
+            let blobs = match self.backends.list(&backend, &container, &prefix).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%backend, error = %e, "sweeper could not list a backend");
+                    continue;
+                }
+            };
+            report.blobs_seen += blobs.len();
+            for (blob, info) in blobs {
+                // Only names Portcullis generates: `<prefix><tenant>/<ULID>`.
+                let ours = info
+                    .key
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| ulid::Ulid::from_string(rest).is_ok());
+                if !ours || info.age < cfg.grace {
+                    continue;
+                }
+                match meta.blob_referenced(&blob) {
+                    Ok(true) => {}
+                    Ok(false) => match self.backends.delete(&blob).await {
+                        Ok(()) => report.orphans_deleted += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, %blob, "sweeper could not delete an orphan")
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "sweeper could not read blob references"),
+                }
+            }
+        }
+        report
+    }
+
+    /// Runs [`Sweeper::sweep_once`] every interval until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.cfg.interval) => {}
+            }
+            let r = self.sweep_once().await;
+            if r.orphans_deleted > 0 || r.uploads_aborted > 0 {
+                tracing::info!(
+                    orphans = r.orphans_deleted,
+                    uploads = r.uploads_aborted,
+                    "sweeper reclaimed space"
+                );
+            }
         }
     }
 }

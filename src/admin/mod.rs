@@ -4,8 +4,8 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | /health | liveness and metadata-store check (no token needed) |
-//! | GET, POST | /tenants | list, create `{"id", "display_name"}` |
+//! | GET | /health | liveness, metadata store and every backend's state (no token needed) |
+//! | GET, POST | /tenants | list, create `{"id", "display_name"?, "backend"?, "backend_container"?, "backend_prefix"?, "locations"?}` |
 //! | DELETE | /tenants/{id} | delete (refused while it owns buckets) |
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
@@ -25,8 +25,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::config::{SweeperConfig, valid_access_key, valid_secret, valid_tenant_id};
+use crate::backend::Backends;
+use crate::config::{Config, valid_access_key, valid_secret, valid_tenant_id};
 use crate::meta::{self, Meta, MetaError, Role};
 
 const MAX_BODY: usize = 64 * 1024;
@@ -34,9 +34,10 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct State {
     pub meta: Arc<Meta>,
-    pub backend: Arc<dyn Backend>,
+    pub backends: Arc<Backends>,
     pub token: String,
-    pub sweeper: SweeperConfig,
+    pub sweeper: crate::sweeper::Sweeper,
+    pub config: Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,11 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
 struct NewTenant {
     id: String,
     display_name: Option<String>,
+    backend: Option<String>,
+    backend_container: Option<String>,
+    backend_prefix: Option<String>,
+    #[serde(default)]
+    locations: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +144,18 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
     let segs: Vec<&str> = path.iter().map(String::as_str).collect();
     if req.method() == Method::GET && segs == ["health"] {
         state.meta.tenants()?;
-        return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
+        // The gateway itself is up; a backend that is down affects only the tenants on it, so
+        // it degrades the answer instead of failing it.
+        let backends = state.backends.health().await;
+        let status = if backends.iter().all(|b| b.ok) {
+            "ok"
+        } else {
+            "degraded"
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "status": status, "backends": backends }),
+        ));
     }
     let authorized = req
         .headers()
@@ -162,10 +179,26 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                     "tenant id: use 1-63 of a-z, 0-9 and -".into(),
                 ));
             }
+            let cfg = &state.config;
+            let placement = crate::config::placement(
+                &cfg.backends,
+                &cfg.default_placement,
+                t.backend.as_deref(),
+                t.backend_container.as_deref(),
+                t.backend_prefix.as_deref(),
+            )
+            .map_err(AdminError::BadRequest)?;
+            if let Some(l) = t.locations.iter().find(|l| !state.backends.contains(l)) {
+                return Err(AdminError::BadRequest(format!(
+                    "location {l:?} is not a configured backend"
+                )));
+            }
             let tenant = meta::Tenant {
                 display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
                 id: t.id,
                 created_ms: meta::now_ms(),
+                placement: Some(placement),
+                locations: t.locations,
             };
             m.create_tenant(&tenant)?;
             m.durable().await?;
@@ -227,7 +260,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             Ok(json_response(StatusCode::OK, &json!({ "deleted": ak })))
         }
         (Method::POST, ["sweep"]) => {
-            let r = crate::sweeper::sweep_once(&state.meta, &state.backend, &state.sweeper).await;
+            let r = state.sweeper.sweep_once().await;
             Ok(json_response(StatusCode::OK, &json!(r)))
         }
         _ => Err(AdminError::NotFound),

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::Placement;
+
 /// Current value format version.
 pub const FORMAT_V1: u8 = 1;
 
@@ -13,6 +15,12 @@ pub struct Tenant {
     pub id: String,
     pub display_name: String,
     pub created_ms: i64,
+    /// Where the tenant's buckets write; `None` follows the gateway's default backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Other backends the tenant may name in a bucket's LocationConstraint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +59,10 @@ pub struct Bucket {
     pub created_ms: i64,
     /// The region / location constraint reported by GetBucketLocation.
     pub location: String,
+    /// Where the bucket's new blobs go, fixed when it is created; `None` (records written before
+    /// placement existed) follows the tenant's placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// A byte range of one immutable blob. Objects and parts are lists of segments, so copies and

@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use s3s::crypto::Checksum as _;
 
-use crate::backend::{Backend, BackendError, ByteStream};
+use crate::backend::{BackendError, Backends, ByteStream, Placement};
 use crate::meta::{Checksums, MetaError, Segment};
 pub use checksum::Declared;
 
@@ -47,7 +47,7 @@ pub enum PipelineError {
 /// path, or the request future being dropped because the client hung up) deletes the blob in
 /// the background; [`BlobGuard::keep`] hands it over to the committed record.
 pub struct BlobGuard {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backends>,
     blob: Option<String>,
 }
 
@@ -85,11 +85,6 @@ impl Stored {
     }
 }
 
-/// A fresh, never-reused blob key. The tenant id keeps tenants apart in the backend's namespace.
-pub fn new_blob_key(tenant: &str) -> String {
-    format!("{tenant}/{}", ulid::Ulid::new())
-}
-
 /// S3's largest single PUT or part: 5 GiB.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -103,7 +98,8 @@ pub fn too_large() -> s3s::S3Error {
 
 /// Streams `body` into a new blob while hashing it (stage 2).
 pub async fn store(
-    backend: &Arc<dyn Backend>,
+    backend: &Arc<Backends>,
+    placement: &Placement,
     tenant: &str,
     body: s3s::dto::StreamingBlob,
     declared: &Declared,
@@ -112,7 +108,7 @@ pub async fn store(
     if expected_len.is_some_and(|n| n > MAX_OBJECT_SIZE) {
         return Err(PipelineError::TooLarge);
     }
-    let blob = new_blob_key(tenant);
+    let blob = placement.new_blob(tenant);
     // The stream is handed to the backend as a `'static` box, so the hashers sit behind a mutex
     // that only this one stream ever locks; they are taken back once the backend has read it all.
     let state = Arc::new(std::sync::Mutex::new((
@@ -133,7 +129,7 @@ pub async fn store(
         st.1.update(&bytes);
         Ok(bytes)
     }));
-    let len = backend.put(&blob, hashed).await?;
+    let len = backend.put(&blob, hashed, expected_len).await?;
     let guard = BlobGuard {
         backend: backend.clone(),
         blob: Some(blob.clone()),
@@ -154,9 +150,54 @@ pub async fn store(
     })
 }
 
+/// Copies the bytes of `segments` into new blobs where `placement` writes, unless they all live
+/// there already: a bucket's placement is a data-residency promise, so a copy from a bucket on
+/// another backend must not leave the copy's bytes behind. Returns the guards of the new blobs
+/// (empty when nothing moved and the segments may be shared).
+pub async fn relocate(
+    backend: &Arc<Backends>,
+    placement: &Placement,
+    tenant: &str,
+    segments: Vec<&mut Segment>,
+) -> Result<Vec<BlobGuard>, PipelineError> {
+    if segments.iter().all(|s| placement.holds(&s.blob)) {
+        return Ok(Vec::new());
+    }
+    let mut guards = Vec::new();
+    for s in segments {
+        let blob = placement.new_blob(tenant);
+        let source = backend.get(&s.blob, s.offset..s.offset + s.len).await?;
+        let len = match backend.put(&blob, source, Some(s.len)).await {
+            Ok(n) => n,
+            // The "body" here is the source backend's stream, not a client's.
+            Err(BackendError::Body(e)) => {
+                return Err(BackendError::Unavailable {
+                    backend: s.blob.split('/').next().unwrap_or_default().to_string(),
+                    cause: e.to_string(),
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        guards.push(BlobGuard {
+            backend: backend.clone(),
+            blob: Some(blob.clone()),
+        });
+        if len != s.len {
+            return Err(PipelineError::Backend(BackendError::NotFound(s.blob.clone())));
+        }
+        *s = Segment {
+            blob,
+            offset: 0,
+            len,
+        };
+    }
+    Ok(guards)
+}
+
 /// Deletes blobs that a commit released. Best effort: a blob that cannot be deleted now is
 /// unreferenced, and the sweeper removes it later.
-pub fn release(backend: &Arc<dyn Backend>, blobs: Vec<String>) {
+pub fn release(backend: &Arc<Backends>, blobs: Vec<String>) {
     if blobs.is_empty() {
         return;
     }
@@ -229,7 +270,7 @@ pub fn slice(segments: &[Segment], range: Range<u64>) -> Vec<Segment> {
 
 /// Streams `range` of an object made of `segments`, opening each blob only when the previous
 /// one is exhausted, so a GET holds one backend stream at a time.
-pub fn read(backend: &Arc<dyn Backend>, segments: &[Segment], range: Range<u64>) -> ByteStream {
+pub fn read(backend: &Arc<Backends>, segments: &[Segment], range: Range<u64>) -> ByteStream {
     let pieces = slice(segments, range);
     let backend = backend.clone();
     Box::pin(

@@ -4,6 +4,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::{Gateway, caller, owner, ts};
+use crate::backend::Placement;
 use crate::meta;
 
 impl Gateway {
@@ -21,7 +22,7 @@ impl Gateway {
             .map(|b| Bucket {
                 name: Some(b.name),
                 creation_date: Some(ts(b.created_ms)),
-                bucket_region: Some(b.location),
+                bucket_region: Some(self.region.clone()),
             })
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
@@ -37,23 +38,17 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let c = caller(&req)?;
         let input = req.input;
-        let location = input
+        let constraint = input
             .create_bucket_configuration
             .and_then(|cfg| cfg.location_constraint)
             .map(|l| l.as_str().to_string())
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| self.region.clone());
-        if location != self.region {
-            return Err(s3_error!(
-                InvalidLocationConstraint,
-                "The specified location-constraint is not valid for this gateway (its region is {})",
-                self.region
-            ));
-        }
+            .filter(|l| !l.is_empty());
+        let (location, placement) = self.place_bucket(&c.tenant, constraint)?;
         let bucket = meta::Bucket {
             name: input.bucket.clone(),
             created_ms: meta::now_ms(),
             location,
+            placement: Some(placement),
         };
         self.meta.create_bucket(&c.tenant, &bucket)?;
         self.meta.durable().await?;
@@ -62,14 +57,53 @@ impl Gateway {
         }))
     }
 
+    /// Resolves a CreateBucket LocationConstraint: none or the gateway's region means the
+    /// tenant's own placement; the name of a backend the tenant may use places the bucket there
+    /// (in that backend's default container, under the tenant's prefix).
+    fn place_bucket(
+        &self,
+        tenant: &str,
+        constraint: Option<String>,
+    ) -> S3Result<(String, Placement)> {
+        let record = self.meta.tenant(tenant)?;
+        let own = self.tenant_placement(tenant)?;
+        let allowed = record.map(|t| t.locations).unwrap_or_default();
+        let Some(l) = constraint else {
+            return Ok((self.region.clone(), own));
+        };
+        if l == self.region || l == own.backend {
+            return Ok((l, own));
+        }
+        match self.backend.default_container(&l) {
+            Some(container) if allowed.contains(&l) => {
+                let placement = Placement {
+                    backend: l.clone(),
+                    container: container.to_string(),
+                    prefix: own.prefix,
+                };
+                Ok((l, placement))
+            }
+            _ => {
+                let mut valid = vec![self.region.clone(), own.backend];
+                valid.extend(allowed);
+                Err(s3_error!(
+                    InvalidLocationConstraint,
+                    "The specified location-constraint {:?} is not valid; this account may use: {}",
+                    l,
+                    valid.join(", ")
+                ))
+            }
+        }
+    }
+
     pub(super) async fn op_head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         let c = caller(&req)?;
-        let b = self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
         Ok(S3Response::new(HeadBucketOutput {
-            bucket_region: Some(b.location),
+            bucket_region: Some(self.region.clone()),
             ..Default::default()
         }))
     }

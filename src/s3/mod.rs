@@ -16,23 +16,43 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 pub use auth::{Access, Auth, Caller};
 
-use crate::backend::Backend;
-use crate::meta::Meta;
+use crate::backend::{Backends, Placement};
+use crate::config::Config;
+use crate::meta::{self, Meta};
 
 /// The S3 implementation. Cheap to clone; all state is shared.
 #[derive(Clone)]
 pub struct Gateway {
     meta: Arc<Meta>,
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backends>,
     region: String,
+    default_placement: Placement,
 }
 
 impl Gateway {
-    pub fn new(meta: Arc<Meta>, backend: Arc<dyn Backend>, region: String) -> Self {
+    pub fn new(meta: Arc<Meta>, backend: Arc<Backends>, config: &Config) -> Self {
         Self {
             meta,
             backend,
-            region,
+            region: config.region.clone(),
+            default_placement: config.default_placement.clone(),
+        }
+    }
+
+    /// The placement of a tenant's new buckets.
+    fn tenant_placement(&self, tenant: &str) -> S3Result<Placement> {
+        Ok(self
+            .meta
+            .tenant(tenant)?
+            .and_then(|t| t.placement)
+            .unwrap_or_else(|| self.default_placement.clone()))
+    }
+
+    /// Where new blobs of `bucket` go.
+    fn placement(&self, tenant: &str, bucket: &meta::Bucket) -> S3Result<Placement> {
+        match &bucket.placement {
+            Some(p) => Ok(p.clone()),
+            None => self.tenant_placement(tenant),
         }
     }
 }

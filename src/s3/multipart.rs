@@ -143,6 +143,7 @@ impl Gateway {
         let stored = self
             .ingest(
                 &c.tenant,
+                &i.bucket,
                 i.body,
                 &req.headers,
                 req.trailing_headers,
@@ -209,7 +210,7 @@ impl Gateway {
             }
             hex::encode(md5.finalize())
         };
-        let part = meta::Part {
+        let mut part = meta::Part {
             part_number: n,
             size: range.end - range.start,
             etag,
@@ -217,9 +218,24 @@ impl Gateway {
             segments: pipeline::slice(&all, range),
             checksums: Checksums::default(),
         };
-        let freed = self
-            .meta
-            .put_part(&c.tenant, &i.bucket, &i.key, &i.upload_id, &part, true)?;
+        let dest = self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        let placement = self.placement(&c.tenant, &dest)?;
+        let copied = pipeline::relocate(
+            &self.backend,
+            &placement,
+            &c.tenant,
+            part.segments.iter_mut().collect(),
+        )
+        .await?;
+        let freed = self.meta.put_part(
+            &c.tenant,
+            &i.bucket,
+            &i.key,
+            &i.upload_id,
+            &part,
+            copied.is_empty(),
+        )?;
+        copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         Ok(S3Response::new(UploadPartCopyOutput {

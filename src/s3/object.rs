@@ -270,6 +270,7 @@ impl Gateway {
     pub(super) async fn ingest(
         &self,
         tenant: &str,
+        bucket: &str,
         body: Option<StreamingBlob>,
         headers: &HeaderMap,
         trailers: Option<s3s::TrailingHeaders>,
@@ -278,8 +279,10 @@ impl Gateway {
         let body = body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
         });
+        let placement = self.placement(tenant, &self.meta.require_bucket(tenant, bucket)?)?;
         let stored = pipeline::store(
             &self.backend,
+            &placement,
             tenant,
             body,
             &declared,
@@ -342,6 +345,7 @@ impl Gateway {
         let stored = self
             .ingest(
                 &c.tenant,
+                &input.bucket,
                 input.body,
                 &req.headers,
                 req.trailing_headers,
@@ -546,7 +550,7 @@ impl Gateway {
             i.copy_source_if_none_match.as_ref(),
             i.copy_source_if_modified_since.as_ref(),
         )?;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        let dest = self.meta.require_bucket(&c.tenant, &i.bucket)?;
         let replace_meta = i
             .metadata_directive
             .as_ref()
@@ -579,15 +583,33 @@ impl Gateway {
         } else {
             src.tags.clone()
         };
-        let object = Object {
+        let mut object = Object {
             last_modified_ms: meta::now_ms(),
             attrs,
             tags,
             ..src
         };
-        let freed = self
-            .meta
-            .put_object(&c.tenant, &i.bucket, &i.key, &object, true, &|_| Ok(()))?;
+        let placement = self.placement(&c.tenant, &dest)?;
+        let copied = pipeline::relocate(
+            &self.backend,
+            &placement,
+            &c.tenant,
+            object
+                .parts
+                .iter_mut()
+                .flat_map(|p| p.segments.iter_mut())
+                .collect(),
+        )
+        .await?;
+        let freed = self.meta.put_object(
+            &c.tenant,
+            &i.bucket,
+            &i.key,
+            &object,
+            copied.is_empty(),
+            &|_| Ok(()),
+        )?;
+        copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         Ok(S3Response::new(CopyObjectOutput {

@@ -147,7 +147,7 @@ async fn kill_9_mid_upload_leaves_nothing_partial_and_the_sweeper_reclaims_orpha
 
     // Stands in for a crash between a blob's last byte and its commit (a window too narrow to
     // hit with kill -9): an unreferenced blob file, made to look old.
-    let orphan = data_dir.join("blobs/acme/01ORPHANORPHANORPHANORPHAN");
+    let orphan = data_dir.join("blobs/acme/01ARZ3NDEKTSV4RRFFQ69G5FAV");
     std::fs::write(&orphan, b"orphan").unwrap();
 
     let p = Proc::start_config(&dir.path().join("portcullis.toml"));
