@@ -55,8 +55,13 @@ impl GcsBackend {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(c.timeout)
+        let mut http = reqwest::Client::builder().connect_timeout(c.timeout);
+        if auth.is_none() {
+            // The emulator (an HTTP/1.0 Python server) closes connections that reqwest would
+            // otherwise try to reuse.
+            http = http.pool_max_idle_per_host(0);
+        }
+        let http = http
             .build()
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
@@ -90,7 +95,7 @@ impl GcsBackend {
     async fn send(&self, req: RequestBuilder) -> Result<Response, BackendError> {
         let resp = req.send().await.map_err(|e| BackendError::Unavailable {
             backend: self.name.clone(),
-            cause: e.to_string(),
+            cause: super::chain(&e),
         })?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
@@ -152,7 +157,9 @@ impl GcsBackend {
             let ended = fill(&mut body, &mut next, self.part_size, &mut carry).await?;
             let last = ended && next.is_empty();
             let end = offset + current.len() as u64;
-            let range = if last {
+            let range = if last && current.is_empty() {
+                format!("bytes */{end}")
+            } else if last {
                 format!("bytes {offset}-{}/{end}", end - 1)
             } else {
                 format!("bytes {offset}-{}/*", end - 1)
@@ -224,7 +231,9 @@ impl Backend for GcsBackend {
         let mut buf = BytesMut::with_capacity(self.part_size.min(1024 * 1024));
         let mut carry = None;
         let ended = fill(&mut body, &mut buf, self.part_size, &mut carry).await?;
-        if !ended {
+        // An empty body goes through a resumable session too: the emulator fails an empty
+        // media upload, and real GCS accepts both.
+        if !ended || buf.is_empty() {
             return self
                 .resumable(bucket, key, body, buf.freeze(), carry)
                 .await;

@@ -346,6 +346,19 @@ where
     }
 }
 
+/// An error with its sources, for the span's `error` field (transport errors hide the cause,
+/// such as "connection refused", in their sources).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 /// Reads from `body` until `buf` holds `want` bytes or the stream ends; returns whether it ended.
 /// The remote backends use it to cut a stream into parts without holding more than one part.
 pub(crate) async fn fill(

@@ -27,7 +27,7 @@ fn run(program: &str, script: &str, key: (&str, &str)) {
     p.stop();
 }
 
-fn run_against(
+pub(crate) fn run_against(
     endpoint: String,
     dir: &std::path::Path,
     program: &str,

@@ -17,6 +17,31 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A config for tests: both dev tenants, a read-only acme key, an admin token, the given extras.
 pub fn config_text(data_dir: &Path, extra_server: &str, sweeper: &str) -> String {
+    config_setup(
+        data_dir,
+        &Setup {
+            server: extra_server,
+            sweeper,
+            ..Default::default()
+        },
+    )
+}
+
+/// Extra lines for each part of the test config.
+#[derive(Default, Clone, Copy)]
+pub struct Setup<'a> {
+    pub server: &'a str,
+    pub sweeper: &'a str,
+    pub storage: &'a str,
+    /// Lines of the acme / globex `[[tenants]]` tables (placement).
+    pub acme: &'a str,
+    pub globex: &'a str,
+    /// Tables appended at the end (`[backends.*]`).
+    pub tail: &'a str,
+}
+
+pub fn config_setup(data_dir: &Path, s: &Setup) -> String {
+    let (extra_server, sweeper) = (s.server, s.sweeper);
     format!(
         r#"
 [server]
@@ -29,12 +54,14 @@ token = "{ADMIN_TOKEN}"
 
 [storage]
 data_dir = "{data}"
+{storage}
 
 [sweeper]
 {sweeper}
 
 [[tenants]]
 id = "acme"
+{acme}
 [[tenants.keys]]
 access_key = "{ak}"
 secret_key = "{sk}"
@@ -46,10 +73,17 @@ role = "read-only"
 
 [[tenants]]
 id = "globex"
+{globex}
 [[tenants.keys]]
 access_key = "{gk}"
 secret_key = "{gs}"
+
+{tail}
 "#,
+        storage = s.storage,
+        acme = s.acme,
+        globex = s.globex,
+        tail = s.tail,
         data = data_dir.display(),
         ak = ACME.0,
         sk = ACME.1,
@@ -75,9 +109,17 @@ impl Gw {
     }
 
     pub async fn start_with(extra_server: &str, sweeper: &str) -> Self {
+        Self::start_setup(&Setup {
+            server: extra_server,
+            sweeper,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_setup(setup: &Setup<'_>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            portcullis::Config::parse(&config_text(dir.path(), extra_server, sweeper)).unwrap();
+        let cfg = portcullis::Config::parse(&config_setup(dir.path(), setup)).unwrap();
         let running = portcullis::start(cfg).await.unwrap();
         Self {
             addr: running.s3_addr,
@@ -170,9 +212,20 @@ impl Proc {
 
     /// [`Proc::start`] with extra `[server]` lines (TLS, domain).
     pub fn start_with(dir: &Path, extra_server: &str, sweeper: &str) -> Self {
+        Self::start_setup(
+            dir,
+            &Setup {
+                server: extra_server,
+                sweeper,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn start_setup(dir: &Path, setup: &Setup) -> Self {
         let data = dir.join("data");
         let config = dir.join("portcullis.toml");
-        std::fs::write(&config, config_text(&data, extra_server, sweeper)).unwrap();
+        std::fs::write(&config, config_setup(&data, setup)).unwrap();
         Self::start_config(&config)
     }
 

@@ -2,9 +2,11 @@
 //! as a child) on 127.0.0.1:0 with a temp data dir, and drives it with real clients.
 
 mod harness;
+mod services;
 
 mod admin;
 mod auth;
+mod backends;
 mod bench_smoke;
 mod buckets;
 mod compat;
