@@ -4,6 +4,8 @@
 #   s3s-proxy       s3s-proxy (=0.14.1) in front of that s3s-fs — the featureless peer gateway
 #   nginx           nginx as a plain reverse proxy in front of that s3s-fs — the cost of a hop
 #   portcullis      Portcullis, local backend, storage.sync = false (s3s-fs does not fsync either)
+#   portcullis-s3   Portcullis, s3 backend in front of that same s3s-fs (the issue-4 row: its
+#                   64 MiB throughput against direct)
 #   portcullis-sync Portcullis, local backend, shipped default storage.sync = true (full run only)
 # and prints absolute numbers plus, for each Portcullis row, ratios to direct and to s3s-proxy
 # measured in the same run, and the peak RSS of each server process.
@@ -84,8 +86,8 @@ CONF
 nginx -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!; PIDS+=("$NGINX_PID"); wait_port "$NGINX_PORT"
 
-start_portcullis() { # name sync — sets PC_PORT and PC_PID
-  local port
+start_portcullis() { # name sync [backend] — sets PC_PORT and PC_PID
+  local port backend=${3:-local}
   port=$(free_port)
   cat >"$WORK/$1.toml" <<CONF
 [server]
@@ -93,6 +95,13 @@ listen = "127.0.0.1:$port"
 [storage]
 data_dir = "$WORK/$1-data"
 sync = $2
+default_backend = "$backend"
+[backends.s3fs]
+type = "s3"
+endpoint = "http://127.0.0.1:$FS_PORT"
+bucket = "pc-backend"
+access_key = "$AK"
+secret_key = "$SK"
 [[tenants]]
 id = "bench"
 [[tenants.keys]]
@@ -119,11 +128,14 @@ run() { # target endpoint pid -- loadgen args
   echo "  $target $*: $line" >&2
 }
 
+mkdir -p "$WORK/fs/pc-backend"   # the s3 backend's bucket on the same s3s-fs
 start_portcullis portcullis false
 TARGETS=("direct http://127.0.0.1:$FS_PORT $FS_PID"
          "s3s-proxy http://127.0.0.1:$PROXY_PORT $PROXY_PID"
          "nginx http://127.0.0.1:$NGINX_PORT $NGINX_PID"
          "portcullis http://127.0.0.1:$PC_PORT $PC_PID")
+start_portcullis portcullis-s3 false s3fs
+TARGETS+=("portcullis-s3 http://127.0.0.1:$PC_PORT $PC_PID")
 if [ "$QUICK" = 0 ]; then
   start_portcullis portcullis-sync true
   TARGETS+=("portcullis-sync http://127.0.0.1:$PC_PORT $PC_PID")

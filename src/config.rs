@@ -355,11 +355,7 @@ pub fn placement(
     })
 }
 
-fn backend(
-    name: String,
-    b: raw::Backend,
-    data_dir: &Path,
-) -> Result<BackendConfig, ConfigError> {
+fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConfig, ConfigError> {
     let bad = |msg: String| ConfigError::Invalid(format!("backends.{name}: {msg}"));
     if !valid_backend_name(&name) {
         return Err(bad("use 1-63 of a-z, 0-9 and - for a backend name".into()));
@@ -400,9 +396,7 @@ fn backend(
         ],
         "gcs" => &["endpoint", "credentials_file", "part_size_mb"],
         other => {
-            return Err(bad(format!(
-                "type {other:?}: use local, s3, azure or gcs"
-            )));
+            return Err(bad(format!("type {other:?}: use local, s3, azure or gcs")));
         }
     };
     if let Some((k, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
@@ -443,9 +437,7 @@ fn backend(
                 }
             };
             BackendKind::Azure {
-                account: b
-                    .account
-                    .ok_or_else(|| bad("account is required".into()))?,
+                account: b.account.ok_or_else(|| bad("account is required".into()))?,
                 endpoint: b.endpoint,
                 auth,
             }
@@ -467,7 +459,9 @@ fn backend(
         (BackendKind::Local { .. }, None) => "blobs".into(),
         (_, None) => return Err(bad("container (or bucket) is required".into())),
     };
-    if !valid_container(&container) || (matches!(kind, BackendKind::Local { .. }) && container == "tmp") {
+    if !valid_container(&container)
+        || (matches!(kind, BackendKind::Local { .. }) && container == "tmp")
+    {
         return Err(bad(format!(
             "container {container:?}: use 3-63 of a-z, 0-9, - and ."
         )));
@@ -584,7 +578,10 @@ impl Config {
                 &data_dir,
             )?);
         }
-        let default_name = raw.storage.default_backend.unwrap_or_else(|| "local".into());
+        let default_name = raw
+            .storage
+            .default_backend
+            .unwrap_or_else(|| "local".into());
         let default_backend = backends
             .iter()
             .find(|b| b.name == default_name)
@@ -621,7 +618,11 @@ impl Config {
                 t.backend_prefix.as_deref(),
             )
             .map_err(|e| ConfigError::Invalid(format!("tenant {:?}: {e}", t.id)))?;
-            if let Some(l) = t.locations.iter().find(|l| !backends.iter().any(|b| &b.name == *l)) {
+            if let Some(l) = t
+                .locations
+                .iter()
+                .find(|l| !backends.iter().any(|b| &b.name == *l))
+            {
                 return Err(ConfigError::Invalid(format!(
                     "tenant {:?}: location {l:?} is not a configured backend",
                     t.id
@@ -716,6 +717,88 @@ mod tests {
         let c = Config::parse(text).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.tenants.len(), 2);
+    }
+
+    #[test]
+    fn backends_are_validated_per_type() {
+        let base = "[storage]\ndata_dir = \"/tmp/x\"\n";
+        let parse = |tail: &str| Config::parse(&format!("{base}{tail}"));
+        // The implicit local backend, and a declared one of each kind.
+        let c = parse(concat!(
+            "[backends.aws]\ntype = \"s3\"\nbucket = \"b-1\"\n",
+            "[backends.az]\ntype = \"azure\"\naccount = \"a\"\nsas_token = \"?sv=1&sig=2\"\ncontainer = \"c-1\"\n",
+            "[backends.g]\ntype = \"gcs\"\nbucket = \"g-1\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            "[[tenants]]\nid = \"t\"\nbackend = \"az\"\nbackend_prefix = \"crm/\"\nlocations = [\"aws\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(c.backends.len(), 4);
+        assert_eq!(c.default_placement.backend, "local");
+        assert_eq!(c.default_placement.container, "blobs");
+        let t = &c.tenants[0];
+        assert_eq!(
+            (t.placement.backend.as_str(), t.placement.container.as_str()),
+            ("az", "c-1")
+        );
+        assert_eq!(t.placement.prefix, "crm/");
+        for (tail, want) in [
+            ("[backends.x]\ntype = \"ftp\"\n", "type \"ftp\""),
+            (
+                "[backends.x]\ntype = \"s3\"\n",
+                "container (or bucket) is required",
+            ),
+            (
+                "[backends.x]\ntype = \"local\"\nregion = \"r\"\n",
+                "region does not apply",
+            ),
+            (
+                "[backends.x]\ntype = \"s3\"\nbucket = \"bb1\"\naccess_key = \"k\"\n",
+                "set both access_key and secret_key",
+            ),
+            (
+                "[backends.x]\ntype = \"azure\"\naccount = \"a\"\ncontainer = \"ccc\"\n",
+                "exactly one of account_key",
+            ),
+            (
+                "[backends.x]\ntype = \"gcs\"\nbucket = \"ggg\"\n",
+                "credentials_file",
+            ),
+            ("[backends.X]\ntype = \"local\"\n", "backend name"),
+            (
+                "[backends.x]\ntype = \"s3\"\nbucket = \"../up\"\n",
+                "container",
+            ),
+            ("[storage2]\n", "storage2"),
+            (
+                "[[tenants]]\nid = \"t\"\nbackend = \"nope\"\n",
+                "\"nope\" is not configured",
+            ),
+            (
+                "[[tenants]]\nid = \"t\"\nbackend_prefix = \"/abs\"\n",
+                "prefix",
+            ),
+            (
+                "[[tenants]]\nid = \"t\"\nlocations = [\"mars\"]\n",
+                "\"mars\" is not a configured backend",
+            ),
+        ] {
+            let e = parse(tail).unwrap_err().to_string();
+            assert!(e.contains(want), "{tail}: {e}");
+        }
+        let e = Config::parse("[storage]\ndefault_backend = \"gone\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default_backend"), "{e}");
+    }
+
+    #[test]
+    fn backend_secrets_do_not_reach_debug_output() {
+        let c = Config::parse(concat!(
+            "[backends.aws]\ntype = \"s3\"\nbucket = \"b-1\"\naccess_key = \"AK\"\nsecret_key = \"very-secret-s3\"\n",
+            "[backends.az]\ntype = \"azure\"\naccount = \"a\"\naccount_key = \"very-secret-az\"\ncontainer = \"c-1\"\n",
+        ))
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
     }
 
     #[test]

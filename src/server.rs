@@ -167,11 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
 
-    let mut builder = S3ServiceBuilder::new(Gateway::new(
-        meta.clone(),
-        backends.clone(),
-        &config,
-    ));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(meta.clone(), backends.clone(), &config));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
     if let Some(domain) = &config.domain {

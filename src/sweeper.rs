@@ -45,7 +45,10 @@ impl Sweeper {
     fn places(&self) -> Result<BTreeSet<(String, String, String)>, meta::MetaError> {
         let mut out = BTreeSet::new();
         for t in self.meta.tenants()? {
-            let tp = t.placement.clone().unwrap_or_else(|| self.default_placement.clone());
+            let tp = t
+                .placement
+                .clone()
+                .unwrap_or_else(|| self.default_placement.clone());
             let mut add = |p: &Placement| {
                 out.insert((
                     p.backend.clone(),

@@ -61,9 +61,7 @@ impl GcsBackend {
             // otherwise try to reuse.
             http = http.pool_max_idle_per_host(0);
         }
-        let http = http
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
+        let http = http.build().map_err(|e| failed(e.to_string()))?;
         Ok(Self {
             name: c.name.clone(),
             base: endpoint
@@ -82,10 +80,13 @@ impl GcsBackend {
         match &self.auth {
             None => Ok(req),
             Some(a) => {
-                let token = a.token(SCOPES).await.map_err(|e| BackendError::Unavailable {
-                    backend: self.name.clone(),
-                    cause: format!("getting an access token: {e}"),
-                })?;
+                let token = a
+                    .token(SCOPES)
+                    .await
+                    .map_err(|e| BackendError::Unavailable {
+                        backend: self.name.clone(),
+                        cause: format!("getting an access token: {e}"),
+                    })?;
                 Ok(req.bearer_auth(token.as_str()))
             }
         }
@@ -101,7 +102,13 @@ impl GcsBackend {
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(resp);
         }
-        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         let (backend, cause) = (self.name.clone(), format!("{status}: {body}"));
         Err(match status.as_u16() {
             404 => BackendError::NotFound(cause),
@@ -234,9 +241,7 @@ impl Backend for GcsBackend {
         // An empty body goes through a resumable session too: the emulator fails an empty
         // media upload, and real GCS accepts both.
         if !ended || buf.is_empty() {
-            return self
-                .resumable(bucket, key, body, buf.freeze(), carry)
-                .await;
+            return self.resumable(bucket, key, body, buf.freeze(), carry).await;
         }
         let n = buf.len() as u64;
         let url = format!(

@@ -11,11 +11,11 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     retry::RetryConfig, timeout::TimeoutConfig,
 };
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -51,12 +51,10 @@ impl S3Backend {
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.clone()))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(c.timeout)
-                    .read_timeout(c.timeout)
-                    .build(),
-            )
+            // Only the connect timeout here: the SDK's read timeout runs from sending the request
+            // to the response head, which for a streaming PutObject includes the whole upload.
+            // Reads, deletes and probes are bounded by `Backends` instead.
+            .timeout_config(TimeoutConfig::builder().connect_timeout(c.timeout).build())
             .retry_config(RetryConfig::standard().with_max_attempts(c.retries + 1));
         if let Some((access_key, secret)) = credentials {
             loader = loader.credentials_provider(Credentials::new(

@@ -184,7 +184,9 @@ pub async fn relocate(
             blob: Some(blob.clone()),
         });
         if len != s.len {
-            return Err(PipelineError::Backend(BackendError::NotFound(s.blob.clone())));
+            return Err(PipelineError::Backend(BackendError::NotFound(
+                s.blob.clone(),
+            )));
         }
         *s = Segment {
             blob,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn call(
+pub(crate) async fn call(
     gw: &Gw,
     method: reqwest::Method,
     path: &str,

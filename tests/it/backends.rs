@@ -24,7 +24,14 @@ async fn open(svc: &Service) -> (Backends, Placement, tempfile::TempDir) {
         "[storage]\ndata_dir = \"{}\"\ndefault_backend = \"x\"\n{}",
         dir.path().display(),
         // The smallest part size, so a few MiB already take the multi-part path.
-        svc.backend_toml("x", if svc.kind == Kind::Local { "" } else { "part_size_mb = 5" })
+        svc.backend_toml(
+            "x",
+            if svc.kind == Kind::Local {
+                ""
+            } else {
+                "part_size_mb = 5"
+            }
+        )
     );
     let cfg = portcullis::Config::parse(&text).unwrap();
     let b = Backends::open(&cfg.backends, false).await.unwrap();
@@ -61,7 +68,11 @@ async fn read(b: &Backends, blob: &str, range: std::ops::Range<u64>) -> Result<V
 async fn contract(kind: Kind) {
     let svc = Service::start(kind).await;
     let (b, place, _dir) = open(&svc).await;
-    assert!(b.health().await.iter().all(|h| h.ok), "{:?}", b.health().await);
+    assert!(
+        b.health().await.iter().all(|h| h.ok),
+        "{:?}",
+        b.health().await
+    );
 
     // A small blob of declared length, whole and in ranges.
     let small = data(10_000, 1);
@@ -80,7 +91,11 @@ async fn contract(kind: Kind) {
     let k2 = place.new_blob("acme");
     let n = b.put(&k2, stream(chunked(&big)), None).await.unwrap();
     assert_eq!(n, big.len() as u64);
-    assert_eq!(read(&b, &k2, 0..n).await.unwrap(), big, "whole multi-part blob");
+    assert_eq!(
+        read(&b, &k2, 0..n).await.unwrap(),
+        big,
+        "whole multi-part blob"
+    );
     let across = (5 * MIB - 100) as u64..(10 * MIB + 100) as u64;
     assert_eq!(
         read(&b, &k2, across.clone()).await.unwrap(),
@@ -107,11 +122,16 @@ async fn contract(kind: Kind) {
         let mut chunks: Vec<Result<Bytes, portcullis::backend::StdError>> =
             chunked(&big[..6 * MIB]).into_iter().map(Ok).collect();
         chunks.push(Err("client went away".into()));
-        let r = b.put(&k, Box::pin(futures::stream::iter(chunks)), len).await;
+        let r = b
+            .put(&k, Box::pin(futures::stream::iter(chunks)), len)
+            .await;
         assert!(matches!(r, Err(BackendError::Body(_))), "{len:?}: {r:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let got = read(&b, &k, 0..10).await;
-        assert!(got.is_err(), "{len:?}: a failed write is not readable: {got:?}");
+        assert!(
+            got.is_err(),
+            "{len:?}: a failed write is not readable: {got:?}"
+        );
     }
 
     // The sweeper's listing sees exactly what was written under the tenant's prefix.
@@ -251,7 +271,13 @@ async fn end_to_end(kind: Kind) {
         .send()
         .await
         .unwrap();
-    let got = s3.get_object().bucket("e2e").key("big").send().await.unwrap();
+    let got = s3
+        .get_object()
+        .bucket("e2e")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.content_length(), Some(big.len() as i64));
     assert!(body_of(got).await == big, "multipart object read back");
 
@@ -281,18 +307,16 @@ async fn end_to_end(kind: Kind) {
         "no blob on the local disk"
     );
     for k in ["small", "big", "copy"] {
-        s3.delete_object().bucket("e2e").key(k).send().await.unwrap();
+        s3.delete_object()
+            .bucket("e2e")
+            .key(k)
+            .send()
+            .await
+            .unwrap();
     }
     s3.delete_bucket().bucket("e2e").send().await.unwrap();
 
-    crate::compat::run_against(
-        p.endpoint(),
-        dir.path(),
-        "bash",
-        "awscli.sh",
-        ACME,
-        &[],
-    );
+    crate::compat::run_against(p.endpoint(), dir.path(), "bash", "awscli.sh", ACME, &[]);
     let health: serde_json::Value = reqwest::Client::new()
         .get(format!("http://{}/health", p.admin))
         .send()
@@ -365,7 +389,13 @@ async fn backend_dies(kind: Kind) {
 
     // Mid-upload: 24 MiB declared, 8 MiB sent, then the backend is killed.
     let body = data(24 * MIB, 20);
-    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/docs/contract.pdf", body.len() as u64).await;
+    let mut sock = raw_put_head(
+        &gw.endpoint(),
+        gw.addr,
+        "/docs/contract.pdf",
+        body.len() as u64,
+    )
+    .await;
     sock.write_all(&body[..8 * MIB]).await.unwrap();
     sock.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -379,7 +409,13 @@ async fn backend_dies(kind: Kind) {
     );
     drop(sock);
     assert_eq!(
-        code(acme.head_object().bucket("docs").key("contract.pdf").send().await),
+        code(
+            acme.head_object()
+                .bucket("docs")
+                .key("contract.pdf")
+                .send()
+                .await
+        ),
         "NotFound",
         "nothing became visible"
     );
@@ -390,7 +426,11 @@ async fn backend_dies(kind: Kind) {
         .body(ByteStream::from(data(1000, 21)))
         .send()
         .await;
-    assert_eq!(code(e), "ServiceUnavailable", "a clear 503 while the backend is down");
+    assert_eq!(
+        code(e),
+        "ServiceUnavailable",
+        "a clear 503 while the backend is down"
+    );
 
     // The other tenant, on the local backend, is unaffected.
     globex
@@ -430,11 +470,9 @@ async fn backend_dies(kind: Kind) {
     assert!(body_of(got).await == body, "the retried upload is whole");
 
     // Mid-download: the backend dies after the first bytes reached the client.
-    let resp = reqwest::get(
-        presigned_get(&acme, "docs", "contract.pdf").await,
-    )
-    .await
-    .unwrap();
+    let resp = reqwest::get(presigned_get(&acme, "docs", "contract.pdf").await)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -456,12 +494,19 @@ async fn backend_dies(kind: Kind) {
         "the client sees a cut-off body, not a short success ({received} bytes)"
     );
     // The gateway itself keeps serving.
-    let got = globex.get_object().bucket("docs").key("a").send().await.unwrap();
+    let got = globex
+        .get_object()
+        .bucket("docs")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body_of(got).await, data(5000, 22));
 }
 
 async fn presigned_get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
-    let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
     s3.get_object()
         .bucket(bucket)
         .key(key)
@@ -521,8 +566,17 @@ async fn placement_per_tenant_and_per_bucket() {
     let (acme, globex) = (gw.acme(), gw.client(GLOBEX));
 
     // Same bucket name in both tenants; each tenant's bytes land on its own backend.
-    acme.create_bucket().bucket("invoices").send().await.unwrap();
-    globex.create_bucket().bucket("invoices").send().await.unwrap();
+    acme.create_bucket()
+        .bucket("invoices")
+        .send()
+        .await
+        .unwrap();
+    globex
+        .create_bucket()
+        .bucket("invoices")
+        .send()
+        .await
+        .unwrap();
     for (s3, seed) in [(&acme, 1), (&globex, 2)] {
         s3.put_object()
             .bucket("invoices")
@@ -536,7 +590,10 @@ async fn placement_per_tenant_and_per_bucket() {
     assert_eq!(local.len(), 1, "{local:?}");
     assert!(local[0].contains("/blobs/acme/"), "{local:?}");
     assert_eq!(remote.len(), 1, "{remote:?}");
-    assert!(remote[0].contains("/crm/globex/"), "the tenant prefix: {remote:?}");
+    assert!(
+        remote[0].contains("/crm/globex/"),
+        "the tenant prefix: {remote:?}"
+    );
     for (s3, seed) in [(&acme, 1), (&globex, 2)] {
         let got = s3
             .get_object()
@@ -566,7 +623,10 @@ async fn placement_per_tenant_and_per_bucket() {
         .send()
         .await
         .unwrap();
-    assert_eq!(loc.location_constraint().map(|l| l.as_str()), Some("remote"));
+    assert_eq!(
+        loc.location_constraint().map(|l| l.as_str()),
+        Some("remote")
+    );
     acme.put_object()
         .bucket("eu-contracts")
         .key("c.pdf")
@@ -575,7 +635,11 @@ async fn placement_per_tenant_and_per_bucket() {
         .await
         .unwrap();
     assert_eq!(remote_files().len(), 2);
-    assert!(remote_files().iter().any(|f| f.contains(&format!("{CONTAINER}/acme/"))));
+    assert!(
+        remote_files()
+            .iter()
+            .any(|f| f.contains(&format!("{CONTAINER}/acme/")))
+    );
 
     // A copy into the remote bucket moves the bytes there (placement is a residency promise).
     acme.copy_object()
@@ -585,7 +649,11 @@ async fn placement_per_tenant_and_per_bucket() {
         .send()
         .await
         .unwrap();
-    assert_eq!(remote_files().len(), 3, "the copy's bytes are on the remote backend");
+    assert_eq!(
+        remote_files().len(),
+        3,
+        "the copy's bytes are on the remote backend"
+    );
     assert_eq!(local_files().len(), 1);
     let got = acme
         .get_object()
@@ -628,4 +696,46 @@ async fn placement_per_tenant_and_per_bucket() {
         .send()
         .await
         .unwrap();
+
+    // A tenant created at run time through the admin API, placed on "remote".
+    use crate::admin::call;
+    let post = reqwest::Method::POST;
+    let bad = serde_json::json!({"id": "initech", "backend": "nowhere"});
+    let (s, v) = call(&gw, post.clone(), "/tenants", Some(ADMIN_TOKEN), Some(bad)).await;
+    assert_eq!(s, 400, "{v}");
+    let t = serde_json::json!({"id": "initech", "backend": "remote", "backend_prefix": "hr/"});
+    let (s, v) = call(&gw, post.clone(), "/tenants", Some(ADMIN_TOKEN), Some(t)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, k) = call(
+        &gw,
+        post,
+        "/tenants/initech/keys",
+        Some(ADMIN_TOKEN),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let initech = gw.client((
+        k["access_key"].as_str().unwrap(),
+        k["secret_key"].as_str().unwrap(),
+    ));
+    initech
+        .create_bucket()
+        .bucket("staff")
+        .send()
+        .await
+        .unwrap();
+    initech
+        .put_object()
+        .bucket("staff")
+        .key("p")
+        .body(ByteStream::from(data(100, 9)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        remote_files().iter().any(|f| f.contains("/hr/initech/")),
+        "{:?}",
+        remote_files()
+    );
 }

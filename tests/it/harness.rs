@@ -15,18 +15,6 @@ pub const GLOBEX: (&str, &str) = ("GLOBEXDEVKEY", "globex-dev-secret");
 pub const READER: (&str, &str) = ("ACMEREADKEY", "acme-read-secret");
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A config for tests: both dev tenants, a read-only acme key, an admin token, the given extras.
-pub fn config_text(data_dir: &Path, extra_server: &str, sweeper: &str) -> String {
-    config_setup(
-        data_dir,
-        &Setup {
-            server: extra_server,
-            sweeper,
-            ..Default::default()
-        },
-    )
-}
-
 /// Extra lines for each part of the test config.
 #[derive(Default, Clone, Copy)]
 pub struct Setup<'a> {
@@ -40,6 +28,7 @@ pub struct Setup<'a> {
     pub tail: &'a str,
 }
 
+/// A config for tests: both dev tenants, a read-only acme key, an admin token, the given extras.
 pub fn config_setup(data_dir: &Path, s: &Setup) -> String {
     let (extra_server, sweeper) = (s.server, s.sweeper);
     format!(

@@ -68,9 +68,15 @@ impl Service {
         let venv = root().join(".venv/bin");
         let spawn = |cmd: &mut Command| {
             cmd.stdout(Stdio::null())
-                .stderr(if std::env::var_os("PC_SERVICE_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+                .stderr(if std::env::var_os("PC_SERVICE_LOGS").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .spawn()
-                .unwrap_or_else(|e| panic!("starting {:?}: {e} (run scripts/install-clients.sh)", cmd))
+                .unwrap_or_else(|e| {
+                    panic!("starting {:?}: {e} (run scripts/install-clients.sh)", cmd)
+                })
         };
         match self.kind {
             Kind::Local => return,
@@ -79,9 +85,12 @@ impl Service {
                 self.task = Some(serve_s3s_fs(self.dir.path(), self.port).await);
             }
             Kind::Moto => {
-                self.child = Some(spawn(
-                    Command::new(venv.join("moto_server")).args(["-H", "127.0.0.1", "-p", &port]),
-                ));
+                self.child = Some(spawn(Command::new(venv.join("moto_server")).args([
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                ])));
             }
             Kind::Azurite => {
                 self.child = Some(spawn(
@@ -100,8 +109,8 @@ impl Service {
                 ));
             }
             Kind::GcsEmulator => {
-                self.child = Some(spawn(
-                    Command::new(venv.join("gcp-storage-emulator")).args([
+                self.child = Some(spawn(Command::new(venv.join("gcp-storage-emulator")).args(
+                    [
                         "start",
                         "--host",
                         "127.0.0.1",
@@ -110,8 +119,8 @@ impl Service {
                         "--in-memory",
                         "--default-bucket",
                         CONTAINER,
-                    ]),
-                ));
+                    ],
+                )));
             }
         }
         self.wait_ready().await;
@@ -149,10 +158,10 @@ impl Service {
     async fn wait_ready(&mut self) {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         for _ in 0..300 {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait().unwrap() {
-                    panic!("{:?} exited at start: {st}", self.kind);
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Some(st) = c.try_wait().unwrap()
+            {
+                panic!("{:?} exited at start: {st}", self.kind);
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return;
@@ -238,9 +247,7 @@ async fn serve_s3s_fs(dir: &Path, port: u16) -> tokio::task::JoinHandle<()> {
             };
             let (http, service) = (http.clone(), service.clone());
             conns.spawn(async move {
-                let _ = http
-                    .serve_connection(TokioIo::new(sock), service)
-                    .await;
+                let _ = http.serve_connection(TokioIo::new(sock), service).await;
             });
         }
     })
