@@ -19,7 +19,7 @@ use object_store::{
     WriteMultipart,
 };
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
 use crate::config::{AzureAuth, BackendConfig, BackendKind};
 
 /// Blocks staged concurrently for a large body.
@@ -129,7 +129,7 @@ impl Backend for AzureBackend {
         key: &str,
         mut body: ByteStream,
         _len: Option<u64>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let store = self.store(container)?;
         let path = Path::from(key);
         let part = self.config.part_size;
@@ -142,7 +142,7 @@ impl Backend for AzureBackend {
                 .put(&path, PutPayload::from(buf.freeze()))
                 .await
                 .map_err(|e| self.classify(e))?;
-            return Ok(total);
+            return Ok(Written::len(total));
         }
         let upload = store
             .put_multipart(&path)
@@ -169,7 +169,7 @@ impl Backend for AzureBackend {
             }
         }
         writer.finish().await.map_err(|e| self.classify(e))?;
-        Ok(total)
+        Ok(Written::len(total))
     }
 
     async fn get(

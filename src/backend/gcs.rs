@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
 use crate::config::{BackendConfig, BackendKind};
 
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/devstorage.read_write"];
@@ -129,7 +129,7 @@ impl GcsBackend {
         mut body: ByteStream,
         first: Bytes,
         mut carry: Option<Bytes>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let url = format!(
             "{}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name={}",
             self.base,
@@ -188,7 +188,7 @@ impl GcsBackend {
                     });
                 }
                 cancel.session = None;
-                return Ok(offset);
+                return Ok(Written::len(offset));
             }
             current = next.freeze();
         }
@@ -234,7 +234,7 @@ impl Backend for GcsBackend {
         key: &str,
         mut body: ByteStream,
         _len: Option<u64>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let mut buf = BytesMut::with_capacity(self.part_size.min(1024 * 1024));
         let mut carry = None;
         let ended = fill(&mut body, &mut buf, self.part_size, &mut carry).await?;
@@ -256,7 +256,7 @@ impl Backend for GcsBackend {
                 .body(buf.freeze()),
         )
         .await?;
-        Ok(n)
+        Ok(Written::len(n))
     }
 
     async fn get(

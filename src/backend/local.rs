@@ -13,7 +13,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{Backend, BackendError, BlobInfo, ByteStream};
+use super::{Backend, BackendError, BlobInfo, ByteStream, Written};
 
 const READ_BUF: usize = 256 * 1024;
 
@@ -108,7 +108,7 @@ impl Backend for LocalBackend {
         key: &str,
         body: ByteStream,
         _len: Option<u64>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let dest = self.path(container, key)?;
         let tmp = TmpFile(Some(self.tmp.join(ulid::Ulid::new().to_string())));
         let path = tmp.0.clone().expect("armed");
@@ -118,7 +118,7 @@ impl Backend for LocalBackend {
         }
         fs::rename(&path, &dest).await?;
         tmp.disarm();
-        Ok(n)
+        Ok(Written::len(n))
     }
 
     async fn get(

@@ -59,6 +59,21 @@ impl BackendError {
     }
 }
 
+/// What a completed put stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub len: u64,
+    /// The blob's MD5 as the backend computed it over the bytes it received, when it reports
+    /// one (see [`Backend::reports_md5`]).
+    pub md5: Option<[u8; 16]>,
+}
+
+impl Written {
+    pub fn len(len: u64) -> Self {
+        Self { len, md5: None }
+    }
+}
+
 /// A blob as the sweeper sees it: its key inside the container, and how long ago it was written.
 #[derive(Debug, Clone)]
 pub struct BlobInfo {
@@ -79,7 +94,14 @@ pub trait Backend: Send + Sync + 'static {
         key: &str,
         body: ByteStream,
         len: Option<u64>,
-    ) -> Result<u64, BackendError>;
+    ) -> Result<Written, BackendError>;
+
+    /// Whether a put of a body of `len` will usually report the blob's MD5, so the gateway need
+    /// not hash it a second time (MD5 is most of a large PUT's CPU). A put that then reports
+    /// none is hashed by reading the blob back.
+    fn reports_md5(&self, _len: Option<u64>) -> bool {
+        false
+    }
 
     /// Streams `range` (never empty) of blob `key`.
     async fn get(
@@ -246,9 +268,14 @@ impl Backends {
         blob: &str,
         body: ByteStream,
         len: Option<u64>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let (n, r) = self.resolve(blob)?;
         n.backend.put(r.container, r.key, body, len).await
+    }
+
+    pub fn reports_md5(&self, blob: &str, len: Option<u64>) -> bool {
+        self.resolve(blob)
+            .is_ok_and(|(n, _)| n.backend.reports_md5(len))
     }
 
     /// Opens a ranged read; the call that opens it is bounded and retried, the stream is not.

@@ -22,7 +22,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::BytesMut;
 use futures::TryStreamExt;
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
 use crate::config::{BackendConfig, BackendKind};
 
 /// Parts uploaded concurrently for a body of unknown length: memory is bounded by
@@ -95,8 +95,9 @@ impl S3Backend {
         key: &str,
         body: SdkStream,
         len: u64,
-    ) -> Result<(), BackendError> {
-        self.client
+    ) -> Result<Written, BackendError> {
+        let out = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -105,7 +106,19 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(())
+        // S3 documents the ETag of a single PutObject as the MD5 of the data unless the object
+        // is encrypted with SSE-KMS or SSE-C; anything that does not look like one is ignored.
+        let plain = matches!(
+            out.server_side_encryption(),
+            None | Some(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        ) && out.sse_customer_algorithm().is_none();
+        let md5 = out
+            .e_tag()
+            .filter(|_| plain)
+            .map(|e| e.trim_matches('"'))
+            .and_then(|e| hex::decode(e).ok())
+            .and_then(|d| <[u8; 16]>::try_from(d).ok());
+        Ok(Written { len, md5 })
     }
 
     async fn put_multipart(
@@ -115,7 +128,7 @@ impl S3Backend {
         mut body: ByteStream,
         first: bytes::Bytes,
         mut carry: Option<bytes::Bytes>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -192,7 +205,8 @@ impl S3Backend {
             .await
             .map_err(|e| self.classify(e))?;
         guard.disarm();
-        Ok(total)
+        // A multipart ETag is not an MD5 of the data.
+        Ok(Written::len(total))
     }
 }
 
@@ -286,11 +300,11 @@ impl Backend for S3Backend {
         key: &str,
         mut body: ByteStream,
         len: Option<u64>,
-    ) -> Result<u64, BackendError> {
+    ) -> Result<Written, BackendError> {
         if let Some(n) = len.filter(|n| *n <= MAX_SINGLE_PUT) {
             let (sdk, failed) = sdk_body(body);
             return match self.put_single(bucket, key, sdk, n).await {
-                Ok(()) => Ok(n),
+                Ok(w) => Ok(w),
                 Err(e) => Err(body_error(&failed).unwrap_or(e)),
             };
         }
@@ -299,12 +313,16 @@ impl Backend for S3Backend {
         let ended = fill(&mut body, &mut buf, self.part_size, &mut carry).await?;
         if ended {
             let n = buf.len() as u64;
-            self.put_single(bucket, key, SdkStream::from(buf.freeze()), n)
-                .await?;
-            return Ok(n);
+            return self
+                .put_single(bucket, key, SdkStream::from(buf.freeze()), n)
+                .await;
         }
         self.put_multipart(bucket, key, body, buf.freeze(), carry)
             .await
+    }
+
+    fn reports_md5(&self, len: Option<u64>) -> bool {
+        len.is_some_and(|n| n <= MAX_SINGLE_PUT)
     }
 
     async fn get(

@@ -109,6 +109,9 @@ pub async fn store(
         return Err(PipelineError::TooLarge);
     }
     let blob = placement.new_blob(tenant);
+    // The backend's own MD5 is used when it reports one and the client declared none to check
+    // against: hashing the same bytes twice is most of a large PUT's CPU.
+    let own_md5 = declared.md5.is_some() || !backend.reports_md5(&blob, expected_len);
     // The stream is handed to the backend as a `'static` box, so the hashers sit behind a mutex
     // that only this one stream ever locks; they are taken back once the backend has read it all.
     let state = Arc::new(std::sync::Mutex::new((
@@ -125,19 +128,28 @@ pub async fn store(
             return Err(too_large().into());
         }
         let mut st = hashing.lock().unwrap_or_else(|e| e.into_inner());
-        st.0.update(&bytes);
+        if own_md5 {
+            st.0.update(&bytes);
+        }
         st.1.update(&bytes);
         Ok(bytes)
     }));
-    let len = backend.put(&blob, hashed, expected_len).await?;
+    let written = backend.put(&blob, hashed, expected_len).await?;
     let guard = BlobGuard {
         backend: backend.clone(),
         blob: Some(blob.clone()),
     };
+    let len = written.len;
     if expected_len.is_some_and(|n| n != len) {
         return Err(PipelineError::IncompleteBody);
     }
     let (md5, hasher) = std::mem::take(&mut *state.lock().unwrap_or_else(|e| e.into_inner()));
+    let md5 = match (own_md5, written.md5) {
+        (true, _) => md5.finalize(),
+        (false, Some(m)) => m,
+        // The backend did not report it after all (an encrypted bucket): read the blob back.
+        (false, None) => md5_of(backend, &blob, len).await?,
+    };
     Ok(Stored {
         guard,
         segment: Segment {
@@ -145,9 +157,22 @@ pub async fn store(
             offset: 0,
             len,
         },
-        md5: md5.finalize(),
+        md5,
         checksums: checksum::from_s3s(hasher.finalize()),
     })
+}
+
+/// The MD5 of a stored blob, read back from its backend.
+async fn md5_of(backend: &Arc<Backends>, blob: &str, len: u64) -> Result<[u8; 16], PipelineError> {
+    let mut md5 = s3s::crypto::Md5::new();
+    let mut stream = backend.get(blob, 0..len).await?;
+    while let Some(chunk) = stream.next().await {
+        md5.update(&chunk.map_err(|e| BackendError::Unavailable {
+            backend: blob.split('/').next().unwrap_or_default().to_string(),
+            cause: e.to_string(),
+        })?);
+    }
+    Ok(md5.finalize())
 }
 
 /// Copies the bytes of `segments` into new blobs where `placement` writes, unless they all live
@@ -168,7 +193,7 @@ pub async fn relocate(
         let blob = placement.new_blob(tenant);
         let source = backend.get(&s.blob, s.offset..s.offset + s.len).await?;
         let len = match backend.put(&blob, source, Some(s.len)).await {
-            Ok(n) => n,
+            Ok(w) => w.len,
             // The "body" here is the source backend's stream, not a client's.
             Err(BackendError::Body(e)) => {
                 return Err(BackendError::Unavailable {

@@ -65,6 +65,25 @@ async fn read(b: &Backends, blob: &str, range: std::ops::Range<u64>) -> Result<V
     Ok(out)
 }
 
+/// A backend that promises to report the MD5 reports it, and a reported MD5 is the data's.
+fn check_md5(
+    b: &Backends,
+    blob: &str,
+    len: Option<u64>,
+    w: &portcullis::backend::Written,
+    data: &[u8],
+) {
+    if b.reports_md5(blob, len) {
+        assert!(w.md5.is_some(), "{blob}: MD5 promised but not reported");
+    }
+    if let Some(m) = w.md5 {
+        use s3s::crypto::Checksum as _;
+        let mut h = s3s::crypto::Md5::new();
+        h.update(data);
+        assert_eq!(m, h.finalize(), "{blob}: wrong MD5");
+    }
+}
+
 async fn contract(kind: Kind) {
     let svc = Service::start(kind).await;
     let (b, place, _dir) = open(&svc).await;
@@ -77,11 +96,12 @@ async fn contract(kind: Kind) {
     // A small blob of declared length, whole and in ranges.
     let small = data(10_000, 1);
     let k1 = place.new_blob("acme");
-    let n = b
+    let w = b
         .put(&k1, stream(chunked(&small)), Some(small.len() as u64))
         .await
         .unwrap();
-    assert_eq!(n, 10_000);
+    assert_eq!(w.len, 10_000);
+    check_md5(&b, &k1, Some(10_000), &w, &small);
     assert_eq!(read(&b, &k1, 0..10_000).await.unwrap(), small);
     assert_eq!(read(&b, &k1, 1234..5678).await.unwrap(), &small[1234..5678]);
     assert_eq!(read(&b, &k1, 9_999..10_000).await.unwrap(), &small[9_999..]);
@@ -89,8 +109,10 @@ async fn contract(kind: Kind) {
     // A multi-part blob of unknown length (aws-chunked bodies): three 5 MiB parts and a tail.
     let big = data(16 * MIB + 12_345, 2);
     let k2 = place.new_blob("acme");
-    let n = b.put(&k2, stream(chunked(&big)), None).await.unwrap();
+    let w = b.put(&k2, stream(chunked(&big)), None).await.unwrap();
+    let n = w.len;
     assert_eq!(n, big.len() as u64);
+    check_md5(&b, &k2, None, &w, &big);
     assert_eq!(
         read(&b, &k2, 0..n).await.unwrap(),
         big,
@@ -106,14 +128,16 @@ async fn contract(kind: Kind) {
     // A large blob of declared length (the streaming single-request path where there is one).
     let k3 = place.new_blob("acme");
     let mid = data(7 * MIB, 3);
-    b.put(&k3, stream(chunked(&mid)), Some(mid.len() as u64))
+    let w = b
+        .put(&k3, stream(chunked(&mid)), Some(mid.len() as u64))
         .await
         .unwrap();
+    check_md5(&b, &k3, Some(mid.len() as u64), &w, &mid);
     assert_eq!(read(&b, &k3, 0..mid.len() as u64).await.unwrap(), mid);
 
     // An empty blob.
     let k4 = place.new_blob("acme");
-    assert_eq!(b.put(&k4, stream(vec![]), Some(0)).await.unwrap(), 0);
+    assert_eq!(b.put(&k4, stream(vec![]), Some(0)).await.unwrap().len, 0);
     assert_eq!(read(&b, &k4, 0..0).await.unwrap(), b"");
 
     // A body that fails half-way (the client hung up) leaves nothing readable, on both paths.
@@ -194,10 +218,92 @@ async fn contract_gcs_on_emulator() {
     contract(Kind::GcsEmulator).await;
 }
 
+/// Azure with a SAS token instead of the account key: the token alone grants blob access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_with_a_sas_token() {
+    let svc = Service::start(Kind::Azurite).await;
+    let text = format!(
+        "[backends.az]\ntype = \"azure\"\nendpoint = \"{}/{AZURITE_ACCOUNT}\"\naccount = \"{AZURITE_ACCOUNT}\"\ncontainer = \"{CONTAINER}\"\nsas_token = \"{}\"\n",
+        svc.endpoint(),
+        svc.azurite_sas()
+    );
+    let cfg = portcullis::Config::parse(&text).unwrap();
+    let b = Backends::open(&cfg.backends, false).await.unwrap();
+    let place = Placement {
+        backend: "az".into(),
+        container: CONTAINER.into(),
+        prefix: String::new(),
+    };
+    let blob = place.new_blob("acme");
+    let body = data(50_000, 5);
+    b.put(&blob, stream(chunked(&body)), Some(50_000))
+        .await
+        .unwrap();
+    assert_eq!(read(&b, &blob, 0..50_000).await.unwrap(), body);
+    b.delete(&blob).await.unwrap();
+    assert!(read(&b, &blob, 0..1).await.is_err());
+
+    // A wrong token is refused by the service, and reported as a configuration failure.
+    let bad = text.replace("sig=", "sig=AAAA");
+    let cfg = portcullis::Config::parse(&bad).unwrap();
+    let b = Backends::open(&cfg.backends, false).await.unwrap();
+    let r = b
+        .put(&place.new_blob("acme"), stream(chunked(&body)), None)
+        .await;
+    assert!(matches!(r, Err(BackendError::Failed { .. })), "{r:?}");
+    let h = b.health().await;
+    assert!(h.iter().any(|h| h.name == "az" && !h.ok), "{h:?}");
+}
+
+/// A GCS service-account file that cannot be read stops start-up with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_credentials_file_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sa.json");
+    std::fs::write(&path, "{\"type\": \"service_account\"}").unwrap();
+    let text = format!(
+        "[backends.g]\ntype = \"gcs\"\nbucket = \"ggg\"\ncredentials_file = \"{}\"\n",
+        path.display()
+    );
+    let cfg = portcullis::Config::parse(&text).unwrap();
+    let e = Backends::open(&cfg.backends, false)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("sa.json"), "{e}");
+}
+
 /// The gateway (the real binary) with every tenant on `kind`, driven by aws-sdk-s3 and then by
 /// the aws CLI script of the compatibility suite.
 async fn end_to_end(kind: Kind) {
     let svc = Service::start(kind).await;
+    if kind == Kind::Moto {
+        use aws_sdk_s3::types::{
+            ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+            ServerSideEncryptionRule,
+        };
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        s3_client(&svc.endpoint(), ("moto", "moto-secret"))
+            .put_bucket_encryption()
+            .bucket(CONTAINER)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let tail = svc.backend_toml("remote", "part_size_mb = 5");
     let p = Proc::start_setup(
@@ -212,13 +318,31 @@ async fn end_to_end(kind: Kind) {
     s3.create_bucket().bucket("e2e").send().await.unwrap();
 
     let small = data(100_000, 10);
-    s3.put_object()
+    let put = s3
+        .put_object()
         .bucket("e2e")
         .key("small")
         .body(ByteStream::from(small.clone()))
         .send()
         .await
         .unwrap();
+    // The ETag is the MD5 of the data, whichever side computed it (on moto the backend bucket
+    // is SSE-KMS encrypted, so its ETag is not trusted and the blob is hashed by reading back).
+    let md5 = {
+        use s3s::crypto::Checksum as _;
+        let mut h = s3s::crypto::Md5::new();
+        h.update(&small);
+        format!("\"{}\"", hex::encode(h.finalize()))
+    };
+    assert_eq!(put.e_tag(), Some(md5.as_str()));
+    let head = s3
+        .head_object()
+        .bucket("e2e")
+        .key("small")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some(md5.as_str()));
     let got = s3
         .get_object()
         .bucket("e2e")

@@ -209,6 +209,25 @@ impl Service {
     }
 }
 
+impl Service {
+    /// A container SAS token for Azurite (read, write, delete, list), made by the Azure SDK.
+    pub fn azurite_sas(&self) -> String {
+        let script = format!(
+            "import datetime as d\nfrom azure.storage.blob import generate_container_sas as g, ContainerSasPermissions as P\nprint(g({AZURITE_ACCOUNT:?}, {CONTAINER:?}, account_key={AZURITE_KEY:?}, permission=P(read=True, write=True, delete=True, list=True), expiry=d.datetime.now(d.timezone.utc) + d.timedelta(hours=1)))"
+        );
+        let out = Command::new(root().join(".venv/bin/python"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
