@@ -188,7 +188,10 @@ impl GcsBackend {
                     });
                 }
                 cancel.session = None;
-                return Ok(Written::len(offset));
+                return Ok(Written {
+                    len: offset,
+                    md5: md5_of(resp).await,
+                });
             }
             current = next.freeze();
         }
@@ -212,6 +215,21 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// GCS computes the MD5 of every non-composite object and returns it (base64) as `md5Hash`.
+async fn md5_of(resp: Response) -> Option<[u8; 16]> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        md5_hash: Option<String>,
+    }
+    use base64::Engine as _;
+    let m: Meta = resp.json().await.ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(m.md5_hash?)
+        .ok()?;
+    raw.try_into().ok()
+}
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Listing {
@@ -228,6 +246,10 @@ struct Item {
 
 #[async_trait::async_trait]
 impl Backend for GcsBackend {
+    fn reports_md5(&self, _len: Option<u64>) -> bool {
+        true
+    }
+
     async fn put(
         &self,
         bucket: &str,
@@ -249,14 +271,18 @@ impl Backend for GcsBackend {
             self.base,
             enc(key)
         );
-        self.send(
-            self.request(Method::POST, &url)
-                .await?
-                .header("content-type", "application/octet-stream")
-                .body(buf.freeze()),
-        )
-        .await?;
-        Ok(Written::len(n))
+        let resp = self
+            .send(
+                self.request(Method::POST, &url)
+                    .await?
+                    .header("content-type", "application/octet-stream")
+                    .body(buf.freeze()),
+            )
+            .await?;
+        Ok(Written {
+            len: n,
+            md5: md5_of(resp).await,
+        })
     }
 
     async fn get(
