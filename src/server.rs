@@ -329,6 +329,24 @@ fn xml_body_too_large<B>(req: &http::Request<B>, limit: usize) -> bool {
     !is_data && len > 0
 }
 
+/// Reads and drops up to 16 MiB (for at most 5 s) of a body that is refused unread. Closing a
+/// connection with unread data makes the kernel answer with a reset, which can destroy the
+/// error response before the client reads it; past the bound the connection is given up.
+async fn discard_body(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    const LIMIT: usize = 16 * 1024 * 1024;
+    let drain = async {
+        let mut seen = 0;
+        while seen < LIMIT {
+            match body.frame().await {
+                Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+}
+
 /// Wraps one S3 request in its span, names it with a request id and logs its outcome.
 async fn handle(
     service: S3Service,
@@ -349,6 +367,7 @@ async fn handle(
     let started = std::time::Instant::now();
     let result = if xml_body_too_large(&req, max_xml_body) {
         // s3s bounds XML bodies too, but reports an oversized streamed body as InternalError.
+        discard_body(req.into_body()).await;
         let mut e = s3s::S3Error::with_message(
             s3s::S3ErrorCode::MaxMessageLengthExceeded,
             format!(

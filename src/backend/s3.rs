@@ -14,7 +14,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    retry::RetryConfig, timeout::TimeoutConfig,
+    StalledStreamProtectionConfig, retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkStream, SdkBody};
@@ -68,7 +68,11 @@ impl S3Backend {
         let shared = loader.load().await;
         // Integrity is Portcullis's own job (it hashes every body); an extra CRC per request
         // would only cost CPU.
+        // Stalled-stream protection is off: on uploads it would fail a backend write whenever
+        // the *client* pauses for a few seconds, and on downloads it times every chunk. A dead
+        // backend resets the connection; first bytes are bounded by `Backends`.
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .force_path_style(*path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
@@ -284,6 +288,32 @@ fn sdk_body(body: ByteStream) -> (SdkStream, Arc<Mutex<Option<StdError>>>) {
     (SdkStream::new(SdkBody::from_body_1_x(body)), failed)
 }
 
+/// One ranged GetObject as a stream.
+async fn ranged(
+    client: &Client,
+    name: &str,
+    bucket: &str,
+    key: &str,
+    range: Range<u64>,
+) -> Result<ByteStream, BackendError> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes={}-{}", range.start, range.end - 1))
+        .send()
+        .await
+        .map_err(|e| classify(name, e))?;
+    Ok(Box::pin(futures::stream::unfold(
+        out.body,
+        |mut b| async move {
+            b.next()
+                .await
+                .map(|r| (r.map_err(|e| Box::new(e) as StdError), b))
+        },
+    )))
+}
+
 fn body_error(failed: &Mutex<Option<StdError>>) -> Option<BackendError> {
     failed
         .lock()
@@ -331,21 +361,7 @@ impl Backend for S3Backend {
         key: &str,
         range: Range<u64>,
     ) -> Result<ByteStream, BackendError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| self.classify(e))?;
-        let stream = futures::stream::unfold(out.body, |mut b| async move {
-            b.next()
-                .await
-                .map(|r| (r.map_err(|e| Box::new(e) as StdError), b))
-        });
-        Ok(Box::pin(stream))
+        ranged(&self.client, &self.name, bucket, key, range).await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BackendError> {

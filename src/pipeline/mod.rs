@@ -162,15 +162,20 @@ pub async fn store(
     })
 }
 
+/// A stored blob's stream failed while the gateway itself was reading it.
+fn source_failed(blob: &str, e: crate::backend::StdError) -> BackendError {
+    BackendError::Unavailable {
+        backend: blob.split('/').next().unwrap_or_default().to_string(),
+        cause: e.to_string(),
+    }
+}
+
 /// The MD5 of a stored blob, read back from its backend.
 async fn md5_of(backend: &Arc<Backends>, blob: &str, len: u64) -> Result<[u8; 16], PipelineError> {
     let mut md5 = s3s::crypto::Md5::new();
     let mut stream = backend.get(blob, 0..len).await?;
     while let Some(chunk) = stream.next().await {
-        md5.update(&chunk.map_err(|e| BackendError::Unavailable {
-            backend: blob.split('/').next().unwrap_or_default().to_string(),
-            cause: e.to_string(),
-        })?);
+        md5.update(&chunk.map_err(|e| source_failed(blob, e))?);
     }
     Ok(md5.finalize())
 }
@@ -195,13 +200,7 @@ pub async fn relocate(
         let len = match backend.put(&blob, source, Some(s.len)).await {
             Ok(w) => w.len,
             // The "body" here is the source backend's stream, not a client's.
-            Err(BackendError::Body(e)) => {
-                return Err(BackendError::Unavailable {
-                    backend: s.blob.split('/').next().unwrap_or_default().to_string(),
-                    cause: e.to_string(),
-                }
-                .into());
-            }
+            Err(BackendError::Body(e)) => return Err(source_failed(&s.blob, e).into()),
             Err(e) => return Err(e.into()),
         };
         guards.push(BlobGuard {
