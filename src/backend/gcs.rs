@@ -118,6 +118,29 @@ impl GcsBackend {
         })
     }
 
+    /// POSTs to the upload endpoint: a whole small object (`media`) or a resumable session.
+    async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        kind: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, BackendError> {
+        let url = format!(
+            "{}/upload/storage/v1/b/{bucket}/o?uploadType={kind}&name={}",
+            self.base,
+            enc(key)
+        );
+        self.send(
+            self.request(Method::POST, &url)
+                .await?
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
     fn object_url(&self, bucket: &str, key: &str) -> String {
         format!("{}/storage/v1/b/{bucket}/o/{}", self.base, enc(key))
     }
@@ -130,17 +153,13 @@ impl GcsBackend {
         first: Bytes,
         mut carry: Option<Bytes>,
     ) -> Result<Written, BackendError> {
-        let url = format!(
-            "{}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name={}",
-            self.base,
-            enc(key)
-        );
         let resp = self
-            .send(
-                self.request(Method::POST, &url)
-                    .await?
-                    .header("content-type", "application/json")
-                    .body("{}"),
+            .upload(
+                bucket,
+                key,
+                "resumable",
+                "application/json",
+                Bytes::from("{}"),
             )
             .await?;
         let session = resp
@@ -266,17 +285,13 @@ impl Backend for GcsBackend {
             return self.resumable(bucket, key, body, buf.freeze(), carry).await;
         }
         let n = buf.len() as u64;
-        let url = format!(
-            "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
-            self.base,
-            enc(key)
-        );
         let resp = self
-            .send(
-                self.request(Method::POST, &url)
-                    .await?
-                    .header("content-type", "application/octet-stream")
-                    .body(buf.freeze()),
+            .upload(
+                bucket,
+                key,
+                "media",
+                "application/octet-stream",
+                buf.freeze(),
             )
             .await?;
         Ok(Written {

@@ -291,7 +291,7 @@ async fn end_to_end(kind: Kind) {
                     .unwrap(),
             )
             .build();
-        s3_client(&svc.endpoint(), ("moto", "moto-secret"))
+        client(&svc.endpoint(), ("moto", "moto-secret"))
             .put_bucket_encryption()
             .bucket(CONTAINER)
             .server_side_encryption_configuration(

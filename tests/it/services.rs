@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_s3::config::{Credentials, Region};
-
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's publicly documented development key.
 pub const AZURITE_KEY: &str =
@@ -126,7 +124,7 @@ impl Service {
         self.wait_ready().await;
         match self.kind {
             Kind::Moto => {
-                s3_client(&self.endpoint(), ("moto", "moto-secret"))
+                crate::harness::client(&self.endpoint(), ("moto", "moto-secret"))
                     .create_bucket()
                     .bucket(CONTAINER)
                     .send()
@@ -232,17 +230,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub fn s3_client(endpoint: &str, (ak, sk): (&str, &str)) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version_latest()
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(ak, sk, None, None, "test"))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// s3s-fs on `dir`, checking SigV4 with [`S3FS_KEY`], on 127.0.0.1:`port`.
