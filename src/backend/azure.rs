@@ -123,6 +123,10 @@ impl AzureBackend {
 
 #[async_trait::async_trait]
 impl Backend for AzureBackend {
+    fn retries_itself(&self) -> bool {
+        true
+    }
+
     async fn put(
         &self,
         container: &str,

@@ -120,6 +120,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Checks that `container` is reachable and usable, for the health endpoint.
     async fn probe(&self, container: &str) -> Result<(), BackendError>;
 
+    /// Whether the backend's client retries failed calls itself (aws-sdk-s3 and object_store
+    /// do, with the configured `retries`); [`Backends`] then only bounds them in time, so a call
+    /// is never retried at two levels.
+    fn retries_itself(&self) -> bool {
+        false
+    }
+
     /// Removes leftovers of writes that were interrupted by a crash. Called once at start-up,
     /// before any request is served.
     async fn recover(&self) -> Result<usize, BackendError> {
@@ -235,13 +242,6 @@ impl Backends {
         Ok(Self { named })
     }
 
-    /// A set holding just `backend` under `name`, for tests of one implementation.
-    pub fn single(name: &str, backend: Arc<dyn Backend>, config: BackendConfig) -> Self {
-        let mut named = BTreeMap::new();
-        named.insert(name.to_string(), Named { backend, config });
-        Self { named }
-    }
-
     pub fn contains(&self, name: &str) -> bool {
         self.named.contains_key(name)
     }
@@ -284,15 +284,12 @@ impl Backends {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let (n, r) = self.resolve(blob)?;
-        retry(&n.config, || {
-            n.backend.get(r.container, r.key, range.clone())
-        })
-        .await
+        retry(n, || n.backend.get(r.container, r.key, range.clone())).await
     }
 
     pub async fn delete(&self, blob: &str) -> Result<(), BackendError> {
         let (n, r) = self.resolve(blob)?;
-        retry(&n.config, || n.backend.delete(r.container, r.key)).await
+        retry(n, || n.backend.delete(r.container, r.key)).await
     }
 
     /// Lists blob keys under `prefix` of `container` on backend `name`, as references.
@@ -306,7 +303,7 @@ impl Backends {
             .named
             .get(name)
             .ok_or_else(|| BackendError::UnknownBackend(name.to_string()))?;
-        let found = retry(&n.config, || n.backend.list(container, prefix)).await?;
+        let found = retry(n, || n.backend.list(container, prefix)).await?;
         Ok(found
             .into_iter()
             .map(|b| (format!("{name}/{container}/{}", b.key), b))
@@ -345,12 +342,19 @@ impl Backends {
 }
 
 /// Runs an idempotent backend call with the backend's timeout, retrying unavailable or
-/// throttled answers with exponential backoff (100 ms, 200 ms, 400 ms, ...).
-async fn retry<T, F, Fut>(config: &BackendConfig, mut call: F) -> Result<T, BackendError>
+/// throttled answers with exponential backoff (100 ms, 200 ms, 400 ms, ...) unless the
+/// backend's client already does.
+async fn retry<T, F, Fut>(n: &Named, mut call: F) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BackendError>>,
 {
+    let config = &n.config;
+    let retries = if n.backend.retries_itself() {
+        0
+    } else {
+        config.retries
+    };
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
@@ -363,7 +367,7 @@ where
             }),
         };
         match r {
-            Err(e) if e.retryable() && attempt <= config.retries => {
+            Err(e) if e.retryable() && attempt <= retries => {
                 tracing::debug!(backend = %config.name, attempt, error = %e, "retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;

@@ -21,6 +21,7 @@ use aws_sdk_s3::primitives::{ByteStream as SdkStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::BytesMut;
 use futures::TryStreamExt;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
 use crate::config::{BackendConfig, BackendKind};
@@ -66,8 +67,8 @@ impl S3Backend {
             ));
         }
         let shared = loader.load().await;
-        // Integrity is Portcullis's own job (it hashes every body); an extra CRC per request
-        // would only cost CPU.
+        // Integrity is Portcullis's own job (its own hashes, or the MD5 S3 reports for what it
+        // stored); an extra CRC per request would only cost CPU.
         // Stalled-stream protection is off: on uploads it would fail a backend write whenever
         // the *client* pauses for a few seconds, and on downloads it times every chunk. A dead
         // backend resets the connection; first bytes are bounded by `Backends`.
@@ -168,7 +169,10 @@ impl S3Backend {
                     .part_number(number)
                     .content_length(part.len() as i64)
                     .body(SdkStream::from(part));
-                in_flight.push_back((number, tokio::spawn(req.send())));
+                // Aborted when dropped: an error or a hung-up client must not leave part uploads
+                // running against an upload that `AbortOnDrop` is aborting.
+                let task = AbortOnDropHandle::new(tokio::spawn(req.send()));
+                in_flight.push_back((number, task));
             }
             while in_flight.len() >= PARTS_IN_FLIGHT || (ended && !in_flight.is_empty()) {
                 let Some((n, task)) = in_flight.pop_front() else {
@@ -324,6 +328,10 @@ fn body_error(failed: &Mutex<Option<StdError>>) -> Option<BackendError> {
 
 #[async_trait::async_trait]
 impl Backend for S3Backend {
+    fn retries_itself(&self) -> bool {
+        true
+    }
+
     async fn put(
         &self,
         bucket: &str,
