@@ -19,7 +19,7 @@ use object_store::{
     WriteMultipart,
 };
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
 use crate::config::{AzureAuth, BackendConfig, BackendKind};
 
 /// Blocks staged concurrently for a large body.
@@ -137,9 +137,7 @@ impl Backend for AzureBackend {
         let store = self.store(container)?;
         let path = Path::from(key);
         let part = self.config.part_size;
-        let mut buf = BytesMut::with_capacity(part.min(1024 * 1024));
-        let mut carry = None;
-        let ended = fill(&mut body, &mut buf, part, &mut carry).await?;
+        let (buf, mut carry, ended) = first_part(&mut body, part).await?;
         let mut total = buf.len() as u64;
         if ended {
             store
@@ -211,7 +209,7 @@ impl Backend for AzureBackend {
         // object_store lists by path segments: list the prefix's directory, then filter.
         let dir = prefix.rsplit_once('/').map(|(d, _)| Path::from(d));
         let mut items = store.list(dir.as_ref());
-        let now = chrono_now_ms();
+        let now = crate::meta::now_ms();
         let mut out = Vec::new();
         while let Some(m) = items.next().await {
             let m = m.map_err(|e| self.classify(e))?;
@@ -242,8 +240,4 @@ impl Backend for AzureBackend {
             })?;
         Ok(())
     }
-}
-
-fn chrono_now_ms() -> i64 {
-    crate::meta::now_ms()
 }

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
 use crate::config::{BackendConfig, BackendKind};
 
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/devstorage.read_write"];
@@ -276,9 +276,7 @@ impl Backend for GcsBackend {
         mut body: ByteStream,
         _len: Option<u64>,
     ) -> Result<Written, BackendError> {
-        let mut buf = BytesMut::with_capacity(self.part_size.min(1024 * 1024));
-        let mut carry = None;
-        let ended = fill(&mut body, &mut buf, self.part_size, &mut carry).await?;
+        let (buf, carry, ended) = first_part(&mut body, self.part_size).await?;
         // An empty body goes through a resumable session too: the emulator fails an empty
         // media upload, and real GCS accepts both.
         if !ended || buf.is_empty() {

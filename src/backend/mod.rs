@@ -390,6 +390,19 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The first part of a body for the remote backends: up to `part` bytes, what was read beyond
+/// them, and whether the body ended within them (then one single-request upload suffices).
+/// The buffer starts small, so a small body does not cost a whole part of memory.
+pub(crate) async fn first_part(
+    body: &mut ByteStream,
+    part: usize,
+) -> Result<(bytes::BytesMut, Option<Bytes>, bool), BackendError> {
+    let mut buf = bytes::BytesMut::with_capacity(part.min(1024 * 1024));
+    let mut carry = None;
+    let ended = fill(body, &mut buf, part, &mut carry).await?;
+    Ok((buf, carry, ended))
+}
+
 /// Reads from `body` until `buf` holds `want` bytes or the stream ends; returns whether it ended.
 /// The remote backends use it to cut a stream into parts without holding more than one part.
 pub(crate) async fn fill(

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use futures::TryStreamExt;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill};
+use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
 use crate::config::{BackendConfig, BackendKind};
 
 /// Parts uploaded concurrently for a body of unknown length: memory is bounded by
@@ -346,9 +346,7 @@ impl Backend for S3Backend {
                 Err(e) => Err(body_error(&failed).unwrap_or(e)),
             };
         }
-        let mut buf = BytesMut::with_capacity(self.part_size.min(1024 * 1024));
-        let mut carry = None;
-        let ended = fill(&mut body, &mut buf, self.part_size, &mut carry).await?;
+        let (buf, carry, ended) = first_part(&mut body, self.part_size).await?;
         if ended {
             let n = buf.len() as u64;
             return self
