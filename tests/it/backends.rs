@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-};
+use aws_sdk_s3::types::{BucketLocationConstraint, CompletedPart, CreateBucketConfiguration};
 use bytes::Bytes;
 use futures::StreamExt;
 use portcullis::backend::{BackendError, Backends, Placement};
@@ -383,18 +381,7 @@ async fn end_to_end(kind: Kind) {
                 .build(),
         );
     }
-    s3.complete_multipart_upload()
-        .bucket("e2e")
-        .key("big")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    complete(&s3, "e2e", "big", id, parts).await;
     let got = s3
         .get_object()
         .bucket("e2e")

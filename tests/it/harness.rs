@@ -142,6 +142,28 @@ pub fn client(endpoint: &str, (ak, sk): (&str, &str)) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Completes a multipart upload with `parts` (which must succeed).
+pub async fn complete(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+) -> aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput {
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The S3 error code of a failed SDK call.
 pub fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
     r: Result<T, E>,

@@ -437,19 +437,7 @@ async fn part_checksums_and_composite_checksum() {
                 .build(),
         );
     }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("mp-bkt")
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let done = complete(&s3, "mp-bkt", "k", &id, parts).await;
     let sum = done.checksum_crc32().unwrap();
     assert!(sum.ends_with("-2"), "{sum}");
     let head = s3
@@ -561,19 +549,7 @@ async fn full_object_checksum_is_the_crc_of_the_whole_body() {
                 .build(),
         );
     }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("full")
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let done = complete(&s3, "full", "k", &id, parts).await;
     let whole = [p1.as_slice(), &p2].concat();
     let expected =
         base64::engine::general_purpose::STANDARD.encode(s3s::crypto::Crc64Nvme::checksum(&whole));
