@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backend::Placement;
-use crate::meta::Role;
+use crate::meta::{BucketSettings, Limits, Policy, Role};
+use crate::scanner::{Address, ScannerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +46,31 @@ mod raw {
         pub backends: std::collections::BTreeMap<String, Backend>,
         #[serde(default)]
         pub tenants: Vec<Tenant>,
+        pub scanner: Option<Scanner>,
+        /// The gateway-wide default policy of every bucket.
+        pub policy: Option<Policy>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Scanner {
+        pub address: Option<String>,
+        pub socket: Option<PathBuf>,
+        pub timeout_secs: Option<u64>,
+        pub max_concurrent: Option<usize>,
+        pub max_stream_mb: Option<u64>,
+        pub quarantine_backend: Option<String>,
+        pub quarantine_container: Option<String>,
+        pub quarantine_prefix: Option<String>,
+        pub retry_secs: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct BucketSettings {
+        pub quota_bytes: Option<u64>,
+        pub quota_objects: Option<u64>,
+        pub policy: Option<Policy>,
     }
 
     /// One `[backends.<name>]` table. Flat on purpose: `validate` refuses every key that does
@@ -126,6 +152,11 @@ mod raw {
         pub locations: Vec<String>,
         #[serde(default)]
         pub keys: Vec<Key>,
+        pub quota_bytes: Option<u64>,
+        pub quota_objects: Option<u64>,
+        pub policy: Option<Policy>,
+        #[serde(default)]
+        pub buckets: std::collections::BTreeMap<String, BucketSettings>,
     }
 
     #[derive(Deserialize)]
@@ -167,6 +198,10 @@ pub struct Config {
     /// Where tenants without a placement of their own write.
     pub default_placement: Placement,
     pub tenants: Vec<TenantConfig>,
+    /// `None`: nothing is scanned.
+    pub scanner: Option<ScannerConfig>,
+    /// The gateway-wide default of every bucket's policy.
+    pub policy: Policy,
 }
 
 /// A credential that never reaches a log line or `Debug` output.
@@ -260,6 +295,12 @@ pub struct TenantConfig {
     /// Other backends this tenant may place a bucket on with a LocationConstraint.
     pub locations: Vec<String>,
     pub keys: Vec<KeyConfig>,
+    /// Set only when the file declares it: a quota set through the admin API survives a
+    /// restart unless the file says otherwise.
+    pub quota: Option<Limits>,
+    pub policy: Option<Policy>,
+    /// Per-bucket settings the file declares (merged by bucket name).
+    pub buckets: std::collections::BTreeMap<String, BucketSettings>,
 }
 
 #[derive(Clone)]
@@ -481,6 +522,51 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
     })
 }
 
+fn scanner(
+    sc: raw::Scanner,
+    backends: &[BackendConfig],
+    default: &Placement,
+) -> Result<ScannerConfig, ConfigError> {
+    let bad = |m: &str| ConfigError::Invalid(format!("scanner: {m}"));
+    let address = match (sc.address, sc.socket) {
+        (Some(a), None) => Address::Tcp(a),
+        (None, Some(p)) => Address::Unix(p),
+        _ => {
+            return Err(bad(
+                "set exactly one of address (host:port) and socket (a path)",
+            ));
+        }
+    };
+    let quarantine = match (sc.quarantine_backend, sc.quarantine_container) {
+        (None, None) if sc.quarantine_prefix.is_none() => None,
+        (b, c) => Some(
+            placement(
+                backends,
+                default,
+                b.as_deref(),
+                Some(c.as_deref().unwrap_or("quarantine")),
+                sc.quarantine_prefix.as_deref(),
+            )
+            .map_err(|e| bad(&format!("quarantine: {e}")))?,
+        ),
+    };
+    let max_stream_mb = sc.max_stream_mb.unwrap_or(25);
+    // libclamav cannot scan beyond 2 GiB - 1.
+    if !(1..=2047).contains(&max_stream_mb) {
+        return Err(bad(
+            "max_stream_mb must be 1-2047 (clamd's StreamMaxLength)",
+        ));
+    }
+    Ok(ScannerConfig {
+        address,
+        timeout: Duration::from_secs(sc.timeout_secs.unwrap_or(30).max(1)),
+        max_concurrent: sc.max_concurrent.unwrap_or(4).max(1),
+        max_stream: max_stream_mb * 1024 * 1024,
+        quarantine,
+        retry_interval: Duration::from_secs(sc.retry_secs.unwrap_or(30).max(1)),
+    })
+}
+
 fn read_secret(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
@@ -665,12 +751,40 @@ impl Config {
                     role: k.role.unwrap_or(Role::ReadWrite),
                 });
             }
+            let invalid = |e: crate::pipeline::policy::PolicyError| {
+                ConfigError::Invalid(format!("tenant {:?}: {e}", t.id))
+            };
+            if let Some(p) = &t.policy {
+                p.validate().map_err(invalid)?;
+            }
+            let quota = (t.quota_bytes.is_some() || t.quota_objects.is_some()).then_some(Limits {
+                bytes: t.quota_bytes,
+                objects: t.quota_objects,
+            });
+            let mut buckets = std::collections::BTreeMap::new();
+            for (name, b) in t.buckets {
+                let policy = b.policy.unwrap_or_default();
+                policy.validate().map_err(invalid)?;
+                buckets.insert(
+                    name,
+                    BucketSettings {
+                        quota: Limits {
+                            bytes: b.quota_bytes,
+                            objects: b.quota_objects,
+                        },
+                        policy,
+                    },
+                );
+            }
             tenants.push(TenantConfig {
                 display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
                 placement,
                 locations: t.locations,
                 id: t.id,
                 keys,
+                quota,
+                policy: t.policy,
+                buckets,
             });
         }
         let sweeper = SweeperConfig {
@@ -680,7 +794,17 @@ impl Config {
                 raw.sweeper.abandoned_upload_secs.unwrap_or(7 * 24 * 3600),
             ),
         };
+        let policy = raw.policy.unwrap_or_default();
+        policy
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
+        let scanner = match raw.scanner {
+            None => None,
+            Some(sc) => Some(scanner(sc, &backends, &default_placement)?),
+        };
         Ok(Config {
+            scanner,
+            policy,
             listen,
             region,
             domain: raw.server.domain.filter(|d| !d.is_empty()),

@@ -8,6 +8,15 @@ use s3s::{S3Error, S3ErrorCode, s3_error};
 use crate::backend::BackendError;
 use crate::meta::MetaError;
 use crate::pipeline::PipelineError;
+use crate::pipeline::policy::PolicyError;
+use crate::pipeline::quota::QuotaError;
+
+/// An error with a code S3 does not define (Portcullis's own, documented in the README).
+pub fn custom(code: &str, status: http::StatusCode, message: String) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.to_string().into()), message);
+    e.set_status_code(status);
+    e
+}
 
 /// Records the cause on the request's span; `server::handle` logs the 5xx once, with it.
 fn record(e: &dyn std::fmt::Display) {
@@ -45,9 +54,10 @@ impl From<MetaError> for S3Error {
                 OperationAborted,
                 "A conflicting operation is in progress against this resource. Please try again."
             ),
-            e @ (MetaError::Store(_) | MetaError::Corrupt(_) | MetaError::FlushTask(_)) => {
-                internal("metadata store failed", &e)
-            }
+            e @ (MetaError::Store(_)
+            | MetaError::Corrupt(_)
+            | MetaError::FlushTask(_)
+            | MetaError::QuotaShort(_)) => internal("metadata store failed", &e),
             e @ (MetaError::NoSuchTenant
             | MetaError::TenantExists
             | MetaError::AccessKeyExists
@@ -67,6 +77,9 @@ impl From<BackendError> for S3Error {
                     let mut err = S3Error::new(s3.code().clone());
                     if let Some(m) = s3.message() {
                         err.set_message(m.to_string());
+                    }
+                    if let Some(status) = s3.status_code() {
+                        err.set_status_code(status);
                     }
                     return err;
                 }
@@ -123,8 +136,65 @@ impl From<PipelineError> for S3Error {
                 "You did not provide the number of bytes specified by the Content-Length HTTP header."
             ),
             PipelineError::TooLarge => crate::pipeline::too_large(),
+            PipelineError::Quota(e) => e.into(),
+            PipelineError::Policy(e) => e.into(),
+            PipelineError::Infected(sig) => custom(
+                "VirusDetected",
+                http::StatusCode::FORBIDDEN,
+                format!(
+                    "The upload was refused: the virus scanner found {sig}. Nothing was stored."
+                ),
+            ),
+            PipelineError::ScannerUnavailable(why) => {
+                record(&why);
+                custom(
+                    "ScannerUnavailable",
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "The virus scanner is unavailable, and this bucket accepts only scanned uploads. Nothing was stored; please retry later.".into(),
+                )
+            }
+            e @ PipelineError::TooLargeToScan(_) => S3Error::with_message(
+                S3ErrorCode::EntityTooLarge,
+                format!(
+                    "Your upload was refused: {e}, and this bucket accepts only scanned uploads."
+                ),
+            ),
             PipelineError::Backend(e) => e.into(),
             PipelineError::Meta(e) => e.into(),
+        }
+    }
+}
+
+impl From<QuotaError> for S3Error {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            e @ QuotaError::Exceeded { .. } => custom(
+                "QuotaExceeded",
+                http::StatusCode::FORBIDDEN,
+                format!("The upload was refused: {e}. Nothing was stored."),
+            ),
+            QuotaError::Meta(e) => e.into(),
+        }
+    }
+}
+
+impl From<PolicyError> for S3Error {
+    fn from(e: PolicyError) -> Self {
+        let msg = format!("The upload was refused by this bucket's policy: {e}.");
+        match e {
+            PolicyError::KeyTooLong { .. } => {
+                S3Error::with_message(S3ErrorCode::KeyTooLongError, msg)
+            }
+            PolicyError::KeyPattern(_) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+            PolicyError::TooLarge { .. } => S3Error::with_message(S3ErrorCode::EntityTooLarge, msg),
+            PolicyError::NotAllowed { .. }
+            | PolicyError::Denied { .. }
+            | PolicyError::Mismatch { .. } => custom(
+                "InvalidContentType",
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                msg,
+            ),
+            e @ PolicyError::Invalid(_) => internal("stored policy is invalid", &e),
         }
     }
 }

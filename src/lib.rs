@@ -9,6 +9,7 @@ pub mod error;
 pub mod meta;
 pub mod pipeline;
 pub mod s3;
+pub mod scanner;
 pub mod server;
 pub mod sweeper;
 pub mod telemetry;

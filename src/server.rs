@@ -98,12 +98,26 @@ impl Running {
 
 fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
     for t in &config.tenants {
+        // What the file declares wins; what it leaves out keeps its admin-API value.
+        let old = meta.tenant(&t.id)?;
+        let mut buckets = old.as_ref().map(|o| o.buckets.clone()).unwrap_or_default();
+        buckets.extend(t.buckets.clone());
         meta.upsert_tenant(&meta::Tenant {
             id: t.id.clone(),
             display_name: t.display_name.clone(),
             created_ms: meta::now_ms(),
             placement: Some(t.placement.clone()),
             locations: t.locations.clone(),
+            quota: t
+                .quota
+                .or(old.as_ref().map(|o| o.quota))
+                .unwrap_or_default(),
+            policy: t
+                .policy
+                .clone()
+                .or(old.map(|o| o.policy))
+                .unwrap_or_default(),
+            buckets,
         })?;
         for k in &t.keys {
             meta.upsert_access_key(&meta::AccessKey {
@@ -167,7 +181,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
 
-    let mut builder = S3ServiceBuilder::new(Gateway::new(meta.clone(), backends.clone(), &config));
+    let scanner = config.scanner.clone().map(crate::scanner::Scanner::new);
+    let rules = crate::pipeline::policy::Rules {
+        policy: config.policy.clone(),
+        scanner: scanner.is_some(),
+    };
+    let worker = scanner.clone().map(|s| {
+        crate::scanner::worker::Worker::new(meta.clone(), backends.clone(), s, rules.clone())
+    });
+    let mut builder = S3ServiceBuilder::new(Gateway::new(
+        meta.clone(),
+        backends.clone(),
+        &config,
+        scanner.clone(),
+        rules,
+    ));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
     if let Some(domain) = &config.domain {
@@ -205,6 +233,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let sweeper = crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), &config);
     tasks.spawn(sweeper.clone().run(stop.clone()));
+    if let Some(w) = &worker {
+        tasks.spawn(w.clone().run(stop.clone()));
+    }
 
     let admin_addr = match &config.admin {
         Some(admin) => {
@@ -223,6 +254,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 backends: backends.clone(),
                 token: admin.token.clone(),
                 sweeper,
+                worker,
+                scanner,
                 config: config.clone(),
             };
             tasks.spawn(crate::admin::serve(l, state, stop.clone()));
@@ -266,7 +299,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let svc = hyper::service::service_fn(move |req| handle(service.clone(), max_xml_body, req));
+        let svc =
+            hyper::service::service_fn(move |req| handle(service.clone(), max_xml_body, peer, req));
         match &tls {
             None => {
                 let conn = http
@@ -351,8 +385,10 @@ async fn discard_body(mut body: Incoming) {
 async fn handle(
     service: S3Service,
     max_xml_body: usize,
-    req: http::Request<Incoming>,
+    peer: SocketAddr,
+    mut req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    req.extensions_mut().insert(crate::s3::Peer(peer));
     let id = ulid::Ulid::new().to_string();
     let span = tracing::info_span!(
         "request",

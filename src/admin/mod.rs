@@ -10,6 +10,14 @@
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
+//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket; `verify` recomputes it from the index and reports drift |
+//! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
+//! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
+//! | GET | /tenants/{id}/buckets/{bucket}/policy | the bucket's own settings and the policy in force |
+//! | PUT | /tenants/{id}/buckets/{bucket}/quota, .../policy | set one bucket's limits or policy |
+//! | GET, POST | /scans | list rescan jobs; start one `{"tenant"?, "bucket"?}` |
+//! | GET | /scans/{id} | one job's progress |
+//! | POST | /scans/pending | retry the objects stored unscanned now |
 
 use std::sync::Arc;
 
@@ -37,6 +45,8 @@ pub struct State {
     pub backends: Arc<Backends>,
     pub token: String,
     pub sweeper: crate::sweeper::Sweeper,
+    pub worker: Option<crate::scanner::worker::Worker>,
+    pub scanner: Option<Arc<crate::scanner::Scanner>>,
     pub config: Config,
 }
 
@@ -108,6 +118,53 @@ struct NewTenant {
     backend_prefix: Option<String>,
     #[serde(default)]
     locations: Vec<String>,
+    #[serde(default)]
+    quota: meta::Limits,
+    #[serde(default)]
+    policy: meta::Policy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewScan {
+    tenant: Option<String>,
+    bucket: Option<String>,
+}
+
+fn valid_policy(p: &meta::Policy) -> Result<(), AdminError> {
+    p.validate()
+        .map_err(|e| AdminError::BadRequest(e.to_string()))
+}
+
+/// The usage report of a tenant; with `verify`, recomputed from the index and compared.
+fn usage_report(m: &Meta, id: &str, verify: bool) -> Result<serde_json::Value, AdminError> {
+    let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
+    let recorded = m.usage(id, None)?;
+    let mut buckets = serde_json::Map::new();
+    for b in m.buckets(id)? {
+        let quota = t.buckets.get(&b.name).map(|s| s.quota).unwrap_or_default();
+        buckets.insert(
+            b.name.clone(),
+            json!({ "usage": m.usage(id, Some(&b.name))?, "quota": quota }),
+        );
+    }
+    let mut out = json!({ "tenant": id, "usage": recorded, "quota": t.quota, "buckets": buckets });
+    if verify {
+        let (total, per) = m.computed_usage(id)?;
+        let mut drift = Vec::new();
+        if total != recorded {
+            drift.push(json!({ "scope": "tenant", "recorded": recorded, "computed": total }));
+        }
+        for (b, computed) in per {
+            let rec = m.usage(id, Some(&b))?;
+            if rec != computed {
+                drift.push(json!({ "scope": format!("bucket {b}"), "recorded": rec, "computed": computed }));
+            }
+        }
+        out["verified"] = json!(drift.is_empty());
+        out["drift"] = json!(drift);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -147,14 +204,22 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         // The gateway itself is up; a backend that is down affects only the tenants on it, so
         // it degrades the answer instead of failing it.
         let backends = state.backends.health().await;
-        let status = if backends.iter().all(|b| b.ok) {
+        let scanner = match &state.scanner {
+            Some(s) => Some(match s.ping().await {
+                Ok(()) => json!({ "ok": true, "engine": s.engine().await }),
+                Err(e) => json!({ "ok": false, "error": e }),
+            }),
+            None => None,
+        };
+        let scanner_ok = scanner.as_ref().is_none_or(|s| s["ok"] == json!(true));
+        let status = if backends.iter().all(|b| b.ok) && scanner_ok {
             "ok"
         } else {
             "degraded"
         };
         return Ok(json_response(
             StatusCode::OK,
-            &json!({ "status": status, "backends": backends }),
+            &json!({ "status": status, "backends": backends, "scanner": scanner }),
         ));
     }
     let authorized = req
@@ -193,12 +258,16 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                     "location {l:?} is not a configured backend"
                 )));
             }
+            valid_policy(&t.policy)?;
             let tenant = meta::Tenant {
                 display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
                 id: t.id,
                 created_ms: meta::now_ms(),
                 placement: Some(placement),
                 locations: t.locations,
+                quota: t.quota,
+                policy: t.policy,
+                buckets: Default::default(),
             };
             m.create_tenant(&tenant)?;
             m.durable().await?;
@@ -258,6 +327,147 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             m.delete_access_key(ak)?;
             m.durable().await?;
             Ok(json_response(StatusCode::OK, &json!({ "deleted": ak })))
+        }
+        (Method::GET, ["tenants", id, "usage"]) => {
+            let verify = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .any(|p| p == "verify" || p == "verify=true" || p == "verify=1");
+            Ok(json_response(StatusCode::OK, &usage_report(m, id, verify)?))
+        }
+        (Method::PUT, ["tenants", id, "quota"]) => {
+            let id = id.to_string();
+            let q: meta::Limits = body_json(req).await?;
+            let t = m.update_tenant(&id, |t| t.quota = q)?;
+            m.durable().await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "tenant": id, "quota": t.quota }),
+            ))
+        }
+        (Method::PUT, ["tenants", id, "policy"]) => {
+            let id = id.to_string();
+            let p: meta::Policy = body_json(req).await?;
+            valid_policy(&p)?;
+            let t = m.update_tenant(&id, |t| t.policy = p.clone())?;
+            m.durable().await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "tenant": id, "policy": t.policy }),
+            ))
+        }
+        (
+            Method::PUT,
+            [
+                "tenants",
+                id,
+                "buckets",
+                bucket,
+                what @ ("quota" | "policy"),
+            ],
+        ) => {
+            let (id, bucket, what) = (id.to_string(), bucket.to_string(), *what);
+            let body = Limited::new(req.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| AdminError::BadRequest(format!("reading the body: {e}")))?
+                .to_bytes();
+            let bad = |e: serde_json::Error| AdminError::BadRequest(format!("invalid JSON: {e}"));
+            let mut settings = m
+                .tenant(&id)?
+                .ok_or(MetaError::NoSuchTenant)?
+                .buckets
+                .get(&bucket)
+                .cloned()
+                .unwrap_or_default();
+            if what == "quota" {
+                settings.quota = serde_json::from_slice(&body).map_err(bad)?;
+            } else {
+                settings.policy = serde_json::from_slice(&body).map_err(bad)?;
+                valid_policy(&settings.policy)?;
+            }
+            m.update_tenant(&id, |t| {
+                t.buckets.insert(bucket.clone(), settings.clone());
+            })?;
+            m.durable().await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "tenant": id, "bucket": bucket, "settings": settings }),
+            ))
+        }
+        (Method::GET, ["tenants", id, "buckets", bucket, "policy"]) => {
+            let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
+            let own = t.buckets.get(*bucket).cloned().unwrap_or_default();
+            let rules = crate::pipeline::policy::Rules {
+                policy: state.config.policy.clone(),
+                scanner: state.scanner.is_some(),
+            };
+            let (e, _, _) = crate::pipeline::policy::rules(m, &rules, id, bucket)
+                .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "bucket": bucket,
+                    "settings": own,
+                    "effective": {
+                        "max_object_size": e.max_object_size,
+                        "allowed_types": e.allowed_types,
+                        "denied_types": e.denied_types,
+                        "reject_type_mismatch": e.reject_type_mismatch,
+                        "key_pattern": e.key_pattern.as_ref().map(|r| r.as_str().to_string()),
+                        "max_key_length": e.max_key_length,
+                        "scan": e.scan,
+                        "on_scanner_unavailable": e.on_scanner_unavailable,
+                        "on_too_large_to_scan": e.on_too_large_to_scan,
+                    }
+                }),
+            ))
+        }
+        (method, ["scans", rest @ ..]) => {
+            let w = state
+                .worker
+                .as_ref()
+                .ok_or_else(|| AdminError::BadRequest("no scanner is configured".into()))?;
+            match (method, rest) {
+                (Method::GET, []) => {
+                    Ok(json_response(StatusCode::OK, &json!({ "jobs": w.jobs() })))
+                }
+                (Method::POST, []) => {
+                    let has_body = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .is_some_and(|v| v != "0");
+                    let n: NewScan = if has_body {
+                        body_json(req).await?
+                    } else {
+                        NewScan::default()
+                    };
+                    if n.bucket.is_some() && n.tenant.is_none() {
+                        return Err(AdminError::BadRequest("a bucket needs its tenant".into()));
+                    }
+                    if let Some(t) = &n.tenant {
+                        m.tenant(t)?.ok_or(MetaError::NoSuchTenant)?;
+                    }
+                    Ok(json_response(
+                        StatusCode::ACCEPTED,
+                        &json!(w.start_rescan(n.tenant, n.bucket)),
+                    ))
+                }
+                (Method::POST, ["pending"]) => {
+                    let settled = w.retry_pending().await?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "settled": settled }),
+                    ))
+                }
+                (Method::GET, [id]) => match w.job(id) {
+                    Some(p) => Ok(json_response(StatusCode::OK, &json!(p))),
+                    None => Err(AdminError::NotFound),
+                },
+                _ => Err(AdminError::NotFound),
+            }
         }
         (Method::POST, ["sweep"]) => {
             let r = state.sweeper.sweep_once().await;

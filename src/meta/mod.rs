@@ -10,7 +10,7 @@
 pub mod keys;
 pub mod model;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +52,10 @@ pub enum MetaError {
     TenantNotEmpty,
     #[error("the object changed while it was being updated")]
     Conflict,
+    /// The commit would grow usage by more than the caller reserved (the version it replaces
+    /// changed meanwhile); the caller reserves the difference and retries.
+    #[error("the commit needs more quota than was reserved")]
+    QuotaShort(Delta),
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
@@ -125,6 +129,71 @@ fn adjust_refs<'a>(
     Ok(freed)
 }
 
+/// Usage is stored as two big-endian u64: bytes, then objects.
+fn usage_of(v: Option<sled::IVec>) -> Usage {
+    let v = v.as_deref().unwrap_or(&[]);
+    let num = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    Usage {
+        bytes: num(0..8),
+        objects: num(8..16),
+    }
+}
+
+fn usage_bytes(u: Usage) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&u.bytes.to_be_bytes());
+    out[8..].copy_from_slice(&u.objects.to_be_bytes());
+    out
+}
+
+/// Applies `d` to the tenant's and the bucket's usage, after checking it against `allowance`
+/// (what the caller reserved for this commit).
+fn charge(
+    usage: &TransactionalTree,
+    tenant: &str,
+    bucket: &str,
+    d: Delta,
+    allowance: &Delta,
+) -> TxResult<()> {
+    if !d.within(allowance) {
+        return tx_abort(MetaError::QuotaShort(d));
+    }
+    if d == Delta::default() {
+        return Ok(());
+    }
+    for scope in [keys::tenant_prefix(tenant), keys::bucket(tenant, bucket)] {
+        let mut u = usage_of(usage.get(&scope)?);
+        // Saturating: a drift (reported by verify) never wraps into a huge number.
+        u.bytes = u.bytes.saturating_add_signed(d.bytes);
+        u.objects = u.objects.saturating_add_signed(d.objects);
+        usage.insert(scope, &usage_bytes(u))?;
+    }
+    Ok(())
+}
+
+/// The usage change of replacing `old` by `new` (either may be absent).
+fn object_delta(new: Option<&Object>, old: Option<&Object>) -> Delta {
+    let size = |o: Option<&Object>| o.map_or(0, |o| o.size as i64);
+    Delta {
+        bytes: size(new) - size(old),
+        objects: i64::from(new.is_some()) - i64::from(old.is_some()),
+    }
+}
+
+/// Records in the `pending` index whether `object` still waits for a scan.
+fn mark_pending(pending: &TransactionalTree, okey: &[u8], object: Option<&Object>) -> TxResult<()> {
+    if object.is_some_and(|o| o.scan_status() == ScanStatus::Pending) {
+        pending.insert(okey, &[])?;
+    } else {
+        pending.remove(okey)?;
+    }
+    Ok(())
+}
+
 fn refs<'a>(segments: impl IntoIterator<Item = &'a Segment>, d: i64) -> Vec<(&'a str, i64)> {
     segments.into_iter().map(|s| (s.blob.as_str(), d)).collect()
 }
@@ -148,6 +217,10 @@ pub struct Meta {
     uploads: Tree,
     parts: Tree,
     blobs: Tree,
+    /// Usage per tenant and per bucket, updated in the same transaction as the records.
+    usage: Tree,
+    /// Keys of objects stored unscanned, for the scan worker.
+    pending: Tree,
     /// Object commits hold it shared, DeleteBucket exclusively: a bucket found empty stays empty
     /// until it is gone (sled transactions cannot range-scan).
     bucket_gate: RwLock<()>,
@@ -174,6 +247,8 @@ impl Meta {
             uploads: db.open_tree("uploads")?,
             parts: db.open_tree("parts")?,
             blobs: db.open_tree("blobs")?,
+            usage: db.open_tree("usage")?,
+            pending: db.open_tree("pending")?,
             bucket_gate: RwLock::new(()),
             sync,
             commits: AtomicU64::new(0),
@@ -341,6 +416,7 @@ impl Meta {
             return Err(MetaError::BucketNotEmpty);
         }
         self.buckets.remove(keys::bucket(tenant, name))?;
+        self.usage.remove(keys::bucket(tenant, name))?;
         Ok(())
     }
 
@@ -363,45 +439,64 @@ impl Meta {
         key: &str,
         object: &Object,
         shared: bool,
+        allowance: &Delta,
         precondition: &(dyn Fn(Option<&Object>) -> MetaResult<()> + Sync),
     ) -> MetaResult<Vec<String>> {
         let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
         let bkey = keys::bucket(tenant, bucket);
         let okey = keys::object(tenant, bucket, key);
         let value = encode(object);
-        flatten((&self.buckets, &self.objects, &self.blobs).transaction(
-            |(buckets, objects, blobs)| {
-                if buckets.get(&bkey)?.is_none() {
-                    return tx_abort(MetaError::NoSuchBucket);
-                }
-                let old: Option<Object> = match objects.get(&okey)? {
-                    Some(v) => Some(tx_decode(&v)?),
-                    None => None,
-                };
-                precondition(old.as_ref()).or_else(tx_abort)?;
-                objects.insert(okey.as_slice(), value.as_slice())?;
-                let mut deltas = refs(object.segments(), 1);
-                if let Some(old) = &old {
-                    deltas.extend(refs(old.segments(), -1));
-                }
-                adjust_refs(blobs, deltas, shared)
-            },
-        ))
+        flatten(
+            (
+                &self.buckets,
+                &self.objects,
+                &self.blobs,
+                &self.usage,
+                &self.pending,
+            )
+                .transaction(|(buckets, objects, blobs, usage, pending)| {
+                    if buckets.get(&bkey)?.is_none() {
+                        return tx_abort(MetaError::NoSuchBucket);
+                    }
+                    let old: Option<Object> = match objects.get(&okey)? {
+                        Some(v) => Some(tx_decode(&v)?),
+                        None => None,
+                    };
+                    precondition(old.as_ref()).or_else(tx_abort)?;
+                    charge(
+                        usage,
+                        tenant,
+                        bucket,
+                        object_delta(Some(object), old.as_ref()),
+                        allowance,
+                    )?;
+                    mark_pending(pending, &okey, Some(object))?;
+                    objects.insert(okey.as_slice(), value.as_slice())?;
+                    let mut deltas = refs(object.segments(), 1);
+                    if let Some(old) = &old {
+                        deltas.extend(refs(old.segments(), -1));
+                    }
+                    adjust_refs(blobs, deltas, shared)
+                }),
+        )
     }
 
     /// Removes `key`; returns the blobs freed (empty when the key did not exist).
     pub fn delete_object(&self, tenant: &str, bucket: &str, key: &str) -> MetaResult<Vec<String>> {
         let okey = keys::object(tenant, bucket, key);
         flatten(
-            (&self.objects, &self.blobs).transaction(|(objects, blobs)| {
-                match objects.remove(okey.as_slice())? {
+            (&self.objects, &self.blobs, &self.usage, &self.pending).transaction(
+                |(objects, blobs, usage, pending)| match objects.remove(okey.as_slice())? {
                     Some(v) => {
                         let old: Object = tx_decode(&v)?;
+                        let d = object_delta(None, Some(&old));
+                        charge(usage, tenant, bucket, d, &Delta::UNLIMITED)?;
+                        mark_pending(pending, &okey, None)?;
                         adjust_refs(blobs, refs(old.segments(), -1), false)
                     }
                     None => Ok(Vec::new()),
-                }
-            }),
+                },
+            ),
         )
     }
 
@@ -544,23 +639,31 @@ impl Meta {
         upload_id: &str,
         part: &Part,
         shared: bool,
+        allowance: &Delta,
     ) -> MetaResult<Vec<String>> {
         let ukey = keys::upload(tenant, bucket, key, upload_id);
         let pkey = keys::part(upload_id, part.part_number);
         let value = encode(part);
         flatten(
-            (&self.uploads, &self.parts, &self.blobs).transaction(|(uploads, parts, blobs)| {
-                if uploads.get(&ukey)?.is_none() {
-                    return tx_abort(MetaError::NoSuchUpload);
-                }
-                let mut deltas = refs(&part.segments, 1);
-                let old = parts.insert(pkey.as_slice(), value.as_slice())?;
-                let old: Option<Part> = old.map(|v| tx_decode(&v)).transpose()?;
-                if let Some(old) = &old {
-                    deltas.extend(refs(&old.segments, -1));
-                }
-                adjust_refs(blobs, deltas, shared)
-            }),
+            (&self.uploads, &self.parts, &self.blobs, &self.usage).transaction(
+                |(uploads, parts, blobs, usage)| {
+                    if uploads.get(&ukey)?.is_none() {
+                        return tx_abort(MetaError::NoSuchUpload);
+                    }
+                    let mut deltas = refs(&part.segments, 1);
+                    let old = parts.insert(pkey.as_slice(), value.as_slice())?;
+                    let old: Option<Part> = old.map(|v| tx_decode(&v)).transpose()?;
+                    if let Some(old) = &old {
+                        deltas.extend(refs(&old.segments, -1));
+                    }
+                    let d = Delta {
+                        bytes: part.size as i64 - old.as_ref().map_or(0, |p| p.size as i64),
+                        objects: 0,
+                    };
+                    charge(usage, tenant, bucket, d, allowance)?;
+                    adjust_refs(blobs, deltas, shared)
+                },
+            ),
         )
     }
 
@@ -581,19 +684,25 @@ impl Meta {
             .map(|k| k.map(|k| k.to_vec()))
             .collect::<Result<_, _>>()?;
         flatten(
-            (&self.uploads, &self.parts, &self.blobs).transaction(|(uploads, parts, blobs)| {
-                if uploads.remove(ukey.as_slice())?.is_none() {
-                    return tx_abort(MetaError::NoSuchUpload);
-                }
-                let mut deltas = Vec::new();
-                for pk in &part_keys {
-                    if let Some(v) = parts.remove(pk.as_slice())? {
-                        let p: Part = tx_decode(&v)?;
-                        deltas.extend(p.segments.into_iter().map(|s| (s.blob, -1)));
+            (&self.uploads, &self.parts, &self.blobs, &self.usage).transaction(
+                |(uploads, parts, blobs, usage)| {
+                    if uploads.remove(ukey.as_slice())?.is_none() {
+                        return tx_abort(MetaError::NoSuchUpload);
                     }
-                }
-                adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
-            }),
+                    let mut deltas = Vec::new();
+                    let mut bytes = 0i64;
+                    for pk in &part_keys {
+                        if let Some(v) = parts.remove(pk.as_slice())? {
+                            let p: Part = tx_decode(&v)?;
+                            bytes -= p.size as i64;
+                            deltas.extend(p.segments.into_iter().map(|s| (s.blob, -1)));
+                        }
+                    }
+                    let d = Delta { bytes, objects: 0 };
+                    charge(usage, tenant, bucket, d, &Delta::UNLIMITED)?;
+                    adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
+                },
+            ),
         )
     }
 
@@ -606,6 +715,7 @@ impl Meta {
         bucket: &str,
         upload: &Upload,
         object: &Object,
+        allowance: &Delta,
     ) -> MetaResult<Vec<String>> {
         let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
         let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
@@ -618,27 +728,136 @@ impl Meta {
             .collect::<Result<_, _>>()?;
         let value = encode(object);
         flatten(
-            (&self.uploads, &self.parts, &self.objects, &self.blobs).transaction(
-                |(uploads, parts, objects, blobs)| {
+            (
+                &self.uploads,
+                &self.parts,
+                &self.objects,
+                &self.blobs,
+                &self.usage,
+                &self.pending,
+            )
+                .transaction(|(uploads, parts, objects, blobs, usage, pending)| {
                     if uploads.remove(ukey.as_slice())?.is_none() {
                         return tx_abort(MetaError::NoSuchUpload);
                     }
                     let mut deltas: Vec<(String, i64)> = Vec::new();
+                    let mut part_bytes = 0i64;
                     for pk in &part_keys {
                         if let Some(v) = parts.remove(pk.as_slice())? {
                             let p: Part = tx_decode(&v)?;
+                            part_bytes += p.size as i64;
                             deltas.extend(p.segments.into_iter().map(|s| (s.blob, -1)));
                         }
                     }
                     deltas.extend(object.segments().map(|s| (s.blob.clone(), 1)));
-                    if let Some(old) = objects.insert(okey.as_slice(), value.as_slice())? {
-                        let old: Object = tx_decode(&old)?;
+                    let old: Option<Object> = objects
+                        .insert(okey.as_slice(), value.as_slice())?
+                        .map(|v| tx_decode(&v))
+                        .transpose()?;
+                    if let Some(old) = &old {
                         deltas.extend(old.segments().map(|s| (s.blob.clone(), -1)));
                     }
+                    // The parts were charged as they arrived; they now become the object.
+                    let mut d = object_delta(Some(object), old.as_ref());
+                    d.bytes -= part_bytes;
+                    charge(usage, tenant, bucket, d, allowance)?;
+                    mark_pending(pending, &okey, Some(object))?;
                     adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
-                },
-            ),
+                }),
         )
+    }
+
+    // ---- usage, settings and scans ----------------------------------------------------------
+
+    /// What the tenant (`bucket` = `None`) or one of its buckets stores, as recorded.
+    pub fn usage(&self, tenant: &str, bucket: Option<&str>) -> MetaResult<Usage> {
+        let scope = match bucket {
+            Some(b) => keys::bucket(tenant, b),
+            None => keys::tenant_prefix(tenant),
+        };
+        Ok(usage_of(self.usage.get(scope)?))
+    }
+
+    /// Recomputes usage from the records themselves: the tenant's total and each bucket's.
+    pub fn computed_usage(&self, tenant: &str) -> MetaResult<(Usage, BTreeMap<String, Usage>)> {
+        let mut total = Usage::default();
+        let mut per = BTreeMap::new();
+        for b in self.buckets(tenant)? {
+            let mut u = Usage::default();
+            for o in self.scan_objects(tenant, &b.name, "", None) {
+                u.bytes += o?.object.size;
+                u.objects += 1;
+            }
+            for up in self.scan_uploads(tenant, &b.name, "", None) {
+                for p in self.parts(&up?.upload_id)? {
+                    u.bytes += p.size;
+                }
+            }
+            total.bytes += u.bytes;
+            total.objects += u.objects;
+            per.insert(b.name, u);
+        }
+        Ok((total, per))
+    }
+
+    /// Changes a tenant record in place (compare-and-swap, retried on a concurrent change).
+    pub fn update_tenant(&self, id: &str, change: impl Fn(&mut Tenant)) -> MetaResult<Tenant> {
+        loop {
+            let cur = self.tenants.get(id)?.ok_or(MetaError::NoSuchTenant)?;
+            let mut t: Tenant = decode(&cur)?;
+            change(&mut t);
+            if self
+                .tenants
+                .compare_and_swap(id, Some(&cur), Some(encode(&t)))?
+                .is_ok()
+            {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// Stores a scan verdict on the version that was scanned; `Conflict` when the key now holds
+    /// another version (the new one has its own verdict).
+    pub fn set_scan(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        last_modified_ms: i64,
+        scan: ScanInfo,
+    ) -> MetaResult<()> {
+        let okey = keys::object(tenant, bucket, key);
+        flatten(
+            (&self.objects, &self.pending).transaction(|(objects, pending)| {
+                let Some(cur) = objects.get(&okey)? else {
+                    return tx_abort(MetaError::Conflict);
+                };
+                let mut o: Object = tx_decode(&cur)?;
+                if o.etag != etag || o.last_modified_ms != last_modified_ms {
+                    return tx_abort(MetaError::Conflict);
+                }
+                o.scan = Some(scan.clone());
+                let v = encode(&o);
+                objects.insert(okey.as_slice(), v.as_slice())?;
+                mark_pending(pending, &okey, Some(&o))
+            }),
+        )
+    }
+
+    /// Up to `limit` objects waiting for a scan, as (tenant, bucket, key).
+    pub fn pending_scans(&self, limit: usize) -> MetaResult<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for k in self.pending.iter().keys().take(limit) {
+            let k = k?;
+            let (tenant, bucket) =
+                split_bucket_prefix(&k).ok_or_else(|| MetaError::Corrupt("pending key".into()))?;
+            let rest = &k[keys::bucket_prefix(&tenant, &bucket).len()..];
+            let key =
+                String::from_utf8(rest.to_vec()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            out.push((tenant, bucket, key));
+        }
+        Ok(out)
     }
 
     // ---- blobs ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::backend::Placement;
+pub use crate::pipeline::policy::{Limits, Policy};
 
 /// Current value format version.
 pub const FORMAT_V1: u8 = 1;
@@ -21,6 +22,93 @@ pub struct Tenant {
     /// Other backends the tenant may name in a bucket's LocationConstraint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<String>,
+    /// Limits on everything the tenant stores.
+    #[serde(default)]
+    pub quota: Limits,
+    /// The default policy of the tenant's buckets.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Per-bucket quotas and policies, by bucket name: they apply whether or not the bucket
+    /// exists yet, so an application that creates its buckets on first use is covered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<String, BucketSettings>,
+}
+
+/// A bucket's own quota and policy overrides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketSettings {
+    #[serde(default)]
+    pub quota: Limits,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// What a scope (a tenant, or one bucket of it) stores: bytes of objects and of the parts of
+/// open multipart uploads, and the number of objects.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub objects: u64,
+}
+
+/// A change of [`Usage`] made by one commit.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Delta {
+    pub bytes: i64,
+    pub objects: i64,
+}
+
+impl Delta {
+    /// A commit whose growth nobody limits.
+    pub const UNLIMITED: Delta = Delta {
+        bytes: i64::MAX,
+        objects: i64::MAX,
+    };
+
+    /// True when this change grows usage by no more than `allowance`.
+    pub fn within(&self, allowance: &Delta) -> bool {
+        self.bytes <= allowance.bytes && self.objects <= allowance.objects
+    }
+}
+
+/// The virus-scan state of a version.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScanStatus {
+    Clean,
+    Infected,
+    /// Stored while the scanner was unavailable; unreadable until a scan finds it clean.
+    Pending,
+    /// The bucket's policy does not scan.
+    NotScanned,
+}
+
+impl ScanStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScanStatus::Clean => "clean",
+            ScanStatus::Infected => "infected",
+            ScanStatus::Pending => "pending",
+            ScanStatus::NotScanned => "not-scanned",
+        }
+    }
+
+    /// Only these may be read through S3.
+    pub fn readable(&self) -> bool {
+        matches!(self, ScanStatus::Clean | ScanStatus::NotScanned)
+    }
+}
+
+/// The verdict stored with a version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanInfo {
+    pub status: ScanStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The clamd version string (`ClamAV 1.0.7/27000/...`), engine and signature database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -137,9 +225,21 @@ pub struct Object {
     /// True when created by CompleteMultipartUpload (S3 then reports `PartsCount`).
     #[serde(default)]
     pub multipart: bool,
+    /// The type detected from the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    /// `None` on records written before scanning existed: treated as not scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanInfo>,
 }
 
 impl Object {
+    pub fn scan_status(&self) -> ScanStatus {
+        self.scan
+            .as_ref()
+            .map_or(ScanStatus::NotScanned, |s| s.status)
+    }
+
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.parts.iter().flat_map(|p| p.segments.iter())
     }

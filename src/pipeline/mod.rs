@@ -2,16 +2,23 @@
 //!
 //! Stages of a write, in this fixed order:
 //! 1. `Declared::from_headers` — what the client promised (Content-MD5, `x-amz-checksum-*`);
-//! 2. [`store`] — stream the body once: hash it (MD5 + requested checksums) while writing a fresh
-//!    blob; the blob is owned by a [`BlobGuard`] that deletes it unless the write commits;
-//! 3. `Declared::verify` — compare with the trailer values that arrived after the last byte;
-//! 4. the caller commits the record in one meta transaction, then [`BlobGuard::keep`]s the blob
-//!    and deletes the blobs the commit freed ([`release`]).
-//!
-//! Quota, validation and the virus scan (later issues) slot in between 1 and 4 as further stages.
+//!    the caller checks the key against the bucket's [`policy`] and reserves [`quota`] for the
+//!    declared size;
+//! 2. [`store`] — read the first bytes and refuse a type the policy does not accept; then stream
+//!    the body once: hash it (MD5 + requested checksums), charge quota as it grows when its
+//!    length was not declared, feed the virus scanner, and write a fresh blob — all at once. The
+//!    blob is owned by a [`BlobGuard`] that deletes it unless the write commits;
+//! 3. the scanner's verdict: only clean (or a bucket that does not scan) goes on; infected is
+//!    quarantined or deleted; no verdict follows the bucket's fallback (reject by default);
+//! 4. `Declared::verify` — compare with the trailer values that arrived after the last byte;
+//! 5. the caller commits the record in one meta transaction that settles the reservation, then
+//!    [`BlobGuard::keep`]s the blob and deletes the blobs the commit freed ([`release`]).
 
 pub mod checksum;
+pub mod policy;
+pub mod quota;
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -20,8 +27,11 @@ use futures::{StreamExt, TryStreamExt};
 use s3s::crypto::Checksum as _;
 
 use crate::backend::{BackendError, Backends, ByteStream, Placement};
-use crate::meta::{Checksums, MetaError, Segment};
+use crate::meta::{Checksums, MetaError, ScanInfo, ScanStatus, Segment, Usage};
+use crate::scanner::{ScanError, Scanner, Verdict};
 pub use checksum::Declared;
+use policy::{Effective, Fallback, PolicyError};
+use quota::{QuotaError, Reservation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -38,9 +48,25 @@ pub enum PipelineError {
     #[error("the request body ended before Content-Length bytes arrived")]
     IncompleteBody,
     #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("virus {0} found")]
+    Infected(String),
+    #[error("{0}")]
+    ScannerUnavailable(String),
+    #[error("the object is larger than the {0} bytes the virus scanner accepts")]
+    TooLargeToScan(u64),
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+}
+
+impl From<ScanError> for PipelineError {
+    fn from(e: ScanError) -> Self {
+        PipelineError::ScannerUnavailable(e.to_string())
+    }
 }
 
 /// A blob that was written but is not yet referenced by a commit. Dropping the guard (an error
@@ -71,12 +97,38 @@ impl Drop for BlobGuard {
     }
 }
 
+/// Who writes what, for the security log.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tenant: String,
+    pub bucket: String,
+    pub key: String,
+    pub peer: Option<SocketAddr>,
+}
+
+/// What a write must pass besides its checksums.
+pub struct Checks<'a> {
+    pub policy: &'a Effective,
+    /// Check the detected type against the policy: whole objects only, a multipart object is
+    /// checked at completion.
+    pub sniff: bool,
+    pub content_type: Option<&'a str>,
+    /// The scanner, when this write is scanned.
+    pub scanner: Option<&'a Arc<Scanner>>,
+    /// Grown as a body of undeclared length streams; handed back in [`Stored`] for the commit.
+    pub reservation: Reservation,
+    pub target: &'a Target,
+}
+
 /// A body that was stored as a new blob.
 pub struct Stored {
     pub guard: BlobGuard,
     pub segment: Segment,
     pub md5: [u8; 16],
     pub checksums: Checksums,
+    pub detected: String,
+    pub scan: ScanInfo,
+    pub reservation: Reservation,
 }
 
 impl Stored {
@@ -96,44 +148,253 @@ pub fn too_large() -> s3s::S3Error {
     )
 }
 
-/// Streams `body` into a new blob while hashing it (stage 2).
+/// An error raised inside the body stream: it reaches the backend as the body's error and comes
+/// back out of `put` as `BackendError::Body`, which keeps the S3 error it carries.
+fn stop(e: PipelineError) -> crate::backend::StdError {
+    Box::new(s3s::S3Error::from(e))
+}
+
+pub fn scan_info(
+    status: ScanStatus,
+    signature: Option<String>,
+    engine: Option<String>,
+) -> ScanInfo {
+    ScanInfo {
+        status,
+        signature,
+        engine,
+        at_ms: crate::meta::now_ms(),
+    }
+}
+
+/// What a bucket's fallback makes of an upload that could not be scanned.
+fn fallback(f: Fallback, e: PipelineError) -> Result<ScanInfo, PipelineError> {
+    match f {
+        Fallback::Reject => Err(e),
+        Fallback::StoreUnscanned => {
+            tracing::warn!(reason = %e, "stored unscanned; reads are refused until a scan");
+            Ok(scan_info(ScanStatus::Pending, None, None))
+        }
+    }
+}
+
+/// Turns clamd's answer into the version's scan record, applying the bucket's fallbacks. An
+/// infected verdict is returned as such: the caller decides between refusing an upload and
+/// blocking a stored object.
+pub async fn judge(
+    scanner: &Scanner,
+    verdict: Result<Verdict, ScanError>,
+    policy: &Effective,
+) -> Result<ScanInfo, PipelineError> {
+    match verdict {
+        Ok(Verdict::Clean) => Ok(scan_info(ScanStatus::Clean, None, scanner.engine().await)),
+        Ok(Verdict::Infected(sig)) => Ok(scan_info(
+            ScanStatus::Infected,
+            Some(sig),
+            scanner.engine().await,
+        )),
+        Ok(Verdict::TooLarge) => fallback(
+            policy.on_too_large_to_scan,
+            PipelineError::TooLargeToScan(scanner.config().max_stream),
+        ),
+        Ok(Verdict::Failed(why)) => fallback(
+            policy.on_scanner_unavailable,
+            PipelineError::ScannerUnavailable(why),
+        ),
+        Err(e) => fallback(policy.on_scanner_unavailable, e.into()),
+    }
+}
+
+/// Refuses an infected upload: moves its bytes to the quarantine when one is configured (never
+/// readable through S3), logs the event, and returns the error for the client. The caller's
+/// guards delete the original blobs.
+pub async fn refuse_infected(
+    backend: &Arc<Backends>,
+    scanner: &Scanner,
+    segments: &[Segment],
+    size: u64,
+    target: &Target,
+    signature: String,
+) -> PipelineError {
+    let mut quarantined = None;
+    if let Some(q) = &scanner.config().quarantine {
+        let blob = q.new_blob(&target.tenant);
+        match backend
+            .put(&blob, read(backend, segments, 0..size), Some(size))
+            .await
+        {
+            Ok(_) => quarantined = Some(blob),
+            Err(e) => {
+                tracing::error!(error = %e, "could not quarantine an infected upload; it is deleted")
+            }
+        }
+    }
+    tracing::warn!(
+        target: "portcullis::security",
+        tenant = %target.tenant,
+        bucket = %target.bucket,
+        key = %target.key,
+        signature = %signature,
+        peer = ?target.peer,
+        quarantined = ?quarantined,
+        "virus detected; upload refused"
+    );
+    PipelineError::Infected(signature)
+}
+
+/// Streams `body` into a new blob while hashing, charging and scanning it (stages 2 and 3).
 pub async fn store(
     backend: &Arc<Backends>,
     placement: &Placement,
-    tenant: &str,
-    body: s3s::dto::StreamingBlob,
+    mut body: s3s::dto::StreamingBlob,
     declared: &Declared,
     expected_len: Option<u64>,
+    checks: Checks<'_>,
 ) -> Result<Stored, PipelineError> {
+    let Checks {
+        policy,
+        sniff,
+        content_type,
+        scanner,
+        reservation,
+        target,
+    } = checks;
     if expected_len.is_some_and(|n| n > MAX_OBJECT_SIZE) {
         return Err(PipelineError::TooLarge);
     }
-    let blob = placement.new_blob(tenant);
+    if let Some(n) = expected_len {
+        policy.check_size(n)?;
+    }
+
+    // The type is decided on the first bytes, before the rest is read or anything is stored.
+    let mut head: Vec<bytes::Bytes> = Vec::new();
+    let mut sniffed = Vec::new();
+    while sniffed.len() < policy::SNIFF_LEN {
+        match body.next().await {
+            Some(Ok(b)) => {
+                let room = policy::SNIFF_LEN - sniffed.len();
+                sniffed.extend_from_slice(&b[..b.len().min(room)]);
+                head.push(b);
+            }
+            Some(Err(e)) => return Err(BackendError::Body(e).into()),
+            None => break,
+        }
+    }
+    let detected = policy::detect(&sniffed);
+    drop(sniffed);
+    if sniff {
+        policy.check_type(&detected, content_type, &target.key)?;
+    }
+
+    // Open the scan before reading further, so an unreachable clamd fails the upload at once.
+    let mut unscanned = None;
+    let mut feed = None;
+    if let Some(s) = scanner {
+        let max = s.config().max_stream;
+        if expected_len.is_some_and(|n| n > max) {
+            unscanned = Some(fallback(
+                policy.on_too_large_to_scan,
+                PipelineError::TooLargeToScan(max),
+            )?);
+        } else {
+            match s.start().await {
+                Ok(f) => feed = Some(f),
+                Err(e) => unscanned = Some(fallback(policy.on_scanner_unavailable, e.into())?),
+            }
+        }
+    }
+    let (feed, sender) = match feed {
+        Some((f, tx)) => (Some(f), Some(tx)),
+        None => (None, None),
+    };
+
+    let blob = placement.new_blob(&target.tenant);
     // The backend's own MD5 is used when it reports one and the client declared none to check
     // against: hashing the same bytes twice is most of a large PUT's CPU.
     let own_md5 = declared.md5.is_some() || !backend.reports_md5(&blob, expected_len);
-    // The stream is handed to the backend as a `'static` box, so the hashers sit behind a mutex
-    // that only this one stream ever locks; they are taken back once the backend has read it all.
-    let state = Arc::new(std::sync::Mutex::new((
-        s3s::crypto::Md5::new(),
-        declared.hasher(),
-    )));
-    let hashing = state.clone();
-    let mut seen = 0u64;
-    let hashed: ByteStream = Box::pin(body.map(move |chunk| {
-        let bytes = chunk?;
-        seen += bytes.len() as u64;
-        // Bodies of unknown length (aws-chunked) are cut off the moment they cross the limit.
-        if seen > MAX_OBJECT_SIZE {
-            return Err(too_large().into());
-        }
-        let mut st = hashing.lock().unwrap_or_else(|e| e.into_inner());
-        if own_md5 {
-            st.0.update(&bytes);
-        }
-        st.1.update(&bytes);
-        Ok(bytes)
+    // The stream is handed to the backend as a `'static` box, so its state sits behind a mutex
+    // that only this one stream ever locks; it is taken back once the backend has read it all.
+    struct State {
+        md5: s3s::crypto::Md5,
+        hasher: s3s::checksum::ChecksumHasher,
+        /// Taken back after the stream (`None` only then).
+        reservation: Option<Reservation>,
+        seen: u64,
+        /// The scan stopped before the end (the scanner failed or the body outgrew its limit)
+        /// and the bucket stores such objects unscanned: the verdict must not be used.
+        scan_cut: Option<PipelineError>,
+    }
+    let state = Arc::new(std::sync::Mutex::new(State {
+        md5: s3s::crypto::Md5::new(),
+        hasher: declared.hasher(),
+        reservation: Some(reservation),
+        seen: 0,
+        scan_cut: None,
     }));
+    let shared = state.clone();
+    let limit = policy.max_object_size.min(MAX_OBJECT_SIZE);
+    let scan_max = scanner.map_or(u64::MAX, |s| s.config().max_stream);
+    let (on_unavailable, on_too_large) =
+        (policy.on_scanner_unavailable, policy.on_too_large_to_scan);
+    let hashed: ByteStream = Box::pin(
+        futures::stream::iter(head.into_iter().map(Ok))
+            .chain(body)
+            .then(move |chunk| {
+                let shared = shared.clone();
+                let sender = sender.clone();
+                async move {
+                    let bytes = chunk?;
+                    let n = bytes.len() as u64;
+                    let feed_scanner = {
+                        let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        st.seen += n;
+                        // Bodies of undeclared length (aws-chunked) are cut off the moment they
+                        // cross a limit, and charged to the quota as they grow.
+                        if st.seen > limit {
+                            return Err(stop(if limit == MAX_OBJECT_SIZE {
+                                PipelineError::TooLarge
+                            } else {
+                                PolicyError::TooLarge { limit }.into()
+                            }));
+                        }
+                        if expected_len.is_none()
+                            && let Some(r) = st.reservation.as_mut()
+                        {
+                            r.add(Usage {
+                                bytes: n,
+                                objects: 0,
+                            })
+                            .map_err(|e| stop(e.into()))?;
+                        }
+                        if own_md5 {
+                            st.md5.update(&bytes);
+                        }
+                        st.hasher.update(&bytes);
+                        if st.scan_cut.is_none() && st.seen > scan_max {
+                            let e = PipelineError::TooLargeToScan(scan_max);
+                            if on_too_large == Fallback::Reject {
+                                return Err(stop(e));
+                            }
+                            st.scan_cut = Some(e);
+                        }
+                        st.scan_cut.is_none()
+                    };
+                    if feed_scanner
+                        && let Some(tx) = &sender
+                        && !tx.send(bytes.clone()).await
+                    {
+                        let e = PipelineError::ScannerUnavailable(
+                            "the virus scanner stopped during the upload".into(),
+                        );
+                        if on_unavailable == Fallback::Reject {
+                            return Err(stop(e));
+                        }
+                        shared.lock().unwrap_or_else(|e| e.into_inner()).scan_cut = Some(e);
+                    }
+                    Ok(bytes)
+                }
+            }),
+    );
     let written = backend.put(&blob, hashed, expected_len).await?;
     let guard = BlobGuard {
         backend: backend.clone(),
@@ -143,23 +404,114 @@ pub async fn store(
     if expected_len.is_some_and(|n| n != len) {
         return Err(PipelineError::IncompleteBody);
     }
-    let (md5, hasher) = std::mem::take(&mut *state.lock().unwrap_or_else(|e| e.into_inner()));
+    let (md5, hasher, reservation, scan_cut) = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            std::mem::take(&mut st.md5),
+            std::mem::take(&mut st.hasher),
+            st.reservation.take().expect("taken once, after the stream"),
+            st.scan_cut.take(),
+        )
+    };
     let md5 = match (own_md5, written.md5) {
         (true, _) => md5.finalize(),
         (false, Some(m)) => m,
         // The backend did not report it after all (an encrypted bucket): read the blob back.
         (false, None) => md5_of(backend, &blob, len).await?,
     };
+    let segment = Segment {
+        blob,
+        offset: 0,
+        len,
+    };
+    let scan = match (scanner, feed, scan_cut) {
+        (_, _, Some(e)) => fallback(Fallback::StoreUnscanned, e)?,
+        (Some(s), Some(feed), None) => {
+            let info = judge(s, Ok(feed.finish().await), policy).await?;
+            if let Some(sig) = info
+                .signature
+                .clone()
+                .filter(|_| info.status == ScanStatus::Infected)
+            {
+                let segments = [segment.clone()];
+                return Err(refuse_infected(backend, s, &segments, len, target, sig).await);
+            }
+            info
+        }
+        _ => unscanned.unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None)),
+    };
     Ok(Stored {
         guard,
-        segment: Segment {
-            blob,
-            offset: 0,
-            len,
-        },
+        segment,
         md5,
         checksums: checksum::from_s3s(hasher.finalize()),
+        detected,
+        scan,
+        reservation,
     })
+}
+
+/// Checks an object that is already stored as `segments` (a completed multipart upload, a copy
+/// into a bucket with another policy): its type from the first bytes, and with `scanner` a scan
+/// of the whole, read back in order. Returns the detected type and the scan record.
+#[allow(clippy::too_many_arguments)]
+pub async fn inspect(
+    backend: &Arc<Backends>,
+    scanner: Option<&Arc<Scanner>>,
+    policy: &Effective,
+    segments: &[Segment],
+    size: u64,
+    content_type: Option<&str>,
+    known_type: Option<String>,
+    target: &Target,
+) -> Result<(String, ScanInfo), PipelineError> {
+    policy.check_size(size)?;
+    let sniff = |range: Range<u64>| read(backend, segments, range);
+    let (detected, scan) = match scanner {
+        Some(s) if size > s.config().max_stream => (
+            None,
+            fallback(
+                policy.on_too_large_to_scan,
+                PipelineError::TooLargeToScan(s.config().max_stream),
+            )?,
+        ),
+        Some(s) => {
+            // One pass: the first bytes are kept for the type while everything goes to clamd.
+            let head = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let keep = head.clone();
+            let stream: ByteStream = Box::pin(sniff(0..size).inspect_ok(move |b| {
+                let mut h = keep.lock().unwrap_or_else(|e| e.into_inner());
+                let room = policy::SNIFF_LEN.saturating_sub(h.len());
+                h.extend_from_slice(&b[..b.len().min(room)]);
+            }));
+            let info = judge(s, s.scan(stream).await, policy).await?;
+            if let Some(sig) = info
+                .signature
+                .clone()
+                .filter(|_| info.status == ScanStatus::Infected)
+            {
+                return Err(refuse_infected(backend, s, segments, size, target, sig).await);
+            }
+            let head = std::mem::take(&mut *head.lock().unwrap_or_else(|e| e.into_inner()));
+            let detected = (info.status == ScanStatus::Clean).then(|| policy::detect(&head));
+            (detected, info)
+        }
+        None => (None, scan_info(ScanStatus::NotScanned, None, None)),
+    };
+    let detected = match detected.or(known_type) {
+        Some(d) => d,
+        None => {
+            let mut head = Vec::new();
+            let mut stream = sniff(0..size.min(policy::SNIFF_LEN as u64));
+            while let Some(chunk) = stream.next().await {
+                let blob = segments.first().map_or("", |s| s.blob.as_str());
+                head.extend_from_slice(&chunk.map_err(|e| source_failed(blob, e))?);
+            }
+            policy::detect(&head)
+        }
+    };
+    policy.check_type(&detected, content_type, &target.key)?;
+    Ok((detected, scan))
 }
 
 /// A stored blob's stream failed while the gateway itself was reading it.

@@ -18,7 +18,12 @@ pub use auth::{Access, Auth, Caller};
 
 use crate::backend::{Backends, Placement};
 use crate::config::Config;
+use crate::meta::Usage;
 use crate::meta::{self, Meta};
+use crate::pipeline::policy::{self, Effective, Rules};
+use crate::pipeline::quota::Quotas;
+use crate::pipeline::quota::Reservation;
+use crate::scanner::Scanner;
 
 /// The S3 implementation. Cheap to clone; all state is shared.
 #[derive(Clone)]
@@ -27,15 +32,27 @@ pub struct Gateway {
     backend: Arc<Backends>,
     region: String,
     default_placement: Placement,
+    quotas: Arc<Quotas>,
+    scanner: Option<Arc<Scanner>>,
+    rules: Rules,
 }
 
 impl Gateway {
-    pub fn new(meta: Arc<Meta>, backend: Arc<Backends>, config: &Config) -> Self {
+    pub fn new(
+        meta: Arc<Meta>,
+        backend: Arc<Backends>,
+        config: &Config,
+        scanner: Option<Arc<Scanner>>,
+        rules: Rules,
+    ) -> Self {
         Self {
+            quotas: Quotas::new(meta.clone()),
             meta,
             backend,
             region: config.region.clone(),
             default_placement: config.default_placement.clone(),
+            scanner,
+            rules,
         }
     }
 
@@ -54,6 +71,48 @@ impl Gateway {
             Some(p) => Ok(p.clone()),
             None => self.tenant_placement(tenant),
         }
+    }
+}
+
+/// The client's address, put in every request's extensions by the server (for the security log).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+fn peer<T>(req: &S3Request<T>) -> Option<std::net::SocketAddr> {
+    req.extensions.get::<Peer>().map(|p| p.0)
+}
+
+impl Gateway {
+    /// What every write passes before its body is read: the bucket exists, the key suits its
+    /// policy, the declared size fits the policy and the quota (which is reserved).
+    fn admit(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        len: Option<u64>,
+        objects: u64,
+    ) -> S3Result<(Effective, Reservation)> {
+        self.meta.require_bucket(tenant, bucket)?;
+        let (policy, tenant_limits, bucket_limits) =
+            policy::rules(&self.meta, &self.rules, tenant, bucket)?;
+        policy.check_key(key)?;
+        if let Some(n) = len {
+            policy.check_size(n)?;
+        }
+        let want = Usage {
+            bytes: len.unwrap_or(0),
+            objects,
+        };
+        let r = self
+            .quotas
+            .reserve(tenant, bucket, tenant_limits, bucket_limits, want)?;
+        Ok((policy, r))
+    }
+
+    /// The scanner, when `policy` scans.
+    fn scanner_for(&self, policy: &Effective) -> Option<&Arc<Scanner>> {
+        self.scanner.as_ref().filter(|_| policy.scan)
     }
 }
 

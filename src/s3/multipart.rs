@@ -7,8 +7,9 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
-use super::{Gateway, caller, owner, ts};
+use super::{Gateway, caller, owner, peer, ts};
 use crate::meta::{self, Checksums, Object, PartLayout, Upload};
 use crate::pipeline::{self, Declared, checksum};
 
@@ -133,6 +134,7 @@ impl Gateway {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let c = caller(&req)?;
+        let client = peer(&req);
         let i = req.input;
         let n = part_number(i.part_number)?;
         let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
@@ -140,7 +142,17 @@ impl Gateway {
         if let Some(a) = &upload.checksum_algorithm {
             declared.want(a)?;
         }
-        let stored = self
+        // A part is charged as it arrives; its type and the virus scan are checked on the whole
+        // object at completion.
+        let (policy, reservation) =
+            self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
+        let target = pipeline::Target {
+            tenant: c.tenant.clone(),
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            peer: client,
+        };
+        let mut stored = self
             .ingest(
                 &c.tenant,
                 &i.bucket,
@@ -148,6 +160,14 @@ impl Gateway {
                 &req.headers,
                 req.trailing_headers,
                 declared,
+                pipeline::Checks {
+                    policy: &policy,
+                    sniff: false,
+                    content_type: None,
+                    scanner: None,
+                    reservation,
+                    target: &target,
+                },
             )
             .await?;
         let part = meta::Part {
@@ -158,10 +178,19 @@ impl Gateway {
             segments: vec![stored.segment.clone()],
             checksums: stored.checksums.clone(),
         };
-        let freed = self
-            .meta
-            .put_part(&c.tenant, &i.bucket, &i.key, &i.upload_id, &part, false)?;
+        let freed = stored.reservation.commit(|allow| {
+            self.meta.put_part(
+                &c.tenant,
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                &part,
+                false,
+                allow,
+            )
+        })?;
         stored.guard.keep();
+        drop(stored.reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
@@ -219,6 +248,7 @@ impl Gateway {
             checksums: Checksums::default(),
         };
         let dest = self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        let (_, mut reservation) = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
         let placement = self.placement(&c.tenant, &dest)?;
         let copied = pipeline::relocate(
             &self.backend,
@@ -227,14 +257,18 @@ impl Gateway {
             part.segments.iter_mut().collect(),
         )
         .await?;
-        let freed = self.meta.put_part(
-            &c.tenant,
-            &i.bucket,
-            &i.key,
-            &i.upload_id,
-            &part,
-            copied.is_empty(),
-        )?;
+        let freed = reservation.commit(|allow| {
+            self.meta.put_part(
+                &c.tenant,
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                &part,
+                copied.is_empty(),
+                allow,
+            )
+        })?;
+        drop(reservation);
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
@@ -253,6 +287,7 @@ impl Gateway {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let c = caller(&req)?;
+        let client = peer(&req);
         let i = req.input;
         let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
         let requested = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -352,25 +387,69 @@ impl Gateway {
                 checksums.kind = upload.checksum_type.clone();
             }
         }
+        let size = chosen.iter().map(|p| p.size).sum();
+        let parts: Vec<PartLayout> = chosen
+            .iter()
+            .map(|p| PartLayout {
+                size: p.size,
+                segments: p.segments.clone(),
+            })
+            .collect();
+        // The parts' bytes are charged already; the object adds one to the count. Its type and
+        // a scan of the whole, read back in order, decide before it becomes visible.
+        let (policy, mut reservation) = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
+        let target = pipeline::Target {
+            tenant: c.tenant.clone(),
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            peer: client,
+        };
+        let segments: Vec<meta::Segment> = parts
+            .iter()
+            .flat_map(|p| p.segments.iter().cloned())
+            .collect();
+        let inspected = pipeline::inspect(
+            &self.backend,
+            self.scanner_for(&policy),
+            &policy,
+            &segments,
+            size,
+            upload.attrs.content_type.as_deref(),
+            None,
+            &target,
+        )
+        .await;
+        let (detected, scan) = match inspected {
+            Ok(x) => x,
+            Err(e) => {
+                // An infected upload is dropped whole: its parts are released with their quota.
+                if matches!(e, pipeline::PipelineError::Infected(_)) {
+                    let freed =
+                        self.meta
+                            .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+                    pipeline::release(&self.backend, freed);
+                    self.meta.durable().await?;
+                }
+                return Err(e.into());
+            }
+        };
         let object = Object {
-            size: chosen.iter().map(|p| p.size).sum(),
+            size,
             etag,
             last_modified_ms: meta::now_ms(),
             attrs: upload.attrs.clone(),
             checksums,
             tags: upload.tags.clone(),
-            parts: chosen
-                .iter()
-                .map(|p| PartLayout {
-                    size: p.size,
-                    segments: p.segments.clone(),
-                })
-                .collect(),
+            parts,
             multipart: true,
+            detected_type: Some(detected),
+            scan: Some(scan),
         };
-        let freed = self
-            .meta
-            .complete_upload(&c.tenant, &i.bucket, &upload, &object)?;
+        let freed = reservation.commit(|allow| {
+            self.meta
+                .complete_upload(&c.tenant, &i.bucket, &upload, &object, allow)
+        })?;
+        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);

@@ -9,17 +9,79 @@ use http::HeaderMap;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use super::{Gateway, caller, ms_of, ts};
+use super::{Gateway, caller, ms_of, peer, ts};
 use crate::meta::{self, MetaError, Object, ObjectAttrs, PartLayout};
+use crate::pipeline::quota::QuotaError;
 use crate::pipeline::{self, Declared};
 
 /// S3's limit on user-defined metadata (keys and values of `x-amz-meta-*`), in bytes.
 const MAX_USER_METADATA: usize = 2048;
 const MAX_TAGS: usize = 10;
 
+/// The tag through which existing antivirus tooling reads the verdict; read-only.
+pub(super) const SCAN_TAG: &str = "scan-status";
+
+/// The response headers that carry the stored verdict and detected type (see the README).
+pub(super) fn protection_headers(o: &Object) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, v: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            h.insert(name, v);
+        }
+    };
+    put("x-portcullis-scan-status", o.scan_status().as_str());
+    if let Some(scan) = &o.scan {
+        if let Some(sig) = &scan.signature {
+            put("x-portcullis-scan-signature", sig);
+        }
+        if let Some(engine) = &scan.engine {
+            put("x-portcullis-scan-engine", engine);
+        }
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(scan.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+        if let Some(at) = at {
+            put("x-portcullis-scanned-at", &at);
+        }
+    }
+    if let Some(t) = &o.detected_type {
+        put("x-portcullis-detected-type", t);
+    }
+    h
+}
+
+/// Reads of a version that is not (yet) known clean are refused: only the verdict is visible.
+pub(super) fn readable(o: &Object) -> S3Result<()> {
+    let status = o.scan_status();
+    if status.readable() {
+        return Ok(());
+    }
+    let sig = o
+        .scan
+        .as_ref()
+        .and_then(|s| s.signature.clone())
+        .unwrap_or_default();
+    Err(match status {
+        meta::ScanStatus::Infected => crate::error::custom(
+            "VirusDetected",
+            http::StatusCode::FORBIDDEN,
+            format!("The object cannot be read: the virus scanner found {sig} in it."),
+        ),
+        _ => crate::error::custom(
+            "ScanPending",
+            http::StatusCode::FORBIDDEN,
+            "The object cannot be read yet: it was stored while the virus scanner was unavailable and becomes readable once a scan finds it clean.".into(),
+        ),
+    })
+}
+
 /// The number of bytes the body must have, when the client said: the decoded length for
 /// aws-chunked bodies (s3s rewrites Content-Length to it), Content-Length otherwise.
-fn expected_len(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn expected_len(headers: &HeaderMap) -> Option<u64> {
     let num = |name: &str| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
     if headers.contains_key("x-amz-decoded-content-length") {
         return num("x-amz-decoded-content-length");
@@ -87,6 +149,11 @@ pub(super) fn check_tags(tags: Vec<(String, String)>) -> S3Result<Vec<(String, S
         }
         if v.chars().count() > 256 {
             return Err(invalid_tag("The TagValue you have provided is invalid"));
+        }
+        if k == SCAN_TAG {
+            return Err(invalid_tag(
+                "The tag key scan-status is reserved: it reports the virus scan and is read-only",
+            ));
         }
         if !seen.insert(k.as_str()) {
             return Err(invalid_tag(
@@ -267,6 +334,7 @@ impl Gateway {
     /// Stages 2 and 3 of the write protocol for PUT and UploadPart: stream the body into a new
     /// blob, then check it against what the client declared (headers, and the aws-chunked
     /// trailer, which is readable only once the body has been consumed).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn ingest(
         &self,
         tenant: &str,
@@ -275,6 +343,7 @@ impl Gateway {
         headers: &HeaderMap,
         trailers: Option<s3s::TrailingHeaders>,
         mut declared: Declared,
+        checks: pipeline::Checks<'_>,
     ) -> S3Result<pipeline::Stored> {
         let body = body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
@@ -283,10 +352,10 @@ impl Gateway {
         let stored = pipeline::store(
             &self.backend,
             &placement,
-            tenant,
             body,
             &declared,
             expected_len(headers),
+            checks,
         )
         .await?;
         if let Some(t) = trailers.and_then(|t| t.take()) {
@@ -309,6 +378,7 @@ impl Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let c = caller(&req)?;
+        let client = peer(&req);
         let input = req.input;
         let declared = Declared::from_headers(&req.headers)?;
         let attrs = attrs(
@@ -321,7 +391,13 @@ impl Gateway {
             input.metadata,
         )?;
         let tags = tags_from_header(input.tagging.as_deref())?;
-        self.meta.require_bucket(&c.tenant, &input.bucket)?;
+        let (policy, reservation) = self.admit(
+            &c.tenant,
+            &input.bucket,
+            &input.key,
+            expected_len(&req.headers),
+            1,
+        )?;
         let (if_match, if_none_match) = (input.if_match, input.if_none_match);
         let check = |old: Option<&Object>| -> meta::MetaResult<()> {
             let ok = match (&if_match, &if_none_match, old) {
@@ -342,7 +418,13 @@ impl Gateway {
         )
         .map_err(|_| precondition_failed())?;
 
-        let stored = self
+        let target = pipeline::Target {
+            tenant: c.tenant.clone(),
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            peer: client,
+        };
+        let mut stored = self
             .ingest(
                 &c.tenant,
                 &input.bucket,
@@ -350,6 +432,14 @@ impl Gateway {
                 &req.headers,
                 req.trailing_headers,
                 declared,
+                pipeline::Checks {
+                    policy: &policy,
+                    sniff: true,
+                    content_type: attrs.content_type.as_deref(),
+                    scanner: self.scanner_for(&policy),
+                    reservation,
+                    target: &target,
+                },
             )
             .await?;
 
@@ -369,18 +459,32 @@ impl Gateway {
                 segments: vec![stored.segment.clone()],
             }],
             multipart: false,
+            detected_type: Some(stored.detected.clone()),
+            scan: Some(stored.scan.clone()),
         };
-        let freed = self
-            .meta
-            .put_object(&c.tenant, &input.bucket, &input.key, &object, false, &check)
+        let freed = stored
+            .reservation
+            .commit(|allow| {
+                self.meta.put_object(
+                    &c.tenant,
+                    &input.bucket,
+                    &input.key,
+                    &object,
+                    false,
+                    allow,
+                    &check,
+                )
+            })
             .map_err(|e| match e {
-                MetaError::Conflict => precondition_failed(),
+                QuotaError::Meta(MetaError::Conflict) => precondition_failed(),
                 e => e.into(),
             })?;
         stored.guard.keep();
+        drop(stored.reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
-        Ok(S3Response::new(PutObjectOutput {
+        let headers = protection_headers(&object);
+        let mut resp = S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(object.etag)),
             checksum_crc32: object.checksums.crc32,
             checksum_crc32c: object.checksums.crc32c,
@@ -390,7 +494,9 @@ impl Gateway {
             checksum_type: object.checksums.kind.map(ChecksumType::from),
             size: Some(object.size as i64),
             ..Default::default()
-        }))
+        });
+        resp.headers = headers;
+        Ok(resp)
     }
 
     pub(super) async fn op_get_object(
@@ -399,10 +505,12 @@ impl Gateway {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let c = caller(&req)?;
         let (o, range, partial, with_checksums) = read_plan!(self, &c.tenant, &req.input);
+        readable(&o)?;
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),
-            tag_count: (!o.tags.is_empty()).then_some(o.tags.len() as i32),
+            // The read-only scan-status tag counts.
+            tag_count: Some(o.tags.len() as i32 + 1),
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
@@ -412,7 +520,10 @@ impl Gateway {
             pipeline::read(&self.backend, &segments, range),
             len,
         )));
-        Ok(S3Response::new(out))
+        let headers = protection_headers(&o);
+        let mut resp = S3Response::new(out);
+        resp.headers = headers;
+        Ok(resp)
     }
 
     pub(super) async fn op_head_object(
@@ -427,7 +538,9 @@ impl Gateway {
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
-        Ok(S3Response::new(out))
+        let mut resp = S3Response::new(out);
+        resp.headers = protection_headers(&o);
+        Ok(resp)
     }
 
     pub(super) async fn op_delete_object(
@@ -524,6 +637,8 @@ impl Gateway {
         };
         no_version(version_id.as_deref())?;
         let o = self.current(tenant, bucket, key)?;
+        // A copy must not launder what a read would refuse.
+        readable(&o)?;
         match evaluate(
             &o,
             if_match,
@@ -541,6 +656,7 @@ impl Gateway {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let c = caller(&req)?;
+        let client = peer(&req);
         let i = req.input;
         let (src_bucket, src_key, src) = self.copy_source(
             &c.tenant,
@@ -583,10 +699,41 @@ impl Gateway {
         } else {
             src.tags.clone()
         };
+        // The destination's policy and quota apply to a copy as to an upload.
+        let (policy, mut reservation) =
+            self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
+        let target = pipeline::Target {
+            tenant: c.tenant.clone(),
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            peer: client,
+        };
+        let scanner = self
+            .scanner_for(&policy)
+            .filter(|_| src.scan_status() != meta::ScanStatus::Clean);
+        let src_segments: Vec<meta::Segment> = src.segments().cloned().collect();
+        let (detected, scan) = pipeline::inspect(
+            &self.backend,
+            scanner,
+            &policy,
+            &src_segments,
+            src.size,
+            attrs.content_type.as_deref(),
+            src.detected_type.clone(),
+            &target,
+        )
+        .await?;
+        let scan = if scanner.is_some() {
+            Some(scan)
+        } else {
+            src.scan.clone()
+        };
         let mut object = Object {
             last_modified_ms: meta::now_ms(),
             attrs,
             tags,
+            detected_type: Some(detected),
+            scan,
             ..src
         };
         let placement = self.placement(&c.tenant, &dest)?;
@@ -601,14 +748,18 @@ impl Gateway {
                 .collect(),
         )
         .await?;
-        let freed = self.meta.put_object(
-            &c.tenant,
-            &i.bucket,
-            &i.key,
-            &object,
-            copied.is_empty(),
-            &|_| Ok(()),
-        )?;
+        let freed = reservation.commit(|allow| {
+            self.meta.put_object(
+                &c.tenant,
+                &i.bucket,
+                &i.key,
+                &object,
+                copied.is_empty(),
+                allow,
+                &|_| Ok(()),
+            )
+        })?;
+        drop(reservation);
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
@@ -655,10 +806,12 @@ impl Gateway {
         let i = &req.input;
         no_version(i.version_id.as_deref())?;
         let o = self.current(&c.tenant, &i.bucket, &i.key)?;
+        let status = o.scan_status().as_str().to_string();
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: o
                 .tags
                 .into_iter()
+                .chain([(SCAN_TAG.to_string(), status)])
                 .map(|(k, v)| Tag {
                     key: Some(k),
                     value: Some(v),

@@ -1,0 +1,349 @@
+//! Exact quotas (DESIGN.md §6): a write reserves what it may add before a byte is stored, and the
+//! commit settles it.
+//!
+//! Committed usage lives in meta and changes only inside commit transactions; reservations live
+//! here, in memory (a crash ends the writes that held them, so none can leak across a restart).
+//! The invariant `committed + reserved ≤ limit` holds at every instant because:
+//! - a reservation is checked and taken under one lock, reading committed usage inside it;
+//! - a commit grows committed usage by at most what its writer reserved (the transaction checks
+//!   the real change against the allowance and refuses with `QuotaShort` otherwise, so a
+//!   replaced version that vanished meanwhile is reserved for before the retry);
+//! - a reservation is released only after its commit, under the same lock.
+//!
+//! Scopes without limits take no lock and reserve nothing: usage is still counted by the commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::meta::{Delta, Limits, Meta, MetaError, MetaResult, Usage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error(
+        "{scope} is limited to {limit} {what}; {used} are stored or being uploaded and this request needs {need} more"
+    )]
+    Exceeded {
+        scope: String,
+        what: &'static str,
+        limit: u64,
+        used: u64,
+        need: u64,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+type ScopeKey = (String, Option<String>);
+
+pub struct Quotas {
+    meta: Arc<Meta>,
+    reserved: Mutex<HashMap<ScopeKey, Usage>>,
+}
+
+/// A reservation for one write; released when dropped (after the commit, or on failure).
+pub struct Reservation {
+    quotas: Arc<Quotas>,
+    /// The limited scopes this write counts against.
+    scopes: Vec<(ScopeKey, Limits)>,
+    held: Usage,
+}
+
+impl Quotas {
+    pub fn new(meta: Arc<Meta>) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            reserved: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reserves `want` in the tenant's scope and the bucket's, checking each one's limits.
+    pub fn reserve(
+        self: &Arc<Self>,
+        tenant: &str,
+        bucket: &str,
+        tenant_limits: Limits,
+        bucket_limits: Limits,
+        want: Usage,
+    ) -> Result<Reservation, QuotaError> {
+        let mut scopes = Vec::new();
+        if !tenant_limits.is_unlimited() {
+            scopes.push(((tenant.to_string(), None), tenant_limits));
+        }
+        if !bucket_limits.is_unlimited() {
+            scopes.push((
+                (tenant.to_string(), Some(bucket.to_string())),
+                bucket_limits,
+            ));
+        }
+        let mut r = Reservation {
+            quotas: self.clone(),
+            scopes,
+            held: Usage::default(),
+        };
+        r.add(want)?;
+        Ok(r)
+    }
+
+    fn committed(&self, scope: &ScopeKey) -> MetaResult<Usage> {
+        self.meta.usage(&scope.0, scope.1.as_deref())
+    }
+}
+
+fn describe(scope: &ScopeKey) -> String {
+    match &scope.1 {
+        Some(b) => format!("bucket {b}"),
+        None => format!("tenant {}", scope.0),
+    }
+}
+
+impl Reservation {
+    /// Grows the reservation by `more`, or fails without changing it.
+    pub fn add(&mut self, more: Usage) -> Result<(), QuotaError> {
+        if self.scopes.is_empty() || more == Usage::default() {
+            return Ok(());
+        }
+        let q = self.quotas.clone();
+        let mut reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        for (scope, limits) in &self.scopes {
+            let committed = q.committed(scope)?;
+            let held = reserved.get(scope).copied().unwrap_or_default();
+            let checks = [
+                (
+                    "bytes",
+                    limits.bytes,
+                    committed.bytes + held.bytes,
+                    more.bytes,
+                ),
+                (
+                    "objects",
+                    limits.objects,
+                    committed.objects + held.objects,
+                    more.objects,
+                ),
+            ];
+            for (what, limit, used, need) in checks {
+                if let Some(limit) = limit
+                    && need > 0
+                    && used + need > limit
+                {
+                    return Err(QuotaError::Exceeded {
+                        scope: describe(scope),
+                        what,
+                        limit,
+                        used,
+                        need,
+                    });
+                }
+            }
+        }
+        for (scope, _) in &self.scopes {
+            let e = reserved.entry(scope.clone()).or_default();
+            e.bytes += more.bytes;
+            e.objects += more.objects;
+        }
+        self.held.bytes += more.bytes;
+        self.held.objects += more.objects;
+        Ok(())
+    }
+
+    /// How much the commit may grow usage by.
+    pub fn allowance(&self) -> Delta {
+        if self.scopes.is_empty() {
+            return Delta::UNLIMITED;
+        }
+        Delta {
+            bytes: self.held.bytes as i64,
+            objects: self.held.objects as i64,
+        }
+    }
+
+    /// Runs a commit with this reservation's allowance. When the commit needs more (the version
+    /// it replaces changed since the write began), the difference is reserved and it is retried.
+    pub fn commit<T>(
+        &mut self,
+        attempt: impl Fn(&Delta) -> MetaResult<T>,
+    ) -> Result<T, QuotaError> {
+        loop {
+            match attempt(&self.allowance()) {
+                Err(MetaError::QuotaShort(d)) => {
+                    let a = self.allowance();
+                    self.add(Usage {
+                        bytes: (d.bytes - a.bytes).max(0) as u64,
+                        objects: (d.objects - a.objects).max(0) as u64,
+                    })?;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.scopes.is_empty() || self.held == Usage::default() {
+            return;
+        }
+        let mut reserved = self
+            .quotas
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (scope, _) in &self.scopes {
+            if let Some(e) = reserved.get_mut(scope) {
+                e.bytes = e.bytes.saturating_sub(self.held.bytes);
+                e.objects = e.objects.saturating_sub(self.held.objects);
+                if *e == Usage::default() {
+                    reserved.remove(scope);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Bucket, Object, PartLayout, Tenant};
+
+    fn meta() -> (tempfile::TempDir, Arc<Meta>) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Meta::open(dir.path(), false, 8 << 20).unwrap());
+        m.create_tenant(&Tenant {
+            id: "t".into(),
+            display_name: "t".into(),
+            created_ms: 0,
+            placement: None,
+            locations: vec![],
+            quota: Limits::default(),
+            policy: Default::default(),
+            buckets: Default::default(),
+        })
+        .unwrap();
+        m.create_bucket(
+            "t",
+            &Bucket {
+                name: "b".into(),
+                created_ms: 0,
+                location: "r".into(),
+                placement: None,
+            },
+        )
+        .unwrap();
+        (dir, m)
+    }
+
+    fn object(size: u64) -> Object {
+        Object {
+            size,
+            etag: "e".into(),
+            last_modified_ms: 0,
+            attrs: Default::default(),
+            checksums: Default::default(),
+            tags: vec![],
+            parts: vec![PartLayout {
+                size,
+                segments: vec![],
+            }],
+            multipart: false,
+            detected_type: None,
+            scan: None,
+        }
+    }
+
+    const LIMIT: Limits = Limits {
+        bytes: Some(100),
+        objects: Some(3),
+    };
+
+    fn put(q: &Arc<Quotas>, m: &Meta, key: &str, size: u64) -> Result<(), QuotaError> {
+        let want = Usage {
+            bytes: size,
+            objects: 1,
+        };
+        let mut r = q.reserve("t", "b", LIMIT, Limits::default(), want)?;
+        r.commit(|a| m.put_object("t", "b", key, &object(size), false, a, &|_| Ok(())))?;
+        Ok(())
+    }
+
+    #[test]
+    fn reservations_count_until_released() {
+        let (_d, m) = meta();
+        let q = Quotas::new(m.clone());
+        let want = Usage {
+            bytes: 60,
+            objects: 1,
+        };
+        let held = q.reserve("t", "b", LIMIT, Limits::default(), want).unwrap();
+        // 60 reserved: another 60 does not fit, 40 does.
+        assert!(q.reserve("t", "b", LIMIT, Limits::default(), want).is_err());
+        drop(held);
+        put(&q, &m, "a", 60).unwrap();
+        assert!(put(&q, &m, "b", 41).is_err());
+        put(&q, &m, "b", 40).unwrap();
+        assert_eq!(m.usage("t", None).unwrap().bytes, 100);
+        assert_eq!(m.usage("t", Some("b")).unwrap().objects, 2);
+    }
+
+    #[test]
+    fn an_overwrite_needs_room_for_the_new_version_only_while_it_uploads() {
+        let (_d, m) = meta();
+        let q = Quotas::new(m.clone());
+        put(&q, &m, "a", 90).unwrap();
+        // The replaced version is released at commit, but the new bytes must fit beside it.
+        assert!(put(&q, &m, "a", 20).is_err());
+        put(&q, &m, "a", 10).unwrap();
+        assert_eq!(
+            m.usage("t", None).unwrap(),
+            Usage {
+                bytes: 10,
+                objects: 1
+            }
+        );
+        // Deleting releases.
+        m.delete_object("t", "b", "a").unwrap();
+        assert_eq!(m.usage("t", None).unwrap(), Usage::default());
+    }
+
+    #[test]
+    fn a_commit_needing_more_than_reserved_reserves_the_difference_or_fails() {
+        let (_d, m) = meta();
+        let q = Quotas::new(m.clone());
+        // A writer that reserved nothing for its object count (as if crediting a replaced
+        // version that no longer exists) is made to reserve it.
+        let mut r = q
+            .reserve(
+                "t",
+                "b",
+                LIMIT,
+                Limits::default(),
+                Usage {
+                    bytes: 10,
+                    objects: 0,
+                },
+            )
+            .unwrap();
+        r.commit(|a| m.put_object("t", "b", "x", &object(10), false, a, &|_| Ok(())))
+            .unwrap();
+        assert_eq!(r.allowance().objects, 1);
+        drop(r);
+        put(&q, &m, "y", 10).unwrap();
+        put(&q, &m, "z", 10).unwrap();
+        let mut r = q
+            .reserve(
+                "t",
+                "b",
+                LIMIT,
+                Limits::default(),
+                Usage {
+                    bytes: 10,
+                    objects: 0,
+                },
+            )
+            .unwrap();
+        let e = r
+            .commit(|a| m.put_object("t", "b", "w", &object(10), false, a, &|_| Ok(())))
+            .unwrap_err();
+        assert!(e.to_string().contains("limited to 3 objects"), "{e}");
+        assert!(m.object("t", "b", "w").unwrap().is_none());
+    }
+}
