@@ -432,6 +432,7 @@ impl Meta {
     /// Makes `object` the current version of `key`; returns the blobs freed by the replaced
     /// version. `shared`: the object's blobs belong to another object (a copy). `precondition`
     /// sees the current version inside the transaction (If-Match on PUT) and may refuse.
+    #[allow(clippy::too_many_arguments)] // every input is used inside the one transaction
     pub fn put_object(
         &self,
         tenant: &str,
@@ -631,6 +632,7 @@ impl Meta {
 
     /// Records a part of an open upload (replacing a part with the same number); returns the
     /// blobs freed by the replaced part. `shared` as for [`Meta::put_object`] (UploadPartCopy).
+    #[allow(clippy::too_many_arguments)] // every input is used inside the one transaction
     pub fn put_part(
         &self,
         tenant: &str,

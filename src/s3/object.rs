@@ -137,8 +137,10 @@ fn invalid_tag(msg: &'static str) -> S3Error {
 }
 
 /// Validates a tag set as S3 does: at most 10 tags, unique keys of ≤128 and values of ≤256
-/// characters.
-pub(super) fn check_tags(tags: Vec<(String, String)>) -> S3Result<Vec<(String, String)>> {
+/// characters. `scan-status` is read-only: a client writing back the set it read (with the
+/// gateway's tag in it) must not fail, so the tag is dropped, never stored.
+pub(super) fn check_tags(mut tags: Vec<(String, String)>) -> S3Result<Vec<(String, String)>> {
+    tags.retain(|(k, _)| k != SCAN_TAG);
     if tags.len() > MAX_TAGS {
         return Err(invalid_tag("Object tags cannot be greater than 10"));
     }
@@ -149,11 +151,6 @@ pub(super) fn check_tags(tags: Vec<(String, String)>) -> S3Result<Vec<(String, S
         }
         if v.chars().count() > 256 {
             return Err(invalid_tag("The TagValue you have provided is invalid"));
-        }
-        if k == SCAN_TAG {
-            return Err(invalid_tag(
-                "The tag key scan-status is reserved: it reports the virus scan and is read-only",
-            ));
         }
         if !seen.insert(k.as_str()) {
             return Err(invalid_tag(

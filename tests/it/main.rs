@@ -15,3 +15,4 @@ mod hostile;
 mod listing;
 mod multipart;
 mod objects;
+mod protection;

@@ -1,6 +1,7 @@
 //! Real storage services for the backend tests, started and stopped by the tests themselves:
 //! moto and the GCS emulator (from the project venv), Azurite (from .ci/tools), and s3s-fs
-//! in-process (it verifies SigV4). `scripts/install-clients.sh` installs them.
+//! in-process (it verifies SigV4), and clamd with the offline EICAR signature
+//! (`.ci/tools/clamav/db`). `scripts/install-clients.sh` installs them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -35,7 +36,13 @@ pub enum Kind {
     Moto,
     Azurite,
     GcsEmulator,
+    Clamd,
 }
+
+/// The standard EICAR test string: every scanner reports it, and it is harmless.
+pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+/// How clamd names it with the project's signature database.
+pub const EICAR_NAME: &str = "Eicar-Test-Signature.UNOFFICIAL";
 
 /// A running storage service. Dropping it stops it.
 pub struct Service {
@@ -104,6 +111,24 @@ impl Service {
                             "--disableTelemetry",
                         ])
                         .current_dir(self.dir.path()),
+                ));
+            }
+            Kind::Clamd => {
+                let conf = self.dir.path().join("clamd.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "DatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nForeground yes\n\
+                         StreamMaxLength 64M\nMaxFileSize 64M\nMaxScanSize 64M\n\
+                         TemporaryDirectory {tmp}\n",
+                        db = root().join(".ci/tools/clamav/db").display(),
+                        tmp = self.dir.path().display(),
+                    ),
+                )
+                .unwrap();
+                self.child = Some(spawn(
+                    Command::new("/usr/sbin/clamd")
+                        .arg(format!("--config-file={}", conf.display())),
                 ));
             }
             Kind::GcsEmulator => {
@@ -202,12 +227,21 @@ impl Service {
             Kind::GcsEmulator => {
                 format!("type = \"gcs\"\nendpoint = \"{ep}\"\nbucket = \"{CONTAINER}\"\n")
             }
+            Kind::Clamd => panic!("clamd is a scanner, not a backend: use scanner_toml"),
         };
         format!("[backends.{name}]\n{body}timeout_secs = 5\nretries = 1\n{extra}\n")
     }
 }
 
 impl Service {
+    /// The `[scanner]` table that points Portcullis at this clamd.
+    pub fn scanner_toml(&self, extra: &str) -> String {
+        format!(
+            "[scanner]\naddress = \"127.0.0.1:{}\"\ntimeout_secs = 10\nmax_stream_mb = 64\nretry_secs = 3600\n{extra}\n",
+            self.port
+        )
+    }
+
     /// A container SAS token for Azurite (read, write, delete, list), made by the Azure SDK.
     pub fn azurite_sas(&self) -> String {
         let script = format!(

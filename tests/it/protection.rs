@@ -1,0 +1,577 @@
+//! Upload protection end to end (issue 5): a real clamd with the offline EICAR signature, exact
+//! quotas under concurrency, and type policies, through real clients — on the local backend and
+//! on the s3 backend (in-process s3s-fs).
+
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::admin::call;
+use crate::harness::*;
+use crate::services::{EICAR, EICAR_NAME, Kind, Service};
+
+const MIB: usize = 1024 * 1024;
+
+async fn usage(gw: &Gw, tenant: &str) -> Value {
+    let (st, v) = call(
+        gw,
+        Method::GET,
+        &format!("/tenants/{tenant}/usage?verify=true"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["verified"],
+        json!(true),
+        "usage drifted from the index: {v}"
+    );
+    v
+}
+
+async fn admin_ok(gw: &Gw, method: Method, path: &str, body: Value) -> Value {
+    let (st, v) = call(gw, method, path, Some(ADMIN_TOKEN), Some(body)).await;
+    assert!((200..300).contains(&st), "{path}: {st} {v}");
+    v
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The gateway in front of `backend` with clamd; acme's total is limited so a leak would show.
+async fn scanned_gateway(clamd: &Service, backend: Option<&Service>) -> Gw {
+    let mut tail = clamd.scanner_toml("");
+    let mut acme = "quota_bytes = 1073741824\n".to_string();
+    if let Some(b) = backend {
+        tail.push_str(&b.backend_toml("remote", ""));
+        acme.push_str("backend = \"remote\"\n");
+    }
+    Gw::start_setup(&Setup {
+        tail: &tail,
+        acme: &acme,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn eicar_everywhere(backend: Option<Kind>) {
+    let clamd = Service::start(Kind::Clamd).await;
+    let remote = match backend {
+        Some(k) => Some(Service::start(k).await),
+        None => None,
+    };
+    let gw = scanned_gateway(&clamd, remote.as_ref()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = {
+        let endpoint = gw.endpoint();
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            crate::compat::run_against(
+                endpoint,
+                &path,
+                "python",
+                "protection.py",
+                ACME,
+                &[("BUCKET", "scanned".to_string())],
+            )
+        })
+    };
+    run.await.unwrap();
+    // Everything refused left no byte charged: only the clean file counts.
+    let u = usage(&gw, "acme").await;
+    assert_eq!(u["usage"], json!({ "bytes": 3000, "objects": 1 }), "{u}");
+
+    // The Rust SDK too: the signature is named, nothing is listed.
+    let s3 = gw.acme();
+    let mut body = data(100_000, 7);
+    body[50_000..50_000 + EICAR.len()].copy_from_slice(EICAR);
+    let e = s3
+        .put_object()
+        .bucket("scanned")
+        .key("deep.bin")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap_err();
+    let meta = aws_sdk_s3::error::ProvideErrorMetadata::meta(&e);
+    assert_eq!(meta.code(), Some("VirusDetected"));
+    assert!(meta.message().unwrap().contains(EICAR_NAME), "{e:?}");
+    let listed = s3.list_objects_v2().bucket("scanned").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(1));
+    if let Some(svc) = &remote {
+        assert_eq!(svc.kind, Kind::S3sFs);
+        // The clean object lives on the remote backend, and reads back from there.
+        let got = s3
+            .get_object()
+            .bucket("scanned")
+            .key("clean.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body_of(got).await.len(), 3000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eicar_is_refused_through_every_client_on_local() {
+    eicar_everywhere(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eicar_is_refused_through_every_client_on_an_s3_backend() {
+    eicar_everywhere(Some(Kind::S3sFs)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_scanner_refuses_uploads_until_it_returns() {
+    let mut clamd = Service::start(Kind::Clamd).await;
+    let gw = scanned_gateway(&clamd, None).await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("docs").send().await.unwrap();
+    s3.create_bucket().bucket("inbox").send().await.unwrap();
+    // inbox opts into storing unscanned uploads while the scanner is away.
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/inbox/policy",
+        json!({ "on_scanner_unavailable": "store-unscanned" }),
+    )
+    .await;
+    s3.put_object()
+        .bucket("docs")
+        .key("before.txt")
+        .body(ByteStream::from_static(b"scanned while clamd ran"))
+        .send()
+        .await
+        .unwrap();
+
+    clamd.kill();
+    let r = s3
+        .put_object()
+        .bucket("docs")
+        .key("during.txt")
+        .body(ByteStream::from(data(300_000, 1)))
+        .send()
+        .await;
+    assert_eq!(status_of(r), 503);
+    let r = s3
+        .put_object()
+        .bucket("docs")
+        .key("during.txt")
+        .body(ByteStream::from(data(300_000, 1)))
+        .send()
+        .await;
+    assert_eq!(code(r), "ScannerUnavailable");
+    let listed = s3.list_objects_v2().bucket("docs").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(1), "{listed:?}");
+    // What was scanned before stays readable; the gateway reports the scanner down.
+    s3.get_object()
+        .bucket("docs")
+        .key("before.txt")
+        .send()
+        .await
+        .unwrap();
+    let (_, h) = call(&gw, Method::GET, "/health", None, None).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["scanner"]["ok"], json!(false), "{h}");
+
+    // The opted-in bucket stores it as pending, and refuses to serve it.
+    let put = s3
+        .put_object()
+        .bucket("inbox")
+        .key("scan-me.txt")
+        .body(ByteStream::from_static(
+            b"harmless, but nobody has looked yet",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.e_tag().is_some());
+    let r = s3
+        .get_object()
+        .bucket("inbox")
+        .key("scan-me.txt")
+        .send()
+        .await;
+    assert_eq!(code(r), "ScanPending");
+    let h = head(&gw, "/inbox/scan-me.txt").await;
+    assert_eq!(h.status(), 200);
+    assert_eq!(header(&h, "x-portcullis-scan-status"), "pending");
+    let copy = s3
+        .copy_object()
+        .bucket("inbox")
+        .key("laundered.txt")
+        .copy_source("inbox/scan-me.txt")
+        .send()
+        .await;
+    assert_eq!(code(copy), "ScanPending");
+
+    // clamd comes back on the same port: uploads work, and the pending object is settled.
+    clamd.launch().await;
+    s3.put_object()
+        .bucket("docs")
+        .key("after.txt")
+        .body(ByteStream::from(data(300_000, 2)))
+        .send()
+        .await
+        .unwrap();
+    let v = admin_ok(&gw, Method::POST, "/scans/pending", json!({})).await;
+    assert_eq!(v["settled"], json!(1), "{v}");
+    let got = s3
+        .get_object()
+        .bucket("inbox")
+        .key("scan-me.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(got).await,
+        b"harmless, but nobody has looked yet".to_vec()
+    );
+    usage(&gw, "acme").await;
+}
+
+/// A signed HEAD of `path`, to read the gateway's own response headers (the SDK drops them).
+async fn head(gw: &Gw, path: &str) -> reqwest::Response {
+    let headers = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "HEAD",
+        path,
+        &[],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    );
+    let mut req = reqwest::Client::new().head(format!("{}{path}", gw.endpoint()));
+    for (k, v) in headers {
+        if k != "host" {
+            req = req.header(k, v);
+        }
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_blocks_objects_found_infected_later() {
+    let clamd = Service::start(Kind::Clamd).await;
+    let gw = scanned_gateway(&clamd, None).await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("legacy").send().await.unwrap();
+    // A bucket that did not scan took an infected file; then scanning is switched on.
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/legacy/policy",
+        json!({ "scan": "off" }),
+    )
+    .await;
+    for (k, body) in [("bad.txt", EICAR.to_vec()), ("good.txt", b"fine".to_vec())] {
+        s3.put_object()
+            .bucket("legacy")
+            .key(k)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.get_object()
+        .bucket("legacy")
+        .key("bad.txt")
+        .send()
+        .await
+        .unwrap();
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/legacy/policy",
+        json!({ "scan": "required" }),
+    )
+    .await;
+    let job = admin_ok(&gw, Method::POST, "/scans", json!({ "tenant": "acme" })).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut progress = Value::Null;
+    for _ in 0..200 {
+        progress = admin_ok(&gw, Method::GET, &format!("/scans/{id}"), Value::Null).await;
+        if !progress["finished_ms"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(progress["seen"], json!(2), "{progress}");
+    assert_eq!(progress["infected"], json!(1), "{progress}");
+    assert_eq!(progress["clean"], json!(1), "{progress}");
+    let r = s3.get_object().bucket("legacy").key("bad.txt").send().await;
+    assert_eq!(code(r), "VirusDetected");
+    s3.get_object()
+        .bucket("legacy")
+        .key("good.txt")
+        .send()
+        .await
+        .unwrap();
+    let tags = s3
+        .get_object_tagging()
+        .bucket("legacy")
+        .key("bad.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tag_set()[0].value(), "infected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_never_overshoot_the_quota() {
+    let gw = Gw::start_setup(&Setup {
+        acme: "quota_bytes = 10485760\n",
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("race").send().await.unwrap();
+    // 20 uploads of 1 MiB at once into 10 MiB: exactly 10 fit.
+    let s3 = Arc::new(s3);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s3 = s3.clone();
+            tokio::spawn(async move {
+                s3.put_object()
+                    .bucket("race")
+                    .key(format!("f{i}"))
+                    .body(ByteStream::from(data(MIB, i)))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let m = aws_sdk_s3::error::ProvideErrorMetadata::meta(&e);
+                        (
+                            m.code().unwrap_or("?").to_string(),
+                            m.message().unwrap_or("").to_string(),
+                        )
+                    })
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err((code, msg)) => {
+                assert_eq!(code, "QuotaExceeded", "{msg}");
+                assert!(msg.contains("limited to 10485760 bytes"), "{msg}");
+            }
+        }
+    }
+    assert_eq!(ok, 10);
+    let u = usage(&gw, "acme").await;
+    assert_eq!(
+        u["usage"],
+        json!({ "bytes": 10 * MIB, "objects": 10 }),
+        "{u}"
+    );
+    let listed = s3.list_objects_v2().bucket("race").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(10));
+
+    // Deleting releases; an overwrite is charged the difference once committed.
+    let keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    s3.delete_object()
+        .bucket("race")
+        .key(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("race")
+        .key(&keys[1])
+        .body(ByteStream::from(data(MIB / 2, 99)))
+        .send()
+        .await
+        .unwrap();
+    let u = usage(&gw, "acme").await;
+    assert_eq!(
+        u["usage"],
+        json!({ "bytes": 8 * MIB + MIB / 2, "objects": 9 }),
+        "{u}"
+    );
+
+    // Multipart parts are charged as they arrive and released by Abort.
+    let up = s3
+        .create_multipart_upload()
+        .bucket("race")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    s3.upload_part()
+        .bucket("race")
+        .key("mp")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from(data(MIB, 5)))
+        .send()
+        .await
+        .unwrap();
+    let r = s3
+        .upload_part()
+        .bucket("race")
+        .key("mp")
+        .upload_id(id)
+        .part_number(2)
+        .body(ByteStream::from(data(MIB, 6)))
+        .send()
+        .await;
+    assert_eq!(code(r), "QuotaExceeded");
+    assert_eq!(
+        usage(&gw, "acme").await["usage"]["bytes"],
+        json!(9 * MIB + MIB / 2)
+    );
+    s3.abort_multipart_upload()
+        .bucket("race")
+        .key("mp")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage(&gw, "acme").await["usage"]["bytes"],
+        json!(8 * MIB + MIB / 2)
+    );
+
+    // A per-bucket object limit, set through the admin API.
+    s3.create_bucket().bucket("few").send().await.unwrap();
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/few/quota",
+        json!({ "objects": 2 }),
+    )
+    .await;
+    for k in ["a", "b"] {
+        s3.put_object()
+            .bucket("few")
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = s3
+        .put_object()
+        .bucket("few")
+        .key("c")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_eq!(code(r), "QuotaExceeded");
+    let u = usage(&gw, "acme").await;
+    assert_eq!(
+        u["buckets"]["few"]["usage"],
+        json!({ "bytes": 2, "objects": 2 }),
+        "{u}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_policies_judge_the_bytes_not_the_name() {
+    let gw = Gw::start_setup(&Setup {
+        tail: "[policy]\nmax_object_size = 1000000\n",
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("docs").send().await.unwrap();
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/docs/policy",
+        json!({
+            "allowed_types": ["image/*", "application/pdf"],
+            "reject_type_mismatch": true,
+            "key_pattern": "[a-z0-9/._-]+",
+        }),
+    )
+    .await;
+    let put = |key: &'static str, body: Vec<u8>, ct: Option<&'static str>| {
+        let s3 = s3.clone();
+        async move {
+            s3.put_object()
+                .bucket("docs")
+                .key(key)
+                .set_content_type(ct.map(str::to_string))
+                .body(ByteStream::from(body))
+                .send()
+                .await
+        }
+    };
+    let mut pe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
+    pe.resize(0x80, 0);
+    pe[0x3c] = 0x40;
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    pe.extend(data(4000, 3));
+    let pdf = [b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec(), data(3000, 4)].concat();
+    let png = [
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0".to_vec(),
+        data(500, 5),
+    ]
+    .concat();
+
+    // An executable renamed .pdf and declared as a PDF.
+    let e = put("invoice.pdf", pe.clone(), Some("application/pdf"))
+        .await
+        .unwrap_err();
+    let m = aws_sdk_s3::error::ProvideErrorMetadata::meta(&e);
+    assert_eq!(m.code(), Some("InvalidContentType"));
+    assert!(
+        m.message().unwrap().contains("portable-executable"),
+        "{:?}",
+        m.message()
+    );
+    // A real PDF and PNG pass, and the detected type is stored and returned.
+    put("invoice.pdf", pdf, Some("application/pdf"))
+        .await
+        .unwrap();
+    put("logo.png", png, Some("image/png")).await.unwrap();
+    let h = head(&gw, "/docs/logo.png").await;
+    assert_eq!(header(&h, "x-portcullis-detected-type"), "image/png");
+    assert_eq!(header(&h, "x-portcullis-scan-status"), "not-scanned");
+    // A PNG named .pdf contradicts its extension.
+    let r = put(
+        "fake.pdf",
+        [b"\x89PNG\r\n\x1a\n".to_vec(), data(100, 1)].concat(),
+        None,
+    )
+    .await;
+    assert_eq!(code(r), "InvalidContentType");
+    // Plain text is not an allowed type here.
+    let r = put("notes.txt", b"just text".to_vec(), None).await;
+    assert_eq!(code(r), "InvalidContentType");
+    // Key rules, and the gateway-wide size limit from the config file.
+    let r = put("Upper.pdf", b"%PDF-1.4\n".to_vec(), None).await;
+    assert_eq!(code(r), "InvalidArgument");
+    let big = [b"%PDF-1.4\n".to_vec(), data(1_000_001, 6)].concat();
+    let r = put("big.pdf", big, None).await;
+    assert_eq!(code(r), "EntityTooLarge");
+    let listed = s3.list_objects_v2().bucket("docs").send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["invoice.pdf", "logo.png"]);
+    usage(&gw, "acme").await;
+    // Other buckets keep the gateway's defaults.
+    s3.create_bucket().bucket("misc").send().await.unwrap();
+    s3.put_object()
+        .bucket("misc")
+        .key("Notes.TXT")
+        .body(ByteStream::from(pe))
+        .send()
+        .await
+        .unwrap();
+}
