@@ -836,6 +836,67 @@ mod tests {
     }
 
     #[test]
+    fn every_protection_key_parses_and_is_checked() {
+        let text = r#"
+[scanner]
+address = "127.0.0.1:3310"
+timeout_secs = 30
+max_concurrent = 4
+max_stream_mb = 25
+quarantine_backend = "local"
+quarantine_container = "quarantine"
+quarantine_prefix = ""
+retry_secs = 30
+[policy]
+max_object_size = 5368709120
+allowed_types = ["image/*", "application/pdf"]
+denied_types = ["application/vnd.microsoft.portable-executable"]
+reject_type_mismatch = false
+key_pattern = "[A-Za-z0-9/._ -]+"
+max_key_length = 1024
+scan = "required"
+on_scanner_unavailable = "reject"
+on_too_large_to_scan = "reject"
+[[tenants]]
+id = "acme"
+quota_bytes = 10737418240
+quota_objects = 100000
+[tenants.policy]
+reject_type_mismatch = true
+[tenants.buckets.avatars]
+quota_bytes = 1073741824
+quota_objects = 50000
+[tenants.buckets.avatars.policy]
+allowed_types = ["image/*"]
+[[tenants.keys]]
+access_key = "ACMEDEVKEY"
+secret_key = "acme-dev-secret"
+"#;
+        let c = Config::parse(text).unwrap();
+        let sc = c.scanner.as_ref().unwrap();
+        assert_eq!(sc.max_stream, 25 * 1024 * 1024);
+        assert_eq!(sc.quarantine.as_ref().unwrap().container, "quarantine");
+        let t = &c.tenants[0];
+        assert_eq!(t.quota.unwrap().bytes, Some(10737418240));
+        assert_eq!(
+            t.buckets["avatars"].policy.allowed_types,
+            Some(vec!["image/*".to_string()])
+        );
+        for bad in [
+            text.replace("[A-Za-z0-9/._ -]+", "(unclosed"),
+            text.replace("\"image/*\"]\n[[", "\"image\"]\n[["),
+            text.replace(
+                "address = \"127.0.0.1:3310\"",
+                "socket = \"/x\"\naddress = \"a:1\"",
+            ),
+            text.replace("max_stream_mb = 25", "max_stream_mb = 4096"),
+            text.replace("scan = \"required\"", "scan = \"sometimes\""),
+        ] {
+            assert!(Config::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         let text = include_str!("../config/portcullis.toml");
         let c = Config::parse(text).unwrap();

@@ -35,6 +35,9 @@ pub enum Workload {
     Head,
     /// One op = create, parts of `part_size`, complete.
     Multipart,
+    /// Not S3: one op = the body sent straight to clamd with `INSTREAM` (the endpoint is its
+    /// `host:port`), for the raw scanner rate that the scanned-PUT benchmark is compared with.
+    Instream,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +146,30 @@ fn pool_key(i: u64) -> String {
 
 const POOL: u64 = 64;
 
+/// One `INSTREAM` of `body` to clamd at `addr`, in 64 KiB frames; a clean verdict is the only
+/// success.
+async fn instream(addr: &str, body: &[u8]) -> Result<(), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(b"zINSTREAM\0").await?;
+    for frame in body.chunks(64 * 1024) {
+        s.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+        s.write_all(frame).await?;
+    }
+    s.write_all(&[0; 4]).await?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await?;
+    match String::from_utf8_lossy(&reply).trim_end_matches(['\0', '\n']) {
+        "stream: OK" => Ok(()),
+        r => Err(format!("clamd replied {r:?}").into()),
+    }
+}
+
 async fn prepare(c: &Client, spec: &Spec) -> Result<(), Error> {
+    if spec.workload == Workload::Instream {
+        return Ok(());
+    }
     match c.create_bucket().bucket(&spec.bucket).send().await {
         Ok(_) => {}
         Err(e) => {
@@ -214,7 +240,13 @@ async fn prepare(c: &Client, spec: &Spec) -> Result<(), Error> {
     Ok(())
 }
 
-async fn one_op(c: &Client, spec: &Spec, payload: &mut Payload, n: u64) -> Result<u64, Error> {
+async fn one_op(
+    c: &Client,
+    endpoint: &str,
+    spec: &Spec,
+    payload: &mut Payload,
+    n: u64,
+) -> Result<u64, Error> {
     let b = &spec.bucket;
     let workload = match spec.workload {
         // Deterministic 80/20 split over the op sequence.
@@ -223,6 +255,11 @@ async fn one_op(c: &Client, spec: &Spec, payload: &mut Payload, n: u64) -> Resul
         w => w,
     };
     match workload {
+        Workload::Instream => {
+            let body = payload.next();
+            instream(endpoint, &body).await?;
+            Ok(body.len() as u64)
+        }
         Workload::Put => {
             let body = payload.next();
             let len = body.len() as u64;
@@ -365,7 +402,7 @@ pub async fn run(target: &Target, spec: &Spec, progress: bool) -> Result<Report,
     };
     let payload_size = if matches!(
         spec.workload,
-        Workload::Put | Workload::Mixed | Workload::Multipart
+        Workload::Put | Workload::Mixed | Workload::Multipart | Workload::Instream
     ) {
         part
     } else {
@@ -374,6 +411,7 @@ pub async fn run(target: &Target, spec: &Spec, progress: bool) -> Result<Report,
 
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..spec.concurrency {
+        let endpoint = target.endpoint.clone();
         let (c, spec, next, done, bytes, stop) = (
             c.clone(),
             spec.clone(),
@@ -395,7 +433,7 @@ pub async fn run(target: &Target, spec: &Spec, progress: bool) -> Result<Report,
                     break;
                 }
                 let t0 = Instant::now();
-                match one_op(&c, &spec, &mut payload, n).await {
+                match one_op(&c, &endpoint, &spec, &mut payload, n).await {
                     Ok(b) => {
                         lat.push(t0.elapsed().as_micros() as u64);
                         bytes.fetch_add(b, Ordering::Relaxed);

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Upload-protection benchmarks (issue 5). Each prints a ratio against a baseline measured in the
+# same run, on this machine:
+#   scan   64 MiB PUTs of fresh random data through Portcullis with clamd scanning on, against
+#          the same bodies sent straight to the same clamd with INSTREAM (the scanner is the
+#          limit; the gateway must add little). Target ≥ 0.90.
+#   guard  4 KiB PUTs with quota (limits set, so reservations are taken) and a validation policy
+#          (type detection, denied types, mismatch check, key pattern, size limit) on, scanning
+#          off, against the same gateway config without them. Target ≥ 0.90.
+#
+#   bash bench/protection.sh           # full run (~4 minutes after the build)
+#   bash bench/protection.sh --quick   # smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+
+cargo build --release --locked -p portcullis -p portcullis-loadgen
+bash scripts/install-clients.sh >/dev/null   # clamd and the offline EICAR signature database
+LOADGEN=target/release/loadgen
+AK=ACMEDEVKEY SK=acme-dev-secret
+
+WORK=$(mktemp -d /tmp/pcprot.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 400); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+
+CLAMD_PORT=$(free_port)
+cat >"$WORK/clamd.conf" <<CONF
+DatabaseDirectory $PWD/.ci/tools/clamav/db
+TCPSocket $CLAMD_PORT
+TCPAddr 127.0.0.1
+Foreground yes
+StreamMaxLength 128M
+MaxFileSize 128M
+MaxScanSize 128M
+TemporaryDirectory $WORK
+CONF
+/usr/sbin/clamd --config-file="$WORK/clamd.conf" >"$WORK/clamd.log" 2>&1 &
+PIDS+=("$!"); wait_port "$CLAMD_PORT"
+
+start_portcullis() { # name extra-toml (appended) tenant-lines — sets PC_PORT
+  local port
+  port=$(free_port)
+  cat >"$WORK/$1.toml" <<CONF
+[server]
+listen = "127.0.0.1:$port"
+[storage]
+data_dir = "$WORK/$1-data"
+sync = false
+[[tenants]]
+id = "bench"
+$3
+[[tenants.keys]]
+access_key = "$AK"
+secret_key = "$SK"
+$2
+CONF
+  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PIDS+=("$!"); PC_PORT=$port; wait_port "$port"
+}
+
+if [ "$QUICK" = 1 ]; then BIG_OPS=4; DUR=3; ROUNDS=1; else BIG_OPS=16; DUR=15; ROUNDS=3; fi
+RESULTS=bench/last-protection.jsonl
+: >"$RESULTS"
+measure() { # label endpoint -- loadgen args; prints MiB/s and ops/s
+  local label=$1 endpoint=$2; shift 2
+  local line
+  sync
+  line=$("$LOADGEN" --endpoint "$endpoint" --access-key "$AK" --secret-key "$SK" --bucket "b-$label" --quiet "$@")
+  echo "{\"label\":\"$label\",\"report\":$line}" >>"$RESULTS"
+  echo "  $label $*: $line" >&2
+}
+
+start_portcullis scanned "[scanner]
+address = \"127.0.0.1:$CLAMD_PORT\"
+max_stream_mb = 128
+timeout_secs = 60" ""
+SCANNED=$PC_PORT
+start_portcullis guarded "[policy]
+max_object_size = 1073741824
+denied_types = [\"application/vnd.microsoft.portable-executable\", \"application/x-executable\"]
+reject_type_mismatch = true
+key_pattern = \"[A-Za-z0-9/._-]+\"" "quota_bytes = 1099511627776
+quota_objects = 100000000"
+GUARDED=$PC_PORT
+start_portcullis plain "" ""
+PLAIN=$PC_PORT
+
+echo "scan: 64 MiB, fresh random data, one at a time" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  measure "raw-clamd" "127.0.0.1:$CLAMD_PORT" --workload instream --size 64MiB --ops "$BIG_OPS"
+  measure "scanned-put" "http://127.0.0.1:$SCANNED" --workload put --size 64MiB --ops "$BIG_OPS"
+done
+echo "guard: 4 KiB PUT, 8 clients" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  measure "plain-put" "http://127.0.0.1:$PLAIN" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
+  measure "guarded-put" "http://127.0.0.1:$GUARDED" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
+done
+
+python3 - "$RESULTS" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(label, key):
+    return statistics.median(r["report"][key] for r in rows if r["label"] == label)
+raw, scanned = med("raw-clamd", "mib_per_sec"), med("scanned-put", "mib_per_sec")
+plain, guarded = med("plain-put", "ops_per_sec"), med("guarded-put", "ops_per_sec")
+print(f"| benchmark | baseline (same run) | Portcullis | ratio | target |")
+print(f"|---|---|---|---|---|")
+print(f"| 64 MiB PUT, scanning on | raw clamd INSTREAM {raw:.1f} MiB/s | {scanned:.1f} MiB/s | {scanned/raw:.2f} | >= 0.90 |")
+print(f"| 4 KiB PUT, quota + validation on | same gateway, off: {plain:.0f} ops/s | {guarded:.0f} ops/s | {guarded/plain:.2f} | >= 0.90 |")
+PY
