@@ -130,6 +130,10 @@ fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
             })?;
         }
     }
+    let filled = meta.backfill_usage()?;
+    if filled > 0 {
+        tracing::info!(tenants = filled, "usage computed from the existing records");
+    }
     meta.flush()
 }
 

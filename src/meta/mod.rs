@@ -802,6 +802,25 @@ impl Meta {
         Ok((total, per))
     }
 
+    /// Records usage computed from the records when none is recorded yet (a store written
+    /// before usage was tracked); returns how many tenants were filled in.
+    pub fn backfill_usage(&self) -> MetaResult<usize> {
+        if !self.usage.is_empty() || (self.objects.is_empty() && self.parts.is_empty()) {
+            return Ok(0);
+        }
+        let tenants = self.tenants()?;
+        for t in &tenants {
+            let (total, per) = self.computed_usage(&t.id)?;
+            self.usage
+                .insert(keys::tenant_prefix(&t.id), &usage_bytes(total))?;
+            for (b, u) in per {
+                self.usage
+                    .insert(keys::bucket(&t.id, &b), &usage_bytes(u))?;
+            }
+        }
+        Ok(tenants.len())
+    }
+
     /// Changes a tenant record in place (compare-and-swap, retried on a concurrent change).
     pub fn update_tenant(&self, id: &str, change: impl Fn(&mut Tenant)) -> MetaResult<Tenant> {
         loop {
