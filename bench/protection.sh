@@ -22,16 +22,9 @@ AK=ACMEDEVKEY SK=acme-dev-secret
 
 WORK=$(mktemp -d /tmp/pcprot.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# shellcheck source=bench/common.sh
+source bench/common.sh
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 400); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 CLAMD_PORT=$(free_port)
 cat >"$WORK/clamd.conf" <<CONF

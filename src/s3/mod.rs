@@ -82,6 +82,21 @@ fn peer<T>(req: &S3Request<T>) -> Option<std::net::SocketAddr> {
     req.extensions.get::<Peer>().map(|p| p.0)
 }
 
+/// Who writes what, for the security log.
+fn target(
+    c: &Caller,
+    bucket: &str,
+    key: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> crate::pipeline::Target {
+    crate::pipeline::Target {
+        tenant: c.tenant.clone(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        peer,
+    }
+}
+
 impl Gateway {
     /// What every write passes before its body is read: the bucket exists, the key suits its
     /// policy, the declared size fits the policy and the quota (which is reserved).

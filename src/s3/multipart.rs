@@ -9,7 +9,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
-use super::{Gateway, caller, owner, peer, ts};
+use super::{Gateway, caller, owner, peer, target, ts};
 use crate::meta::{self, Checksums, Object, PartLayout, Upload};
 use crate::pipeline::{self, Declared, checksum};
 
@@ -146,12 +146,7 @@ impl Gateway {
         // object at completion.
         let (policy, reservation) =
             self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
-        let target = pipeline::Target {
-            tenant: c.tenant.clone(),
-            bucket: i.bucket.clone(),
-            key: i.key.clone(),
-            peer: client,
-        };
+        let target = target(&c, &i.bucket, &i.key, client);
         let mut stored = self
             .ingest(
                 &c.tenant,
@@ -398,12 +393,7 @@ impl Gateway {
         // The parts' bytes are charged already; the object adds one to the count. Its type and
         // a scan of the whole, read back in order, decide before it becomes visible.
         let (policy, mut reservation) = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
-        let target = pipeline::Target {
-            tenant: c.tenant.clone(),
-            bucket: i.bucket.clone(),
-            key: i.key.clone(),
-            peer: client,
-        };
+        let target = target(&c, &i.bucket, &i.key, client);
         let segments: Vec<meta::Segment> = parts
             .iter()
             .flat_map(|p| p.segments.iter().cloned())

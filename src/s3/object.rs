@@ -9,7 +9,7 @@ use http::HeaderMap;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use super::{Gateway, caller, ms_of, peer, ts};
+use super::{Gateway, caller, ms_of, peer, target, ts};
 use crate::meta::{self, MetaError, Object, ObjectAttrs, PartLayout};
 use crate::pipeline::quota::QuotaError;
 use crate::pipeline::{self, Declared};
@@ -415,12 +415,7 @@ impl Gateway {
         )
         .map_err(|_| precondition_failed())?;
 
-        let target = pipeline::Target {
-            tenant: c.tenant.clone(),
-            bucket: input.bucket.clone(),
-            key: input.key.clone(),
-            peer: client,
-        };
+        let target = target(&c, &input.bucket, &input.key, client);
         let mut stored = self
             .ingest(
                 &c.tenant,
@@ -699,12 +694,7 @@ impl Gateway {
         // The destination's policy and quota apply to a copy as to an upload.
         let (policy, mut reservation) =
             self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
-        let target = pipeline::Target {
-            tenant: c.tenant.clone(),
-            bucket: i.bucket.clone(),
-            key: i.key.clone(),
-            peer: client,
-        };
+        let target = target(&c, &i.bucket, &i.key, client);
         let scanner = self
             .scanner_for(&policy)
             .filter(|_| src.scan_status() != meta::ScanStatus::Clean);
