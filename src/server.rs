@@ -198,7 +198,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         backends.clone(),
         &config,
         scanner.clone(),
-        rules,
+        rules.clone(),
     ));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
@@ -260,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 sweeper,
                 worker,
                 scanner,
+                rules,
                 config: config.clone(),
             };
             tasks.spawn(crate::admin::serve(l, state, stop.clone()));

@@ -47,6 +47,8 @@ pub struct State {
     pub sweeper: crate::sweeper::Sweeper,
     pub worker: Option<crate::scanner::worker::Worker>,
     pub scanner: Option<Arc<crate::scanner::Scanner>>,
+    /// What every bucket's policy resolves against (as the S3 side uses it).
+    pub rules: crate::pipeline::policy::Rules,
     pub config: Config,
 }
 
@@ -369,60 +371,41 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             ],
         ) => {
             let (id, bucket, what) = (id.to_string(), bucket.to_string(), *what);
-            let body = Limited::new(req.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| AdminError::BadRequest(format!("reading the body: {e}")))?
-                .to_bytes();
+            let body: serde_json::Value = body_json(req).await?;
             let bad = |e: serde_json::Error| AdminError::BadRequest(format!("invalid JSON: {e}"));
-            let mut settings = m
-                .tenant(&id)?
-                .ok_or(MetaError::NoSuchTenant)?
-                .buckets
-                .get(&bucket)
-                .cloned()
-                .unwrap_or_default();
+            let (mut quota, mut policy) = (None, None);
             if what == "quota" {
-                settings.quota = serde_json::from_slice(&body).map_err(bad)?;
+                quota = Some(serde_json::from_value::<meta::Limits>(body).map_err(bad)?);
             } else {
-                settings.policy = serde_json::from_slice(&body).map_err(bad)?;
-                valid_policy(&settings.policy)?;
+                let p: meta::Policy = serde_json::from_value(body).map_err(bad)?;
+                valid_policy(&p)?;
+                policy = Some(p);
             }
-            m.update_tenant(&id, |t| {
-                t.buckets.insert(bucket.clone(), settings.clone());
+            // Changed inside the compare-and-swap, so a concurrent change of the bucket's other
+            // setting is kept.
+            let t = m.update_tenant(&id, |t| {
+                let s = t.buckets.entry(bucket.clone()).or_default();
+                if let Some(q) = quota {
+                    s.quota = q;
+                }
+                if let Some(p) = &policy {
+                    s.policy = p.clone();
+                }
             })?;
             m.durable().await?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "tenant": id, "bucket": bucket, "settings": settings }),
+                &json!({ "tenant": id, "bucket": bucket, "settings": t.buckets[&bucket] }),
             ))
         }
         (Method::GET, ["tenants", id, "buckets", bucket, "policy"]) => {
             let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
             let own = t.buckets.get(*bucket).cloned().unwrap_or_default();
-            let rules = crate::pipeline::policy::Rules {
-                policy: state.config.policy.clone(),
-                scanner: state.scanner.is_some(),
-            };
-            let (e, _, _) = crate::pipeline::policy::rules(m, &rules, id, bucket)
+            let (effective, _, _) = crate::pipeline::policy::rules(m, &state.rules, id, bucket)
                 .map_err(|e| AdminError::BadRequest(e.to_string()))?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({
-                    "bucket": bucket,
-                    "settings": own,
-                    "effective": {
-                        "max_object_size": e.max_object_size,
-                        "allowed_types": e.allowed_types,
-                        "denied_types": e.denied_types,
-                        "reject_type_mismatch": e.reject_type_mismatch,
-                        "key_pattern": e.key_pattern.as_ref().map(|r| r.as_str().to_string()),
-                        "max_key_length": e.max_key_length,
-                        "scan": e.scan,
-                        "on_scanner_unavailable": e.on_scanner_unavailable,
-                        "on_too_large_to_scan": e.on_too_large_to_scan,
-                    }
-                }),
+                &json!({ "bucket": bucket, "settings": own, "effective": effective }),
             ))
         }
         (method, ["scans", rest @ ..]) => {

@@ -184,12 +184,23 @@ fn object_delta(new: Option<&Object>, old: Option<&Object>) -> Delta {
     }
 }
 
-/// Records in the `pending` index whether `object` still waits for a scan.
-fn mark_pending(pending: &TransactionalTree, okey: &[u8], object: Option<&Object>) -> TxResult<()> {
-    if object.is_some_and(|o| o.scan_status() == ScanStatus::Pending) {
-        pending.insert(okey, &[])?;
-    } else {
-        pending.remove(okey)?;
+/// Keeps the `pending` index in step when `old` is replaced by `new` (either may be absent).
+/// Most writes involve no pending version and so touch the index not at all.
+fn mark_pending(
+    pending: &TransactionalTree,
+    okey: &[u8],
+    new: Option<&Object>,
+    old: Option<&Object>,
+) -> TxResult<()> {
+    let waits = |o: Option<&Object>| o.is_some_and(|o| o.scan_status() == ScanStatus::Pending);
+    match (waits(new), waits(old)) {
+        (true, false) => {
+            pending.insert(okey, &[])?;
+        }
+        (false, true) => {
+            pending.remove(okey)?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -471,7 +482,7 @@ impl Meta {
                         object_delta(Some(object), old.as_ref()),
                         allowance,
                     )?;
-                    mark_pending(pending, &okey, Some(object))?;
+                    mark_pending(pending, &okey, Some(object), old.as_ref())?;
                     objects.insert(okey.as_slice(), value.as_slice())?;
                     let mut deltas = refs(object.segments(), 1);
                     if let Some(old) = &old {
@@ -492,7 +503,7 @@ impl Meta {
                         let old: Object = tx_decode(&v)?;
                         let d = object_delta(None, Some(&old));
                         charge(usage, tenant, bucket, d, &Delta::UNLIMITED)?;
-                        mark_pending(pending, &okey, None)?;
+                        mark_pending(pending, &okey, None, Some(&old))?;
                         adjust_refs(blobs, refs(old.segments(), -1), false)
                     }
                     None => Ok(Vec::new()),
@@ -763,7 +774,7 @@ impl Meta {
                     let mut d = object_delta(Some(object), old.as_ref());
                     d.bytes -= part_bytes;
                     charge(usage, tenant, bucket, d, allowance)?;
-                    mark_pending(pending, &okey, Some(object))?;
+                    mark_pending(pending, &okey, Some(object), old.as_ref())?;
                     adjust_refs(blobs, deltas.iter().map(|(b, d)| (b.as_str(), *d)), false)
                 }),
         )
@@ -854,14 +865,16 @@ impl Meta {
                 let Some(cur) = objects.get(&okey)? else {
                     return tx_abort(MetaError::Conflict);
                 };
-                let mut o: Object = tx_decode(&cur)?;
-                if o.etag != etag || o.last_modified_ms != last_modified_ms {
+                let old: Object = tx_decode(&cur)?;
+                if old.etag != etag || old.last_modified_ms != last_modified_ms {
                     return tx_abort(MetaError::Conflict);
                 }
-                o.scan = Some(scan.clone());
-                let v = encode(&o);
-                objects.insert(okey.as_slice(), v.as_slice())?;
-                mark_pending(pending, &okey, Some(&o))
+                let new = Object {
+                    scan: Some(scan.clone()),
+                    ..old.clone()
+                };
+                objects.insert(okey.as_slice(), encode(&new).as_slice())?;
+                mark_pending(pending, &okey, Some(&new), Some(&old))
             }),
         )
     }
@@ -913,4 +926,130 @@ fn split_bucket_prefix(k: &[u8]) -> Option<(String, String)> {
         String::from_utf8(tenant.to_vec()).ok()?,
         String::from_utf8(bucket.to_vec()).ok()?,
     ))
+}
+
+/// Fixtures for the unit tests of meta and of the modules built on it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A store with tenant `t` and its bucket `b`.
+    pub(crate) fn meta() -> (tempfile::TempDir, Arc<Meta>) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Meta::open(dir.path(), false, 8 << 20).unwrap());
+        m.create_tenant(&Tenant {
+            id: "t".into(),
+            display_name: "t".into(),
+            created_ms: 0,
+            placement: None,
+            locations: vec![],
+            quota: Limits::default(),
+            policy: Default::default(),
+            buckets: Default::default(),
+        })
+        .unwrap();
+        m.create_bucket(
+            "t",
+            &Bucket {
+                name: "b".into(),
+                created_ms: 0,
+                location: "r".into(),
+                placement: None,
+            },
+        )
+        .unwrap();
+        (dir, m)
+    }
+
+    pub(crate) fn object(size: u64) -> Object {
+        Object {
+            size,
+            etag: "e".into(),
+            last_modified_ms: 0,
+            attrs: Default::default(),
+            checksums: Default::default(),
+            tags: vec![],
+            parts: vec![PartLayout {
+                size,
+                segments: vec![],
+            }],
+            multipart: false,
+            detected_type: None,
+            scan: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{meta, object};
+    use super::*;
+
+    fn pending(status: ScanStatus) -> Object {
+        Object {
+            scan: Some(ScanInfo {
+                status,
+                signature: None,
+                engine: None,
+                at_ms: 0,
+            }),
+            ..object(5)
+        }
+    }
+
+    #[test]
+    fn the_pending_index_follows_the_current_version() {
+        let (_d, m) = meta();
+        let put = |k: &str, o: &Object| {
+            m.put_object("t", "b", k, o, false, &Delta::UNLIMITED, &|_| Ok(()))
+                .unwrap();
+        };
+        put("a", &pending(ScanStatus::Pending));
+        put("b", &pending(ScanStatus::Pending));
+        put("c", &pending(ScanStatus::Clean));
+        let keys = |m: &Meta| -> Vec<String> {
+            m.pending_scans(10)
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, k)| k)
+                .collect()
+        };
+        assert_eq!(keys(&m), ["a", "b"]);
+        // A verdict, an overwrite and a delete each take a key off the list.
+        let clean = ScanInfo {
+            status: ScanStatus::Clean,
+            signature: None,
+            engine: None,
+            at_ms: 1,
+        };
+        m.set_scan("t", "b", "a", "e", 0, clean).unwrap();
+        put("b", &pending(ScanStatus::Clean));
+        assert!(keys(&m).is_empty());
+        put("c", &pending(ScanStatus::Pending));
+        m.delete_object("t", "b", "c").unwrap();
+        assert!(keys(&m).is_empty());
+    }
+
+    #[test]
+    fn usage_is_backfilled_once_for_a_store_without_it() {
+        let (_d, m) = meta();
+        m.put_object("t", "b", "k", &object(7), false, &Delta::UNLIMITED, &|_| {
+            Ok(())
+        })
+        .unwrap();
+        // A store written before usage was tracked has objects and no usage.
+        m.usage.clear().unwrap();
+        assert_eq!(m.usage("t", None).unwrap(), Usage::default());
+        assert_eq!(m.backfill_usage().unwrap(), 1);
+        let want = Usage {
+            bytes: 7,
+            objects: 1,
+        };
+        assert_eq!(m.usage("t", None).unwrap(), want);
+        assert_eq!(m.usage("t", Some("b")).unwrap(), want);
+        // Recorded usage is never recomputed over.
+        assert_eq!(m.backfill_usage().unwrap(), 0);
+    }
 }

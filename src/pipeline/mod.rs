@@ -3,11 +3,11 @@
 //! Stages of a write, in this fixed order:
 //! 1. `Declared::from_headers` — what the client promised (Content-MD5, `x-amz-checksum-*`);
 //!    the caller checks the key against the bucket's [`policy`] and reserves [`quota`] for the
-//!    declared size;
+//!    declared size (every body has one: S3, and s3s, refuse a PUT or part without it);
 //! 2. [`store`] — read the first bytes and refuse a type the policy does not accept; then stream
-//!    the body once: hash it (MD5 + requested checksums), charge quota as it grows when its
-//!    length was not declared, feed the virus scanner, and write a fresh blob — all at once. The
-//!    blob is owned by a [`BlobGuard`] that deletes it unless the write commits;
+//!    the body once: hash it (MD5 + requested checksums), feed the virus scanner, and write a
+//!    fresh blob — all at once. The blob is owned by a [`BlobGuard`] that deletes it unless the
+//!    write commits;
 //! 3. the scanner's verdict: only clean (or a bucket that does not scan) goes on; infected is
 //!    quarantined or deleted; no verdict follows the bucket's fallback (reject by default);
 //! 4. `Declared::verify` — compare with the trailer values that arrived after the last byte;
@@ -27,11 +27,11 @@ use futures::{StreamExt, TryStreamExt};
 use s3s::crypto::Checksum as _;
 
 use crate::backend::{BackendError, Backends, ByteStream, Placement};
-use crate::meta::{Checksums, MetaError, ScanInfo, ScanStatus, Segment, Usage};
+use crate::meta::{Checksums, MetaError, ScanInfo, ScanStatus, Segment};
 use crate::scanner::{ScanError, Scanner, Verdict};
 pub use checksum::Declared;
 use policy::{Effective, Fallback, PolicyError};
-use quota::{QuotaError, Reservation};
+use quota::QuotaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -115,8 +115,6 @@ pub struct Checks<'a> {
     pub content_type: Option<&'a str>,
     /// The scanner, when this write is scanned.
     pub scanner: Option<&'a Arc<Scanner>>,
-    /// Grown as a body of undeclared length streams; handed back in [`Stored`] for the commit.
-    pub reservation: Reservation,
     pub target: &'a Target,
 }
 
@@ -126,9 +124,9 @@ pub struct Stored {
     pub segment: Segment,
     pub md5: [u8; 16],
     pub checksums: Checksums,
-    pub detected: String,
+    /// The detected type, when the write was sniffed.
+    pub detected: Option<String>,
     pub scan: ScanInfo,
-    pub reservation: Reservation,
 }
 
 impl Stored {
@@ -178,47 +176,41 @@ fn fallback(f: Fallback, e: PipelineError) -> Result<ScanInfo, PipelineError> {
     }
 }
 
-/// Turns clamd's answer into the version's scan record, applying the bucket's fallbacks. An
-/// infected verdict is returned as such: the caller decides between refusing an upload and
-/// blocking a stored object.
-pub async fn judge(
+/// The scan record of a write from clamd's answer: clean; or, when there is no verdict, the
+/// bucket's fallback. An infected write is refused — moved to the quarantine when one is
+/// configured (never readable through S3), logged — and gets no record; the caller's guards
+/// delete the original blobs.
+async fn settle(
+    backend: &Arc<Backends>,
     scanner: &Scanner,
     verdict: Result<Verdict, ScanError>,
     policy: &Effective,
-) -> Result<ScanInfo, PipelineError> {
-    match verdict {
-        Ok(Verdict::Clean) => Ok(scan_info(ScanStatus::Clean, None, scanner.engine().await)),
-        Ok(Verdict::Infected(sig)) => Ok(scan_info(
-            ScanStatus::Infected,
-            Some(sig),
-            scanner.engine().await,
-        )),
-        Ok(Verdict::TooLarge) => fallback(
-            policy.on_too_large_to_scan,
-            PipelineError::TooLargeToScan(scanner.config().max_stream),
-        ),
-        Ok(Verdict::Failed(why)) => fallback(
-            policy.on_scanner_unavailable,
-            PipelineError::ScannerUnavailable(why),
-        ),
-        Err(e) => fallback(policy.on_scanner_unavailable, e.into()),
-    }
-}
-
-/// Refuses an infected upload: moves its bytes to the quarantine when one is configured (never
-/// readable through S3), logs the event, and returns the error for the client. The caller's
-/// guards delete the original blobs.
-pub async fn refuse_infected(
-    backend: &Arc<Backends>,
-    scanner: &Scanner,
     segments: &[Segment],
-    size: u64,
     target: &Target,
-    signature: String,
-) -> PipelineError {
+) -> Result<ScanInfo, PipelineError> {
+    let signature = match verdict {
+        Ok(Verdict::Clean) => {
+            return Ok(scan_info(ScanStatus::Clean, None, scanner.engine().await));
+        }
+        Ok(Verdict::Infected(sig)) => sig,
+        Ok(Verdict::TooLarge) => {
+            return fallback(
+                policy.on_too_large_to_scan,
+                PipelineError::TooLargeToScan(scanner.config().max_stream),
+            );
+        }
+        Ok(Verdict::Failed(why)) => {
+            return fallback(
+                policy.on_scanner_unavailable,
+                PipelineError::ScannerUnavailable(why),
+            );
+        }
+        Err(e) => return fallback(policy.on_scanner_unavailable, e.into()),
+    };
     let mut quarantined = None;
     if let Some(q) = &scanner.config().quarantine {
         let blob = q.new_blob(&target.tenant);
+        let size = segments.iter().map(|s| s.len).sum();
         match backend
             .put(&blob, read(backend, segments, 0..size), Some(size))
             .await
@@ -239,16 +231,17 @@ pub async fn refuse_infected(
         quarantined = ?quarantined,
         "virus detected; upload refused"
     );
-    PipelineError::Infected(signature)
+    Err(PipelineError::Infected(signature))
 }
 
-/// Streams `body` into a new blob while hashing, charging and scanning it (stages 2 and 3).
+/// Streams `body` (of the declared `len`) into a new blob while hashing and scanning it
+/// (stages 2 and 3).
 pub async fn store(
     backend: &Arc<Backends>,
     placement: &Placement,
     mut body: s3s::dto::StreamingBlob,
     declared: &Declared,
-    expected_len: Option<u64>,
+    len: u64,
     checks: Checks<'_>,
 ) -> Result<Stored, PipelineError> {
     let Checks {
@@ -256,34 +249,32 @@ pub async fn store(
         sniff,
         content_type,
         scanner,
-        reservation,
         target,
     } = checks;
-    if expected_len.is_some_and(|n| n > MAX_OBJECT_SIZE) {
+    if len > MAX_OBJECT_SIZE {
         return Err(PipelineError::TooLarge);
     }
-    if let Some(n) = expected_len {
-        policy.check_size(n)?;
-    }
+    policy.check_size(len)?;
 
     // The type is decided on the first bytes, before the rest is read or anything is stored.
     let mut head: Vec<bytes::Bytes> = Vec::new();
-    let mut sniffed = Vec::new();
-    while sniffed.len() < policy::SNIFF_LEN {
-        match body.next().await {
-            Some(Ok(b)) => {
-                let room = policy::SNIFF_LEN - sniffed.len();
-                sniffed.extend_from_slice(&b[..b.len().min(room)]);
-                head.push(b);
-            }
-            Some(Err(e)) => return Err(BackendError::Body(e).into()),
-            None => break,
-        }
-    }
-    let detected = policy::detect(&sniffed);
-    drop(sniffed);
+    let mut detected = None;
     if sniff {
-        policy.check_type(&detected, content_type, &target.key)?;
+        let mut sniffed = Vec::new();
+        while sniffed.len() < policy::SNIFF_LEN {
+            match body.next().await {
+                Some(Ok(b)) => {
+                    let room = policy::SNIFF_LEN - sniffed.len();
+                    sniffed.extend_from_slice(&b[..b.len().min(room)]);
+                    head.push(b);
+                }
+                Some(Err(e)) => return Err(BackendError::Body(e).into()),
+                None => break,
+            }
+        }
+        let d = policy::detect(&sniffed);
+        policy.check_type(&d, content_type, &target.key)?;
+        detected = Some(d);
     }
 
     // Open the scan before reading further, so an unreachable clamd fails the upload at once.
@@ -291,7 +282,7 @@ pub async fn store(
     let mut feed = None;
     if let Some(s) = scanner {
         let max = s.config().max_stream;
-        if expected_len.is_some_and(|n| n > max) {
+        if len > max {
             unscanned = Some(fallback(
                 policy.on_too_large_to_scan,
                 PipelineError::TooLargeToScan(max),
@@ -303,39 +294,28 @@ pub async fn store(
             }
         }
     }
-    let (feed, sender) = match feed {
-        Some((f, tx)) => (Some(f), Some(tx)),
-        None => (None, None),
-    };
+    let (feed, sender) = feed.unzip();
 
     let blob = placement.new_blob(&target.tenant);
     // The backend's own MD5 is used when it reports one and the client declared none to check
     // against: hashing the same bytes twice is most of a large PUT's CPU.
-    let own_md5 = declared.md5.is_some() || !backend.reports_md5(&blob, expected_len);
+    let own_md5 = declared.md5.is_some() || !backend.reports_md5(&blob, Some(len));
     // The stream is handed to the backend as a `'static` box, so its state sits behind a mutex
     // that only this one stream ever locks; it is taken back once the backend has read it all.
     struct State {
         md5: s3s::crypto::Md5,
         hasher: s3s::checksum::ChecksumHasher,
-        /// Taken back after the stream (`None` only then).
-        reservation: Option<Reservation>,
-        seen: u64,
-        /// The scan stopped before the end (the scanner failed or the body outgrew its limit)
-        /// and the bucket stores such objects unscanned: the verdict must not be used.
+        /// The scanner failed during the upload and the bucket stores such objects unscanned:
+        /// its verdict must not be used.
         scan_cut: Option<PipelineError>,
     }
     let state = Arc::new(std::sync::Mutex::new(State {
         md5: s3s::crypto::Md5::new(),
         hasher: declared.hasher(),
-        reservation: Some(reservation),
-        seen: 0,
         scan_cut: None,
     }));
     let shared = state.clone();
-    let limit = policy.max_object_size.min(MAX_OBJECT_SIZE);
-    let scan_max = scanner.map_or(u64::MAX, |s| s.config().max_stream);
-    let (on_unavailable, on_too_large) =
-        (policy.on_scanner_unavailable, policy.on_too_large_to_scan);
+    let on_unavailable = policy.on_scanner_unavailable;
     let hashed: ByteStream = Box::pin(
         futures::stream::iter(head.into_iter().map(Ok))
             .chain(body)
@@ -344,39 +324,12 @@ pub async fn store(
                 let sender = sender.clone();
                 async move {
                     let bytes = chunk?;
-                    let n = bytes.len() as u64;
                     let feed_scanner = {
                         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-                        st.seen += n;
-                        // Bodies of undeclared length (aws-chunked) are cut off the moment they
-                        // cross a limit, and charged to the quota as they grow.
-                        if st.seen > limit {
-                            return Err(stop(if limit == MAX_OBJECT_SIZE {
-                                PipelineError::TooLarge
-                            } else {
-                                PolicyError::TooLarge { limit }.into()
-                            }));
-                        }
-                        if expected_len.is_none()
-                            && let Some(r) = st.reservation.as_mut()
-                        {
-                            r.add(Usage {
-                                bytes: n,
-                                objects: 0,
-                            })
-                            .map_err(|e| stop(e.into()))?;
-                        }
                         if own_md5 {
                             st.md5.update(&bytes);
                         }
                         st.hasher.update(&bytes);
-                        if st.scan_cut.is_none() && st.seen > scan_max {
-                            let e = PipelineError::TooLargeToScan(scan_max);
-                            if on_too_large == Fallback::Reject {
-                                return Err(stop(e));
-                            }
-                            st.scan_cut = Some(e);
-                        }
                         st.scan_cut.is_none()
                     };
                     if feed_scanner
@@ -395,21 +348,19 @@ pub async fn store(
                 }
             }),
     );
-    let written = backend.put(&blob, hashed, expected_len).await?;
+    let written = backend.put(&blob, hashed, Some(len)).await?;
     let guard = BlobGuard {
         backend: backend.clone(),
         blob: Some(blob.clone()),
     };
-    let len = written.len;
-    if expected_len.is_some_and(|n| n != len) {
+    if written.len != len {
         return Err(PipelineError::IncompleteBody);
     }
-    let (md5, hasher, reservation, scan_cut) = {
+    let (md5, hasher, scan_cut) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         (
             std::mem::take(&mut st.md5),
             std::mem::take(&mut st.hasher),
-            st.reservation.take().expect("taken once, after the stream"),
             st.scan_cut.take(),
         )
     };
@@ -427,16 +378,9 @@ pub async fn store(
     let scan = match (scanner, feed, scan_cut) {
         (_, _, Some(e)) => fallback(Fallback::StoreUnscanned, e)?,
         (Some(s), Some(feed), None) => {
-            let info = judge(s, Ok(feed.finish().await), policy).await?;
-            if let Some(sig) = info
-                .signature
-                .clone()
-                .filter(|_| info.status == ScanStatus::Infected)
-            {
-                let segments = [segment.clone()];
-                return Err(refuse_infected(backend, s, &segments, len, target, sig).await);
-            }
-            info
+            let verdict = Ok(feed.finish().await);
+            let segments = std::slice::from_ref(&segment);
+            settle(backend, s, verdict, policy, segments, target).await?
         }
         _ => unscanned.unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None)),
     };
@@ -447,13 +391,13 @@ pub async fn store(
         checksums: checksum::from_s3s(hasher.finalize()),
         detected,
         scan,
-        reservation,
     })
 }
 
 /// Checks an object that is already stored as `segments` (a completed multipart upload, a copy
-/// into a bucket with another policy): its type from the first bytes, and with `scanner` a scan
-/// of the whole, read back in order. Returns the detected type and the scan record.
+/// into a bucket with another policy): its type (`known_type`, or detected from the first bytes)
+/// before anything else, then with `scanner` a scan of the whole, read back in order. Returns
+/// the detected type and the scan record.
 #[allow(clippy::too_many_arguments)]
 pub async fn inspect(
     backend: &Arc<Backends>,
@@ -466,43 +410,11 @@ pub async fn inspect(
     target: &Target,
 ) -> Result<(String, ScanInfo), PipelineError> {
     policy.check_size(size)?;
-    let sniff = |range: Range<u64>| read(backend, segments, range);
-    let (detected, scan) = match scanner {
-        Some(s) if size > s.config().max_stream => (
-            None,
-            fallback(
-                policy.on_too_large_to_scan,
-                PipelineError::TooLargeToScan(s.config().max_stream),
-            )?,
-        ),
-        Some(s) => {
-            // One pass: the first bytes are kept for the type while everything goes to clamd.
-            let head = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let keep = head.clone();
-            let stream: ByteStream = Box::pin(sniff(0..size).inspect_ok(move |b| {
-                let mut h = keep.lock().unwrap_or_else(|e| e.into_inner());
-                let room = policy::SNIFF_LEN.saturating_sub(h.len());
-                h.extend_from_slice(&b[..b.len().min(room)]);
-            }));
-            let info = judge(s, s.scan(stream).await, policy).await?;
-            if let Some(sig) = info
-                .signature
-                .clone()
-                .filter(|_| info.status == ScanStatus::Infected)
-            {
-                return Err(refuse_infected(backend, s, segments, size, target, sig).await);
-            }
-            let head = std::mem::take(&mut *head.lock().unwrap_or_else(|e| e.into_inner()));
-            let detected = (info.status == ScanStatus::Clean).then(|| policy::detect(&head));
-            (detected, info)
-        }
-        None => (None, scan_info(ScanStatus::NotScanned, None, None)),
-    };
-    let detected = match detected.or(known_type) {
-        Some(d) => d,
+    let detected = match known_type {
+        Some(t) => t,
         None => {
             let mut head = Vec::new();
-            let mut stream = sniff(0..size.min(policy::SNIFF_LEN as u64));
+            let mut stream = read(backend, segments, 0..size.min(policy::SNIFF_LEN as u64));
             while let Some(chunk) = stream.next().await {
                 let blob = segments.first().map_or("", |s| s.blob.as_str());
                 head.extend_from_slice(&chunk.map_err(|e| source_failed(blob, e))?);
@@ -511,6 +423,17 @@ pub async fn inspect(
         }
     };
     policy.check_type(&detected, content_type, &target.key)?;
+    let scan = match scanner {
+        None => scan_info(ScanStatus::NotScanned, None, None),
+        Some(s) if size > s.config().max_stream => fallback(
+            policy.on_too_large_to_scan,
+            PipelineError::TooLargeToScan(s.config().max_stream),
+        )?,
+        Some(s) => {
+            let verdict = s.scan(read(backend, segments, 0..size)).await;
+            settle(backend, s, verdict, policy, segments, target).await?
+        }
+    };
     Ok((detected, scan))
 }
 

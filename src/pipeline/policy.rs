@@ -101,13 +101,14 @@ pub enum PolicyError {
 /// S3's own key limit.
 const S3_MAX_KEY: usize = 1024;
 
-/// The policy in force for one bucket, every field decided.
-#[derive(Debug, Clone)]
+/// The policy in force for one bucket, every field decided (the admin API shows it).
+#[derive(Debug, Clone, Serialize)]
 pub struct Effective {
     pub max_object_size: u64,
     pub allowed_types: Vec<String>,
     pub denied_types: Vec<String>,
     pub reject_type_mismatch: bool,
+    #[serde(serialize_with = "as_written")]
     pub key_pattern: Option<regex::Regex>,
     pub max_key_length: usize,
     pub scan: bool,
@@ -200,6 +201,15 @@ pub fn rules(
 fn compile(p: &str) -> Result<regex::Regex, PolicyError> {
     regex::Regex::new(&format!("^(?:{p})$"))
         .map_err(|e| PolicyError::Invalid(format!("key_pattern: {e}")))
+}
+
+/// A key pattern as its policy wrote it, without the anchors [`compile`] adds.
+fn written(r: &regex::Regex) -> &str {
+    r.as_str().trim_start_matches("^(?:").trim_end_matches(")$")
+}
+
+fn as_written<S: serde::Serializer>(r: &Option<regex::Regex>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_some(&r.as_ref().map(written))
 }
 
 fn matches(pattern: &str, mime: &str) -> bool {
@@ -300,8 +310,7 @@ impl Effective {
         if let Some(p) = &self.key_pattern
             && !p.is_match(key)
         {
-            let shown = p.as_str().trim_start_matches("^(?:").trim_end_matches(")$");
-            return Err(PolicyError::KeyPattern(shown.to_string()));
+            return Err(PolicyError::KeyPattern(written(p).to_string()));
         }
         Ok(())
     }

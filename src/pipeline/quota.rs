@@ -203,52 +203,7 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{Bucket, Object, PartLayout, Tenant};
-
-    fn meta() -> (tempfile::TempDir, Arc<Meta>) {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Arc::new(Meta::open(dir.path(), false, 8 << 20).unwrap());
-        m.create_tenant(&Tenant {
-            id: "t".into(),
-            display_name: "t".into(),
-            created_ms: 0,
-            placement: None,
-            locations: vec![],
-            quota: Limits::default(),
-            policy: Default::default(),
-            buckets: Default::default(),
-        })
-        .unwrap();
-        m.create_bucket(
-            "t",
-            &Bucket {
-                name: "b".into(),
-                created_ms: 0,
-                location: "r".into(),
-                placement: None,
-            },
-        )
-        .unwrap();
-        (dir, m)
-    }
-
-    fn object(size: u64) -> Object {
-        Object {
-            size,
-            etag: "e".into(),
-            last_modified_ms: 0,
-            attrs: Default::default(),
-            checksums: Default::default(),
-            tags: vec![],
-            parts: vec![PartLayout {
-                size,
-                segments: vec![],
-            }],
-            multipart: false,
-            detected_type: None,
-            scan: None,
-        }
-    }
+    use crate::meta::testing::{meta, object};
 
     const LIMIT: Limits = Limits {
         bytes: Some(100),
@@ -309,40 +264,24 @@ mod tests {
         let (_d, m) = meta();
         let q = Quotas::new(m.clone());
         // A writer that reserved nothing for its object count (as if crediting a replaced
-        // version that no longer exists) is made to reserve it.
-        let mut r = q
-            .reserve(
-                "t",
-                "b",
-                LIMIT,
-                Limits::default(),
-                Usage {
-                    bytes: 10,
-                    objects: 0,
-                },
-            )
-            .unwrap();
-        r.commit(|a| m.put_object("t", "b", "x", &object(10), false, a, &|_| Ok(())))
-            .unwrap();
+        // version that no longer exists) must reserve it at commit, or fail.
+        let bytes_only = || {
+            let want = Usage {
+                bytes: 10,
+                objects: 0,
+            };
+            q.reserve("t", "b", LIMIT, Limits::default(), want).unwrap()
+        };
+        let commit = |r: &mut Reservation, key: &str| {
+            r.commit(|a| m.put_object("t", "b", key, &object(10), false, a, &|_| Ok(())))
+        };
+        let mut r = bytes_only();
+        commit(&mut r, "x").unwrap();
         assert_eq!(r.allowance().objects, 1);
         drop(r);
         put(&q, &m, "y", 10).unwrap();
         put(&q, &m, "z", 10).unwrap();
-        let mut r = q
-            .reserve(
-                "t",
-                "b",
-                LIMIT,
-                Limits::default(),
-                Usage {
-                    bytes: 10,
-                    objects: 0,
-                },
-            )
-            .unwrap();
-        let e = r
-            .commit(|a| m.put_object("t", "b", "w", &object(10), false, a, &|_| Ok(())))
-            .unwrap_err();
+        let e = commit(&mut bytes_only(), "w").unwrap_err();
         assert!(e.to_string().contains("limited to 3 objects"), "{e}");
         assert!(m.object("t", "b", "w").unwrap().is_none());
     }

@@ -82,6 +82,14 @@ fn peer<T>(req: &S3Request<T>) -> Option<std::net::SocketAddr> {
     req.extensions.get::<Peer>().map(|p| p.0)
 }
 
+/// What [`Gateway::admit`] lets a write go on with.
+struct Admitted {
+    /// Where the bucket's new blobs go.
+    placement: Placement,
+    policy: Effective,
+    reservation: Reservation,
+}
+
 /// Who writes what, for the security log.
 fn target(
     c: &Caller,
@@ -107,8 +115,8 @@ impl Gateway {
         key: &str,
         len: Option<u64>,
         objects: u64,
-    ) -> S3Result<(Effective, Reservation)> {
-        self.meta.require_bucket(tenant, bucket)?;
+    ) -> S3Result<Admitted> {
+        let placement = self.placement(tenant, &self.meta.require_bucket(tenant, bucket)?)?;
         let (policy, tenant_limits, bucket_limits) =
             policy::rules(&self.meta, &self.rules, tenant, bucket)?;
         policy.check_key(key)?;
@@ -119,10 +127,14 @@ impl Gateway {
             bytes: len.unwrap_or(0),
             objects,
         };
-        let r = self
-            .quotas
-            .reserve(tenant, bucket, tenant_limits, bucket_limits, want)?;
-        Ok((policy, r))
+        let reservation =
+            self.quotas
+                .reserve(tenant, bucket, tenant_limits, bucket_limits, want)?;
+        Ok(Admitted {
+            placement,
+            policy,
+            reservation,
+        })
     }
 
     /// The scanner, when `policy` scans.

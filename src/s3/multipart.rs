@@ -9,7 +9,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
-use super::{Gateway, caller, owner, peer, target, ts};
+use super::{Admitted, Gateway, caller, owner, peer, target, ts};
 use crate::meta::{self, Checksums, Object, PartLayout, Upload};
 use crate::pipeline::{self, Declared, checksum};
 
@@ -144,13 +144,15 @@ impl Gateway {
         }
         // A part is charged as it arrives; its type and the virus scan are checked on the whole
         // object at completion.
-        let (policy, reservation) =
-            self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
+        let Admitted {
+            placement,
+            policy,
+            mut reservation,
+        } = self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
         let target = target(&c, &i.bucket, &i.key, client);
-        let mut stored = self
+        let stored = self
             .ingest(
-                &c.tenant,
-                &i.bucket,
+                &placement,
                 i.body,
                 &req.headers,
                 req.trailing_headers,
@@ -160,7 +162,6 @@ impl Gateway {
                     sniff: false,
                     content_type: None,
                     scanner: None,
-                    reservation,
                     target: &target,
                 },
             )
@@ -173,7 +174,7 @@ impl Gateway {
             segments: vec![stored.segment.clone()],
             checksums: stored.checksums.clone(),
         };
-        let freed = stored.reservation.commit(|allow| {
+        let freed = reservation.commit(|allow| {
             self.meta.put_part(
                 &c.tenant,
                 &i.bucket,
@@ -185,7 +186,7 @@ impl Gateway {
             )
         })?;
         stored.guard.keep();
-        drop(stored.reservation);
+        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
@@ -242,9 +243,11 @@ impl Gateway {
             segments: pipeline::slice(&all, range),
             checksums: Checksums::default(),
         };
-        let dest = self.meta.require_bucket(&c.tenant, &i.bucket)?;
-        let (_, mut reservation) = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
-        let placement = self.placement(&c.tenant, &dest)?;
+        let Admitted {
+            placement,
+            mut reservation,
+            ..
+        } = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
         let copied = pipeline::relocate(
             &self.backend,
             &placement,
@@ -392,7 +395,11 @@ impl Gateway {
             .collect();
         // The parts' bytes are charged already; the object adds one to the count. Its type and
         // a scan of the whole, read back in order, decide before it becomes visible.
-        let (policy, mut reservation) = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
+        let Admitted {
+            policy,
+            mut reservation,
+            ..
+        } = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let segments: Vec<meta::Segment> = parts
             .iter()

@@ -9,7 +9,8 @@ use http::HeaderMap;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use super::{Gateway, caller, ms_of, peer, target, ts};
+use super::{Admitted, Gateway, caller, ms_of, peer, target, ts};
+use crate::backend::Placement;
 use crate::meta::{self, MetaError, Object, ObjectAttrs, PartLayout};
 use crate::pipeline::quota::QuotaError;
 use crate::pipeline::{self, Declared};
@@ -331,11 +332,9 @@ impl Gateway {
     /// Stages 2 and 3 of the write protocol for PUT and UploadPart: stream the body into a new
     /// blob, then check it against what the client declared (headers, and the aws-chunked
     /// trailer, which is readable only once the body has been consumed).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn ingest(
         &self,
-        tenant: &str,
-        bucket: &str,
+        placement: &Placement,
         body: Option<StreamingBlob>,
         headers: &HeaderMap,
         trailers: Option<s3s::TrailingHeaders>,
@@ -345,16 +344,16 @@ impl Gateway {
         let body = body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
         });
-        let placement = self.placement(tenant, &self.meta.require_bucket(tenant, bucket)?)?;
-        let stored = pipeline::store(
-            &self.backend,
-            &placement,
-            body,
-            &declared,
-            expected_len(headers),
-            checks,
-        )
-        .await?;
+        // S3 refuses a PUT or part without a length, and s3s does too before it gets here; the
+        // check keeps this path from ever writing a body whose size was not reserved.
+        let len = expected_len(headers).ok_or_else(|| {
+            s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length HTTP header."
+            )
+        })?;
+        let stored =
+            pipeline::store(&self.backend, placement, body, &declared, len, checks).await?;
         if let Some(t) = trailers.and_then(|t| t.take()) {
             declared.add_trailers(&t)?;
         }
@@ -388,7 +387,11 @@ impl Gateway {
             input.metadata,
         )?;
         let tags = tags_from_header(input.tagging.as_deref())?;
-        let (policy, reservation) = self.admit(
+        let Admitted {
+            placement,
+            policy,
+            mut reservation,
+        } = self.admit(
             &c.tenant,
             &input.bucket,
             &input.key,
@@ -416,10 +419,9 @@ impl Gateway {
         .map_err(|_| precondition_failed())?;
 
         let target = target(&c, &input.bucket, &input.key, client);
-        let mut stored = self
+        let stored = self
             .ingest(
-                &c.tenant,
-                &input.bucket,
+                &placement,
                 input.body,
                 &req.headers,
                 req.trailing_headers,
@@ -429,7 +431,6 @@ impl Gateway {
                     sniff: true,
                     content_type: attrs.content_type.as_deref(),
                     scanner: self.scanner_for(&policy),
-                    reservation,
                     target: &target,
                 },
             )
@@ -451,11 +452,10 @@ impl Gateway {
                 segments: vec![stored.segment.clone()],
             }],
             multipart: false,
-            detected_type: Some(stored.detected.clone()),
+            detected_type: stored.detected.clone(),
             scan: Some(stored.scan.clone()),
         };
-        let freed = stored
-            .reservation
+        let freed = reservation
             .commit(|allow| {
                 self.meta.put_object(
                     &c.tenant,
@@ -472,7 +472,7 @@ impl Gateway {
                 e => e.into(),
             })?;
         stored.guard.keep();
-        drop(stored.reservation);
+        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let headers = protection_headers(&object);
@@ -658,7 +658,6 @@ impl Gateway {
             i.copy_source_if_none_match.as_ref(),
             i.copy_source_if_modified_since.as_ref(),
         )?;
-        let dest = self.meta.require_bucket(&c.tenant, &i.bucket)?;
         let replace_meta = i
             .metadata_directive
             .as_ref()
@@ -692,8 +691,11 @@ impl Gateway {
             src.tags.clone()
         };
         // The destination's policy and quota apply to a copy as to an upload.
-        let (policy, mut reservation) =
-            self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
+        let Admitted {
+            placement,
+            policy,
+            mut reservation,
+        } = self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let scanner = self
             .scanner_for(&policy)
@@ -723,7 +725,6 @@ impl Gateway {
             scan,
             ..src
         };
-        let placement = self.placement(&c.tenant, &dest)?;
         let copied = pipeline::relocate(
             &self.backend,
             &placement,
