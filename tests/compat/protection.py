@@ -60,8 +60,8 @@ r = aws("s3", "cp", path, f"s3://{B}/cli/invoice.txt")
 assert r.returncode != 0, r
 assert "VirusDetected" in r.stderr and SIG in r.stderr, r.stderr
 
-# 2. boto3 multipart, the virus in the middle part; each part alone looks harmless to a
-# per-part scanner only if it is split, so the whole object is what is scanned.
+# 2. boto3 multipart, the virus in the middle part: parts are not scanned one by one; the whole
+# object is scanned at completion, reading the parts back in order.
 key = "mp/contract.bin"
 up = s3.create_multipart_upload(Bucket=B, Key=key)["UploadId"]
 bodies = [os.urandom(5 * MIB), os.urandom(2 * MIB) + EICAR + os.urandom(3 * MIB), b"tail"]

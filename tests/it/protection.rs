@@ -45,9 +45,23 @@ fn header(r: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The gateway in front of `backend` with clamd; acme's total is limited so a leak would show.
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() { files(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+/// The gateway in front of `backend` with clamd, quarantining infected uploads on the local
+/// backend; acme's total is limited so a leak would show.
 async fn scanned_gateway(clamd: &Service, backend: Option<&Service>) -> Gw {
-    let mut tail = clamd.scanner_toml("");
+    let mut tail = clamd.scanner_toml("quarantine_container = \"quarantine\"");
     let mut acme = "quota_bytes = 1073741824\n".to_string();
     if let Some(b) = backend {
         tail.push_str(&b.backend_toml("remote", ""));
@@ -105,18 +119,35 @@ async fn eicar_everywhere(backend: Option<Kind>) {
     assert!(meta.message().unwrap().contains(EICAR_NAME), "{e:?}");
     let listed = s3.list_objects_v2().bucket("scanned").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(1));
+    // The five refused uploads (CLI, multipart, zip, presigned, SDK) sit in the quarantine
+    // container, whole, where no S3 request can reach them.
+    let quarantined = files(&gw.dir.path().join("quarantine"));
+    assert_eq!(quarantined.len(), 5, "{quarantined:?}");
+    let (zips, plain): (Vec<Vec<u8>>, Vec<Vec<u8>>) = quarantined
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .partition(|b| is_zip(b));
+    assert_eq!(zips.len(), 1);
+    assert!(
+        plain
+            .iter()
+            .all(|b| b.windows(EICAR.len()).any(|w| w == EICAR))
+    );
     if let Some(svc) = &remote {
-        assert_eq!(svc.kind, Kind::S3sFs);
-        // The clean object lives on the remote backend, and reads back from there.
-        let got = s3
-            .get_object()
-            .bucket("scanned")
-            .key("clean.txt")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(body_of(got).await.len(), 3000);
+        // The clean object's bytes are on the remote backend.
+        let remote_blobs = files(&svc.dir.path().join(crate::services::CONTAINER));
+        assert!(
+            remote_blobs
+                .iter()
+                .any(|f| std::fs::metadata(f).unwrap().len() == 3000),
+            "{remote_blobs:?}"
+        );
     }
+}
+
+/// The zip in `protection.py` is deflated: its EICAR is inside, not in the clear.
+fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +255,9 @@ async fn a_dead_scanner_refuses_uploads_until_it_returns() {
         .unwrap();
     let v = admin_ok(&gw, Method::POST, "/scans/pending", json!({})).await;
     assert_eq!(v["settled"], json!(1), "{v}");
+    // Settled objects leave the waiting list.
+    let v = admin_ok(&gw, Method::POST, "/scans/pending", json!({})).await;
+    assert_eq!(v["settled"], json!(0), "{v}");
     let got = s3
         .get_object()
         .bucket("inbox")
@@ -287,6 +321,32 @@ async fn a_rescan_blocks_objects_found_infected_later() {
         .send()
         .await
         .unwrap();
+    // A copy into a bucket that scans is scanned: what was never checked cannot be laundered.
+    s3.create_bucket().bucket("checked").send().await.unwrap();
+    let copy = s3
+        .copy_object()
+        .bucket("checked")
+        .key("bad.txt")
+        .copy_source("legacy/bad.txt")
+        .send()
+        .await;
+    assert_eq!(code(copy), "VirusDetected");
+    s3.copy_object()
+        .bucket("checked")
+        .key("good.txt")
+        .copy_source("legacy/good.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(
+            &head(&gw, "/checked/good.txt").await,
+            "x-portcullis-scan-status"
+        ),
+        "clean"
+    );
+    let listed = s3.list_objects_v2().bucket("checked").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(1));
     admin_ok(
         &gw,
         Method::PUT,
@@ -304,9 +364,10 @@ async fn a_rescan_blocks_objects_found_infected_later() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(progress["seen"], json!(2), "{progress}");
+    // bad.txt and good.txt in legacy, and the copy of good.txt in checked.
+    assert_eq!(progress["seen"], json!(3), "{progress}");
     assert_eq!(progress["infected"], json!(1), "{progress}");
-    assert_eq!(progress["clean"], json!(1), "{progress}");
+    assert_eq!(progress["clean"], json!(2), "{progress}");
     let r = s3.get_object().bucket("legacy").key("bad.txt").send().await;
     assert_eq!(code(r), "VirusDetected");
     s3.get_object()
@@ -501,6 +562,18 @@ async fn type_policies_judge_the_bytes_not_the_name() {
         }),
     )
     .await;
+    // The policy in force merges the bucket's fields with the config file's size limit.
+    let (_, p) = call(
+        &gw,
+        Method::GET,
+        "/tenants/acme/buckets/docs/policy",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(p["effective"]["max_object_size"], json!(1_000_000), "{p}");
+    assert_eq!(p["effective"]["key_pattern"], json!("[a-z0-9/._-]+"), "{p}");
+    assert_eq!(p["effective"]["scan"], json!(false), "{p}");
     let put = |key: &'static str, body: Vec<u8>, ct: Option<&'static str>| {
         let s3 = s3.clone();
         async move {
@@ -574,4 +647,166 @@ async fn type_policies_judge_the_bytes_not_the_name() {
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_too_large_to_scan_follow_the_bucket_policy() {
+    let clamd = Service::start(Kind::Clamd).await;
+    let gw = Gw::start_setup(&Setup {
+        tail: &clamd.scanner_toml("max_stream_mb = 1"),
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    for b in ["strict", "lenient", "images"] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/lenient/policy",
+        json!({ "on_too_large_to_scan": "store-unscanned" }),
+    )
+    .await;
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/images/policy",
+        json!({ "allowed_types": ["image/*"] }),
+    )
+    .await;
+    let big = || ByteStream::from(data(2 * MIB, 9));
+    let e = s3
+        .put_object()
+        .bucket("strict")
+        .key("big.bin")
+        .body(big())
+        .send()
+        .await
+        .unwrap_err();
+    let m = aws_sdk_s3::error::ProvideErrorMetadata::meta(&e);
+    assert_eq!(m.code(), Some("EntityTooLarge"));
+    assert!(
+        m.message().unwrap().contains("virus scanner accepts"),
+        "{m:?}"
+    );
+    // The type is judged first: a refused type says so, whatever its size.
+    let r = s3
+        .put_object()
+        .bucket("images")
+        .key("big.bin")
+        .body(big())
+        .send()
+        .await;
+    assert_eq!(code(r), "InvalidContentType");
+    // A bucket that stores such objects unscanned never reports them clean, nor serves them.
+    s3.put_object()
+        .bucket("lenient")
+        .key("big.bin")
+        .body(big())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(
+            &head(&gw, "/lenient/big.bin").await,
+            "x-portcullis-scan-status"
+        ),
+        "pending"
+    );
+    let r = s3
+        .get_object()
+        .bucket("lenient")
+        .key("big.bin")
+        .send()
+        .await;
+    assert_eq!(code(r), "ScanPending");
+    // Under the limit, the same bucket scans as usual.
+    s3.put_object()
+        .bucket("strict")
+        .key("small.bin")
+        .body(ByteStream::from(data(MIB / 2, 9)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(
+            &head(&gw, "/strict/small.bin").await,
+            "x-portcullis-scan-status"
+        ),
+        "clean"
+    );
+}
+
+/// Scans in flight are bounded: with every slot taken, the next scan waits its timeout and is
+/// refused as busy instead of piling onto clamd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_slots_are_bounded() {
+    use portcullis::scanner::{Address, ScanError, Scanner, ScannerConfig, Verdict};
+    let clamd = Service::start(Kind::Clamd).await;
+    let scanner = Scanner::new(ScannerConfig {
+        address: Address::Tcp(format!("127.0.0.1:{}", clamd.port)),
+        timeout: std::time::Duration::from_secs(1),
+        max_concurrent: 1,
+        max_stream: 64 << 20,
+        quarantine: None,
+        retry_interval: std::time::Duration::from_secs(3600),
+    });
+    let (held, _sender) = scanner.start().await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(scanner.start().await, Err(ScanError::Busy(1))));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    drop(held);
+    drop(_sender);
+    let body: portcullis::backend::ByteStream = Box::pin(futures::stream::iter([Ok(
+        bytes::Bytes::from_static(b"hello"),
+    )]));
+    assert_eq!(scanner.scan(body).await.unwrap(), Verdict::Clean);
+}
+
+/// A quota is reserved from the declared length, so a body without one is refused before any
+/// of it is read (as S3 does): nothing is stored and nothing charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_a_declared_length_is_refused() {
+    let gw = Gw::start_setup(&Setup {
+        acme: "quota_bytes = 1048576\n",
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("stream").send().await.unwrap();
+    let path = "/stream/big";
+    let headers = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "PUT",
+        path,
+        &[],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    );
+    // HTTP chunked transfer: no Content-Length.
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = data(2 * MIB, 3)
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let mut req = reqwest::Client::new()
+        .put(format!("{}{path}", gw.endpoint()))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
+    for (k, v) in headers {
+        if k != "host" {
+            req = req.header(k, v);
+        }
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        (status, xml_code(&body)),
+        (411, "MissingContentLength"),
+        "{body}"
+    );
+    let listed = s3.list_objects_v2().bucket("stream").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(0));
+    assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(0));
 }

@@ -237,7 +237,7 @@ impl Service {
     /// The `[scanner]` table that points Portcullis at this clamd.
     pub fn scanner_toml(&self, extra: &str) -> String {
         format!(
-            "[scanner]\naddress = \"127.0.0.1:{}\"\ntimeout_secs = 10\nmax_stream_mb = 64\nretry_secs = 3600\n{extra}\n",
+            "[scanner]\naddress = \"127.0.0.1:{}\"\ntimeout_secs = 10\nretry_secs = 3600\n{extra}\n",
             self.port
         )
     }
