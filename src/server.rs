@@ -186,10 +186,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let scanner = config.scanner.clone().map(crate::scanner::Scanner::new);
-    let rules = crate::pipeline::policy::Rules {
-        policy: config.policy.clone(),
-        scanner: scanner.is_some(),
-    };
+    let rules = crate::pipeline::policy::Rules::new(config.policy.clone(), scanner.is_some());
     let worker = scanner.clone().map(|s| {
         crate::scanner::worker::Worker::new(meta.clone(), backends.clone(), s, rules.clone())
     });

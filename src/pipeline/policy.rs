@@ -6,6 +6,9 @@
 //! The type is detected from the first bytes ([`SNIFF_LEN`]) with `infer`, never taken from the
 //! client's Content-Type, so a refusal happens before the rest of the body is read.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 
 /// How many leading bytes are read before the type is decided.
@@ -145,8 +148,13 @@ impl Policy {
     }
 
     /// Resolves `levels`, most specific first, into the policy in force. `scanner` says whether
-    /// a scanner is configured: without one, `scan` defaults to off.
-    pub fn resolve(levels: &[&Policy], scanner: bool) -> Result<Effective, PolicyError> {
+    /// a scanner is configured: without one, `scan` defaults to off. `compile` turns a key
+    /// pattern into its regex ([`compile`], or a cache of it).
+    pub fn resolve(
+        levels: &[&Policy],
+        scanner: bool,
+        compile: impl Fn(&str) -> Result<regex::Regex, PolicyError>,
+    ) -> Result<Effective, PolicyError> {
         macro_rules! pick {
             ($f:ident) => {
                 levels.iter().find_map(|p| p.$f.clone())
@@ -173,6 +181,30 @@ pub struct Rules {
     pub policy: Policy,
     /// A scanner is configured.
     pub scanner: bool,
+    /// Key patterns compiled once, by source: compiling a regex costs more than all the other
+    /// checks of a small PUT together. Patterns come from config and the admin API, so the set
+    /// stays small.
+    patterns: Arc<Mutex<HashMap<String, regex::Regex>>>,
+}
+
+impl Rules {
+    pub fn new(policy: Policy, scanner: bool) -> Self {
+        Self {
+            policy,
+            scanner,
+            patterns: Default::default(),
+        }
+    }
+
+    fn compiled(&self, p: &str) -> Result<regex::Regex, PolicyError> {
+        let mut cache = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = cache.get(p) {
+            return Ok(r.clone());
+        }
+        let r = compile(p)?;
+        cache.insert(p.to_string(), r.clone());
+        Ok(r)
+    }
 }
 
 /// What is in force for one bucket: its policy, the tenant's limits and the bucket's limits.
@@ -190,7 +222,7 @@ pub fn rules(
         t.as_ref().map_or(&empty, |t| &t.policy),
         &base.policy,
     ];
-    let policy = Policy::resolve(&levels, base.scanner)?;
+    let policy = Policy::resolve(&levels, base.scanner, |p| base.compiled(p))?;
     Ok((
         policy,
         t.as_ref().map(|t| t.quota).unwrap_or_default(),
@@ -198,7 +230,7 @@ pub fn rules(
     ))
 }
 
-fn compile(p: &str) -> Result<regex::Regex, PolicyError> {
+pub fn compile(p: &str) -> Result<regex::Regex, PolicyError> {
     regex::Regex::new(&format!("^(?:{p})$"))
         .map_err(|e| PolicyError::Invalid(format!("key_pattern: {e}")))
 }
@@ -376,7 +408,7 @@ mod tests {
     use super::*;
 
     fn eff(p: Policy) -> Effective {
-        Policy::resolve(&[&p], false).unwrap()
+        Policy::resolve(&[&p], false, compile).unwrap()
     }
 
     #[test]
@@ -390,12 +422,16 @@ mod tests {
             allowed_types: Some(vec!["image/*".into()]),
             ..Default::default()
         };
-        let e = Policy::resolve(&[&bucket, &gateway], true).unwrap();
+        let e = Policy::resolve(&[&bucket, &gateway], true, compile).unwrap();
         assert_eq!(e.max_object_size, 100);
         assert_eq!(e.allowed_types, vec!["image/*".to_string()]);
         assert!(e.scan);
         // Without a scanner nothing can be scanned.
-        assert!(!Policy::resolve(&[&bucket, &gateway], false).unwrap().scan);
+        assert!(
+            !Policy::resolve(&[&bucket, &gateway], false, compile)
+                .unwrap()
+                .scan
+        );
     }
 
     #[test]
