@@ -810,3 +810,46 @@ async fn a_body_without_a_declared_length_is_refused() {
     assert_eq!(listed.key_count(), Some(0));
     assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(0));
 }
+
+/// A clamd that hangs (accepts, then answers nothing) is not clean: the upload waits no longer
+/// than the scanner's timeouts and is refused, and nothing becomes visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_scanner_times_out_and_refuses_the_upload() {
+    let clamd = Service::start(Kind::Clamd).await;
+    let gw = Gw::start_setup(&Setup {
+        tail: &clamd
+            .scanner_toml("")
+            .replace("timeout_secs = 10", "timeout_secs = 1"),
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("docs").send().await.unwrap();
+    clamd.freeze(true);
+    let started = std::time::Instant::now();
+    let r = s3
+        .put_object()
+        .bucket("docs")
+        .key("stuck.bin")
+        .body(ByteStream::from(data(MIB, 4)))
+        .send()
+        .await;
+    let waited = started.elapsed();
+    clamd.freeze(false);
+    assert_eq!(code(r), "ScannerUnavailable");
+    // A frozen clamd still accepts connections (the kernel's backlog), so the upload went
+    // through the write and verdict timeouts (at least the 2 s verdict wait), and not beyond
+    // them, SDK retries of the 503 included.
+    assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    let listed = s3.list_objects_v2().bucket("docs").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(0));
+    // Thawed, it scans again.
+    s3.put_object()
+        .bucket("docs")
+        .key("after.bin")
+        .body(ByteStream::from(data(MIB, 5)))
+        .send()
+        .await
+        .unwrap();
+}

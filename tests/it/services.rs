@@ -205,6 +205,20 @@ impl Service {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the service: it keeps its socket, accepts
+    /// connections into the backlog, and answers nothing — a hung server, not a dead one.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a child process")
+            .id()
+            .to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success());
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
