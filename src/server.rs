@@ -4,7 +4,8 @@
 //! The transport stack, outside in:
 //! 1. accept (TCP, optionally TLS) — one task per connection;
 //! 2. hyper with a header-read timeout, so a slow client cannot pin a connection for free;
-//! 3. [`handle`] — request id, the `request` span, `x-amz-request-id`, the access-log line;
+//! 3. [`handle`] — request id, the `request` span, `x-amz-request-id`, the access-log line, and
+//!    draining (bounded) a body the gateway refused unread, so the client sees the S3 error;
 //! 4. s3s — routing, XML (bounded by `server.max_xml_body`), SigV4, aws-chunked decoding;
 //! 5. `Gateway` — the operations.
 
@@ -383,6 +384,52 @@ async fn discard_body(mut body: Incoming) {
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
 }
 
+/// The request body as s3s sees it. If the gateway refuses a request without reading its whole
+/// body (a quota or policy refusal, a bad signature), the rest is handed back through `unread`
+/// when s3s drops it, so [`handle`] can drain it before answering (see [`discard_body`]).
+struct Returnable {
+    inner: Option<Incoming>,
+    unread: Arc<std::sync::Mutex<Option<Incoming>>>,
+}
+
+impl hyper::body::Body for Returnable {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Returnable {
+    fn drop(&mut self) {
+        if let Some(b) = self
+            .inner
+            .take()
+            .filter(|b| !hyper::body::Body::is_end_stream(b))
+            && let Ok(mut slot) = self.unread.lock()
+        {
+            *slot = Some(b);
+        }
+    }
+}
+
 /// Wraps one S3 request in its span, names it with a request id and logs its outcome.
 async fn handle(
     service: S3Service,
@@ -416,10 +463,19 @@ async fn handle(
         e.to_http_response()
             .map_err(|e| s3s::HttpError::new(Box::new(e)))
     } else {
-        service
-            .call(req.map(s3s::Body::from))
-            .instrument(span.clone())
-            .await
+        let unread = Arc::default();
+        let req = req.map(|inner| {
+            s3s::Body::http_body(Returnable {
+                inner: Some(inner),
+                unread: Arc::clone(&unread),
+            })
+        });
+        let result = service.call(req).instrument(span.clone()).await;
+        let rest = unread.lock().ok().and_then(|mut s| s.take());
+        if let Some(body) = rest {
+            discard_body(body).await;
+        }
+        result
     };
     let _enter = span.enter();
     match result {

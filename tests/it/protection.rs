@@ -386,6 +386,56 @@ async fn a_rescan_blocks_objects_found_infected_later() {
     assert_eq!(tags.tag_set()[0].value(), "infected");
 }
 
+/// A refusal decided before the body is read must still reach the client: closing a connection
+/// with a half-read body makes the kernel reset it, and the SDK then reports a broken pipe or a
+/// reset instead of the S3 error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_body_is_read_reach_the_client() {
+    let gw = Gw::start_setup(&Setup {
+        acme: "quota_bytes = 1048576\n",
+        ..Default::default()
+    })
+    .await;
+    let s3 = Arc::new(gw.acme());
+    s3.create_bucket().bucket("refused").send().await.unwrap();
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s3 = s3.clone();
+                tokio::spawn(async move {
+                    s3.put_object()
+                        .bucket("refused")
+                        .key(format!("r{round}-{i}"))
+                        .body(ByteStream::from(data(MIB + 1, i)))
+                        .customize()
+                        // One attempt: a retry could hide the reset.
+                        .config_override(
+                            aws_sdk_s3::config::Builder::default()
+                                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+                        )
+                        .send()
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(code(t.await.unwrap()), "QuotaExceeded");
+        }
+    }
+    // The gateway keeps serving and nothing was charged.
+    s3.put_object()
+        .bucket("refused")
+        .key("small")
+        .body(ByteStream::from_static(b"ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage(&gw, "acme").await["usage"],
+        json!({ "bytes": 2, "objects": 1 })
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_never_overshoot_the_quota() {
     let gw = Gw::start_setup(&Setup {
