@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use futures::StreamExt;
+use s3s::crypto::Checksum as _;
 use std::io::Write as _;
 use tokio::fs;
 
@@ -54,23 +55,55 @@ impl LocalBackend {
         Ok(self.root.join(container))
     }
 
-    /// Streams `body` into `tmp`. The file is written by one blocking-pool task fed through a
-    /// bounded channel: each chunk goes from the request straight to `write(2)` with no copy
-    /// (a `BufWriter` over `tokio::fs::File` copied every byte twice, ~4 % of a 64 MiB PUT),
-    /// and the channel bound keeps at most `QUEUE` chunks of a slow disk in memory.
-    async fn write(&self, tmp: &Path, mut body: ByteStream) -> Result<u64, BackendError> {
+    /// Writes a blob: into `tmp` first, renamed into place once whole.
+    async fn store(
+        &self,
+        container: &str,
+        key: &str,
+        body: ByteStream,
+        hash: bool,
+    ) -> Result<Written, BackendError> {
+        let dest = self.path(container, key)?;
+        let tmp = TmpFile(Some(self.tmp.join(ulid::Ulid::new().to_string())));
+        let path = tmp.0.clone().expect("armed");
+        let (len, md5) = self.write(&path, body, hash).await?;
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).await?;
+        }
+        fs::rename(&path, &dest).await?;
+        tmp.disarm();
+        Ok(Written { len, md5 })
+    }
+
+    /// Streams `body` into `tmp` and returns its length and (with `hash`) its MD5. The file is written by one
+    /// blocking-pool task fed through a bounded channel: each chunk goes from the request
+    /// straight to `write(2)` with no copy (a `BufWriter` over `tokio::fs::File` copied every
+    /// byte twice, ~4 % of a 64 MiB PUT), and the channel bound keeps at most `QUEUE` chunks of
+    /// a slow disk in memory. The same task hashes: MD5 is most of a large PUT's CPU, and here
+    /// it runs beside the request's task instead of in its path (a 64 MiB PUT took 295 ms with
+    /// the MD5 inline and 168 ms without it).
+    async fn write(
+        &self,
+        tmp: &Path,
+        mut body: ByteStream,
+        hash: bool,
+    ) -> Result<(u64, Option<[u8; 16]>), BackendError> {
         const QUEUE: usize = 32;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
         let (path, fsync) = (tmp.to_path_buf(), self.fsync);
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<[u8; 16]>> {
             let mut file = std::fs::File::create(&path)?;
+            let mut md5 = hash.then(s3s::crypto::Md5::new);
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
+                if let Some(m) = &mut md5 {
+                    m.update(&chunk);
+                }
             }
             if fsync {
                 file.sync_all()?;
             }
-            Ok(())
+            Ok(md5.map(|m| m.finalize()))
         });
         let mut n = 0u64;
         let mut failed = None;
@@ -92,10 +125,7 @@ impl LocalBackend {
         let written = writer.await.map_err(std::io::Error::other)?;
         match failed {
             Some(e) => Err(e),
-            None => {
-                written?;
-                Ok(n)
-            }
+            None => Ok((n, written?)),
         }
     }
 }
@@ -109,16 +139,21 @@ impl Backend for LocalBackend {
         body: ByteStream,
         _len: Option<u64>,
     ) -> Result<Written, BackendError> {
-        let dest = self.path(container, key)?;
-        let tmp = TmpFile(Some(self.tmp.join(ulid::Ulid::new().to_string())));
-        let path = tmp.0.clone().expect("armed");
-        let n = self.write(&path, body).await?;
-        if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).await?;
-        }
-        fs::rename(&path, &dest).await?;
-        tmp.disarm();
-        Ok(Written::len(n))
+        self.store(container, key, body, true).await
+    }
+
+    async fn put_unhashed(
+        &self,
+        container: &str,
+        key: &str,
+        body: ByteStream,
+        _len: Option<u64>,
+    ) -> Result<Written, BackendError> {
+        self.store(container, key, body, false).await
+    }
+
+    fn reports_md5(&self, _len: Option<u64>) -> bool {
+        true
     }
 
     async fn get(

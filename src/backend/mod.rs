@@ -96,6 +96,20 @@ pub trait Backend: Send + Sync + 'static {
         len: Option<u64>,
     ) -> Result<Written, BackendError>;
 
+    /// [`Backend::put`] for a caller that will hash the blob itself later, off its critical
+    /// path (a scanned upload reads it back while clamd scans): a backend that would spend its
+    /// own CPU on the MD5 skips it and may report none. Backends whose MD5 costs nothing here
+    /// (a remote computes it) keep reporting it.
+    async fn put_unhashed(
+        &self,
+        container: &str,
+        key: &str,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> Result<Written, BackendError> {
+        self.put(container, key, body, len).await
+    }
+
     /// Whether a put of a body of `len` will usually report the blob's MD5, so the gateway need
     /// not hash it a second time (MD5 is most of a large PUT's CPU). A put that then reports
     /// none is hashed by reading the blob back.
@@ -271,6 +285,16 @@ impl Backends {
     ) -> Result<Written, BackendError> {
         let (n, r) = self.resolve(blob)?;
         n.backend.put(r.container, r.key, body, len).await
+    }
+
+    pub async fn put_unhashed(
+        &self,
+        blob: &str,
+        body: ByteStream,
+        len: Option<u64>,
+    ) -> Result<Written, BackendError> {
+        let (n, r) = self.resolve(blob)?;
+        n.backend.put_unhashed(r.container, r.key, body, len).await
     }
 
     pub fn reports_md5(&self, blob: &str, len: Option<u64>) -> bool {

@@ -297,9 +297,11 @@ pub async fn store(
     let (feed, sender) = feed.unzip();
 
     let blob = placement.new_blob(&target.tenant);
-    // The backend's own MD5 is used when it reports one and the client declared none to check
-    // against: hashing the same bytes twice is most of a large PUT's CPU.
-    let own_md5 = declared.md5.is_some() || !backend.reports_md5(&blob, Some(len));
+    // The backend's MD5 is used when it reports one (the local backend hashes on its writer
+    // thread, a remote S3 reports the single PUT's ETag): hashing the same bytes twice is most
+    // of a large PUT's CPU. A declared Content-MD5 is checked against it like against our own;
+    // it is already what the object's ETag will say.
+    let own_md5 = !backend.reports_md5(&blob, Some(len));
     // The stream is handed to the backend as a `'static` box, so its state sits behind a mutex
     // that only this one stream ever locks; it is taken back once the backend has read it all.
     struct State {
@@ -348,7 +350,14 @@ pub async fn store(
                 }
             }),
     );
-    let written = backend.put(&blob, hashed, Some(len)).await?;
+    // With a scan running, clamd only starts on the bytes once the stream has ended and then
+    // keeps a core busy for most of the upload's time; an MD5 the backend would compute on our
+    // CPU is taken off the transfer and computed from the stored blob during that wait.
+    let written = if feed.is_some() {
+        backend.put_unhashed(&blob, hashed, Some(len)).await?
+    } else {
+        backend.put(&blob, hashed, Some(len)).await?
+    };
     let guard = BlobGuard {
         backend: backend.clone(),
         blob: Some(blob.clone()),
@@ -364,26 +373,34 @@ pub async fn store(
             st.scan_cut.take(),
         )
     };
-    let md5 = match (own_md5, written.md5) {
-        (true, _) => md5.finalize(),
-        (false, Some(m)) => m,
-        // The backend did not report it after all (an encrypted bucket): read the blob back.
-        (false, None) => md5_of(backend, &blob, len).await?,
-    };
     let segment = Segment {
         blob,
         offset: 0,
         len,
     };
-    let scan = match (scanner, feed, scan_cut) {
-        (_, _, Some(e)) => fallback(Fallback::StoreUnscanned, e)?,
-        (Some(s), Some(feed), None) => {
-            let verdict = Ok(feed.finish().await);
-            let segments = std::slice::from_ref(&segment);
-            settle(backend, s, verdict, policy, segments, target).await?
+    let md5 = async {
+        match (own_md5, written.md5) {
+            (true, _) => Ok(md5.finalize()),
+            (false, Some(m)) => Ok(m),
+            // Not reported (put unhashed, or an encrypted bucket's ETag): read the blob back.
+            (false, None) => md5_of(backend, &segment.blob, len).await,
         }
-        _ => unscanned.unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None)),
     };
+    let scan = async {
+        match (scanner, feed, scan_cut) {
+            (_, _, Some(e)) => fallback(Fallback::StoreUnscanned, e),
+            (Some(s), Some(feed), None) => {
+                let verdict = Ok(feed.finish().await);
+                let segments = std::slice::from_ref(&segment);
+                settle(backend, s, verdict, policy, segments, target).await
+            }
+            _ => Ok(unscanned.unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None))),
+        }
+    };
+    // The verdict's error comes first: an infected blob may be gone before it is hashed.
+    let (md5, scan) = tokio::join!(md5, scan);
+    let scan = scan?;
+    let md5 = md5?;
     Ok(Stored {
         guard,
         segment,

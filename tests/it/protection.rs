@@ -771,14 +771,24 @@ async fn objects_too_large_to_scan_follow_the_bucket_policy() {
         .send()
         .await;
     assert_eq!(code(r), "ScanPending");
-    // Under the limit, the same bucket scans as usual.
-    s3.put_object()
+    // Under the limit, the same bucket scans as usual. A scanned upload's MD5 is computed from
+    // the stored blob while clamd scans: the ETag and a declared Content-MD5 still hold.
+    use base64::Engine as _;
+    let body = data(MIB / 2, 9);
+    let md5 = crate::objects::md5_of(&body);
+    let put = s3
+        .put_object()
         .bucket("strict")
         .key("small.bin")
-        .body(ByteStream::from(data(MIB / 2, 9)))
+        .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+        .body(ByteStream::from(body.clone()))
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        put.e_tag(),
+        Some(format!("\"{}\"", hex::encode(md5)).as_str())
+    );
     assert_eq!(
         header(
             &head(&gw, "/strict/small.bin").await,
@@ -786,6 +796,18 @@ async fn objects_too_large_to_scan_follow_the_bucket_policy() {
         ),
         "clean"
     );
+    let wrong = s3
+        .put_object()
+        .bucket("strict")
+        .key("wrong.bin")
+        .content_md5(base64::engine::general_purpose::STANDARD.encode([0u8; 16]))
+        .body(ByteStream::from(body))
+        .send()
+        .await;
+    assert_eq!(code(wrong), "BadDigest");
+    let listed = s3.list_objects_v2().bucket("strict").send().await.unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["small.bin"]);
 }
 
 /// Scans in flight are bounded: with every slot taken, the next scan waits its timeout and is
