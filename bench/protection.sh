@@ -8,7 +8,7 @@
 #          (type detection, denied types, mismatch check, key pattern, size limit) on, scanning
 #          off, against the same gateway config without them. Target ≥ 0.90.
 #
-#   bash bench/protection.sh           # full run (~4 minutes after the build)
+#   bash bench/protection.sh           # full run (~3 minutes after the build)
 #   bash bench/protection.sh --quick   # smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,16 +61,18 @@ CONF
   PIDS+=("$!"); PC_PORT=$port; wait_port "$port"
 }
 
-if [ "$QUICK" = 1 ]; then BIG_OPS=4; DUR=3; ROUNDS=1; else BIG_OPS=16; DUR=15; ROUNDS=3; fi
+# This machine has slow phases: for ~25-30 s at a time every process runs at about half speed
+# (clamd's own CPU time per scan doubles). Long runs of one side then land in a phase the other
+# side missed, so both benchmarks alternate in short pairs and report the median of the
+# per-pair ratios; a phase hits both halves of a pair or skews one pair only.
+if [ "$QUICK" = 1 ]; then PAIRS=3; DUR=2; GPAIRS=2; else PAIRS=24; DUR=5; GPAIRS=8; fi
 RESULTS=bench/last-protection.jsonl
 : >"$RESULTS"
-measure() { # label endpoint -- loadgen args; prints MiB/s and ops/s
-  local label=$1 endpoint=$2; shift 2
+measure() { # label pair endpoint -- loadgen args
+  local label=$1 pair=$2 endpoint=$3; shift 3
   local line
-  sync
   line=$("$LOADGEN" --endpoint "$endpoint" --access-key "$AK" --secret-key "$SK" --bucket "b-$label" --quiet "$@")
-  echo "{\"label\":\"$label\",\"report\":$line}" >>"$RESULTS"
-  echo "  $label $*: $line" >&2
+  echo "{\"label\":\"$label\",\"pair\":$pair,\"report\":$line}" >>"$RESULTS"
 }
 
 start_portcullis scanned "[scanner]
@@ -88,26 +90,34 @@ GUARDED=$PC_PORT
 start_portcullis plain "" ""
 PLAIN=$PC_PORT
 
-echo "scan: 64 MiB, fresh random data, one at a time" >&2
-for r in $(seq 1 "$ROUNDS"); do
-  measure "raw-clamd" "127.0.0.1:$CLAMD_PORT" --workload instream --size 64MiB --ops "$BIG_OPS"
-  measure "scanned-put" "http://127.0.0.1:$SCANNED" --workload put --size 64MiB --ops "$BIG_OPS"
+echo "scan: 64 MiB, fresh random data, one at a time, $PAIRS pairs" >&2
+for p in $(seq 1 "$PAIRS"); do
+  sync
+  measure "raw-clamd" "$p" "127.0.0.1:$CLAMD_PORT" --workload instream --size 64MiB --ops 1
+  measure "scanned-put" "$p" "http://127.0.0.1:$SCANNED" --workload put --size 64MiB --ops 1
 done
-echo "guard: 4 KiB PUT, 8 clients" >&2
-for r in $(seq 1 "$ROUNDS"); do
-  measure "plain-put" "http://127.0.0.1:$PLAIN" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
-  measure "guarded-put" "http://127.0.0.1:$GUARDED" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
+echo "guard: 4 KiB PUT, 8 clients, $GPAIRS pairs of ${DUR} s" >&2
+for p in $(seq 1 "$GPAIRS"); do
+  sync
+  measure "plain-put" "$p" "http://127.0.0.1:$PLAIN" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
+  measure "guarded-put" "$p" "http://127.0.0.1:$GUARDED" --workload put --size 4KiB --concurrency 8 --duration "$DUR"
 done
 
 python3 - "$RESULTS" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-def med(label, key):
-    return statistics.median(r["report"][key] for r in rows if r["label"] == label)
-raw, scanned = med("raw-clamd", "mib_per_sec"), med("scanned-put", "mib_per_sec")
-plain, guarded = med("plain-put", "ops_per_sec"), med("guarded-put", "ops_per_sec")
-print(f"| benchmark | baseline (same run) | Portcullis | ratio | target |")
-print(f"|---|---|---|---|---|")
-print(f"| 64 MiB PUT, scanning on | raw clamd INSTREAM {raw:.1f} MiB/s | {scanned:.1f} MiB/s | {scanned/raw:.2f} | >= 0.90 |")
-print(f"| 4 KiB PUT, quota + validation on | same gateway, off: {plain:.0f} ops/s | {guarded:.0f} ops/s | {guarded/plain:.2f} | >= 0.90 |")
+def by_pair(label, key):
+    return {r["pair"]: r["report"][key] for r in rows if r["label"] == label}
+def summary(base, ours, key):
+    b, o = by_pair(base, key), by_pair(ours, key)
+    ratios = sorted(o[p] / b[p] for p in b if p in o)
+    return statistics.median(b.values()), statistics.median(o.values()), ratios
+raw, scanned, sr = summary("raw-clamd", "scanned-put", "mib_per_sec")
+plain, guarded, gr = summary("plain-put", "guarded-put", "ops_per_sec")
+def spread(r):
+    return f"pairs {len(r)}, min {r[0]:.2f}, p25 {r[len(r)//4]:.2f}, max {r[-1]:.2f}"
+print("| benchmark | baseline (same run) | Portcullis | median pair ratio | spread | target |")
+print("|---|---|---|---|---|---|")
+print(f"| 64 MiB PUT, scanning on, 1 client | raw clamd INSTREAM {raw:.1f} MiB/s | {scanned:.1f} MiB/s | {statistics.median(sr):.2f} | {spread(sr)} | >= 0.90 |")
+print(f"| 4 KiB PUT, quota + validation on, 8 clients | same gateway, off: {plain:.0f} ops/s | {guarded:.0f} ops/s | {statistics.median(gr):.2f} | {spread(gr)} | >= 0.90 |")
 PY
