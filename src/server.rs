@@ -387,9 +387,14 @@ async fn discard_body(mut body: Incoming) {
 /// The request body as s3s sees it. If the gateway refuses a request without reading its whole
 /// body (a quota or policy refusal, a bad signature), the rest is handed back through `unread`
 /// when s3s drops it, so [`handle`] can drain it before answering (see [`discard_body`]).
+/// Except when the client asked `Expect: 100-continue` and the body was never polled: hyper has
+/// not said "continue", the client sends nothing, and the error goes out at once.
 struct Returnable {
     inner: Option<Incoming>,
     unread: Arc<std::sync::Mutex<Option<Incoming>>>,
+    /// Whether dropping the body unread would leave bytes on the wire: false only while a
+    /// `100-continue` request's body is untouched.
+    sent: bool,
 }
 
 impl hyper::body::Body for Returnable {
@@ -400,6 +405,7 @@ impl hyper::body::Body for Returnable {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.sent = true;
         match self.inner.as_mut() {
             Some(b) => std::pin::Pin::new(b).poll_frame(cx),
             None => std::task::Poll::Ready(None),
@@ -423,6 +429,7 @@ impl Drop for Returnable {
             .inner
             .take()
             .filter(|b| !hyper::body::Body::is_end_stream(b))
+            && self.sent
             && let Ok(mut slot) = self.unread.lock()
         {
             *slot = Some(b);
@@ -464,10 +471,15 @@ async fn handle(
             .map_err(|e| s3s::HttpError::new(Box::new(e)))
     } else {
         let unread = Arc::default();
+        let sent = !req
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let req = req.map(|inner| {
             s3s::Body::http_body(Returnable {
                 inner: Some(inner),
                 unread: Arc::clone(&unread),
+                sent,
             })
         });
         let result = service.call(req).instrument(span.clone()).await;

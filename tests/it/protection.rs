@@ -436,6 +436,55 @@ async fn refusals_before_the_body_is_read_reach_the_client() {
     );
 }
 
+/// A client that asks `Expect: 100-continue` (the aws CLI and boto3 do for large PUTs) and is
+/// refused before its body is needed gets the error at once and is never told to send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_that_expects_100_continue_sends_no_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start_setup(&Setup {
+        acme: "quota_bytes = 1048576\n",
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("waiting").send().await.unwrap();
+    let path = "/waiting/big.bin";
+    let headers = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "PUT",
+        path,
+        &[],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    );
+    let mut head = format!("PUT {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("content-length: 8388608\r\nexpect: 100-continue\r\n\r\n");
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The body is never sent: the answer must come without it, and must not be "continue".
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("</Error>") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), conn.read(&mut buf))
+            .await
+            .expect("the refusal arrives without the body")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert_eq!(
+        xml_code(&text[text.find("<?xml").unwrap()..]),
+        "QuotaExceeded"
+    );
+    assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_never_overshoot_the_quota() {
     let gw = Gw::start_setup(&Setup {
