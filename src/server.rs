@@ -457,9 +457,20 @@ async fn handle(
         error = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let result = if xml_body_too_large(&req, max_xml_body) {
+    let too_large = xml_body_too_large(&req, max_xml_body);
+    let unread = Arc::default();
+    let sent = !req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let req = req.map(|inner| Returnable {
+        inner: Some(inner),
+        unread: Arc::clone(&unread),
+        sent,
+    });
+    let result = if too_large {
         // s3s bounds XML bodies too, but reports an oversized streamed body as InternalError.
-        discard_body(req.into_body()).await;
+        drop(req);
         let mut e = s3s::S3Error::with_message(
             s3s::S3ErrorCode::MaxMessageLengthExceeded,
             format!(
@@ -470,25 +481,14 @@ async fn handle(
         e.to_http_response()
             .map_err(|e| s3s::HttpError::new(Box::new(e)))
     } else {
-        let unread = Arc::default();
-        let sent = !req
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let req = req.map(|inner| {
-            s3s::Body::http_body(Returnable {
-                inner: Some(inner),
-                unread: Arc::clone(&unread),
-                sent,
-            })
-        });
-        let result = service.call(req).instrument(span.clone()).await;
-        let rest = unread.lock().ok().and_then(|mut s| s.take());
-        if let Some(body) = rest {
-            discard_body(body).await;
-        }
-        result
+        let req = req.map(s3s::Body::http_body);
+        service.call(req).instrument(span.clone()).await
     };
+    // Whatever was refused unread is drained before the answer goes out.
+    let rest = unread.lock().ok().and_then(|mut s| s.take());
+    if let Some(body) = rest {
+        discard_body(body).await;
+    }
     let _enter = span.enter();
     match result {
         Ok(mut resp) => {

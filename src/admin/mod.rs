@@ -371,13 +371,11 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             ],
         ) => {
             let (id, bucket, what) = (id.to_string(), bucket.to_string(), *what);
-            let body: serde_json::Value = body_json(req).await?;
-            let bad = |e: serde_json::Error| AdminError::BadRequest(format!("invalid JSON: {e}"));
             let (mut quota, mut policy) = (None, None);
             if what == "quota" {
-                quota = Some(serde_json::from_value::<meta::Limits>(body).map_err(bad)?);
+                quota = Some(body_json::<meta::Limits>(req).await?);
             } else {
-                let p: meta::Policy = serde_json::from_value(body).map_err(bad)?;
+                let p: meta::Policy = body_json(req).await?;
                 valid_policy(&p)?;
                 policy = Some(p);
             }

@@ -292,32 +292,6 @@ fn sdk_body(body: ByteStream) -> (SdkStream, Arc<Mutex<Option<StdError>>>) {
     (SdkStream::new(SdkBody::from_body_1_x(body)), failed)
 }
 
-/// One ranged GetObject as a stream.
-async fn ranged(
-    client: &Client,
-    name: &str,
-    bucket: &str,
-    key: &str,
-    range: Range<u64>,
-) -> Result<ByteStream, BackendError> {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .range(format!("bytes={}-{}", range.start, range.end - 1))
-        .send()
-        .await
-        .map_err(|e| classify(name, e))?;
-    Ok(Box::pin(futures::stream::unfold(
-        out.body,
-        |mut b| async move {
-            b.next()
-                .await
-                .map(|r| (r.map_err(|e| Box::new(e) as StdError), b))
-        },
-    )))
-}
-
 fn body_error(failed: &Mutex<Option<StdError>>) -> Option<BackendError> {
     failed
         .lock()
@@ -367,7 +341,23 @@ impl Backend for S3Backend {
         key: &str,
         range: Range<u64>,
     ) -> Result<ByteStream, BackendError> {
-        ranged(&self.client, &self.name, bucket, key, range).await
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(Box::pin(futures::stream::unfold(
+            out.body,
+            |mut b| async move {
+                b.next()
+                    .await
+                    .map(|r| (r.map_err(|e| Box::new(e) as StdError), b))
+            },
+        )))
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BackendError> {

@@ -431,10 +431,10 @@ pub async fn inspect(
         Some(t) => t,
         None => {
             let mut head = Vec::new();
+            let first = segments.first().map_or("", |s| s.blob.as_str());
             let mut stream = read(backend, segments, 0..size.min(policy::SNIFF_LEN as u64));
             while let Some(chunk) = stream.next().await {
-                let blob = segments.first().map_or("", |s| s.blob.as_str());
-                head.extend_from_slice(&chunk.map_err(|e| source_failed(blob, e))?);
+                head.extend_from_slice(&chunk.map_err(|e| source_failed(first, e))?);
             }
             policy::detect(&head)
         }

@@ -159,10 +159,8 @@ impl Reservation {
 
     /// Runs a commit with this reservation's allowance. When the commit needs more (the version
     /// it replaces changed since the write began), the difference is reserved and it is retried.
-    pub fn commit<T>(
-        &mut self,
-        attempt: impl Fn(&Delta) -> MetaResult<T>,
-    ) -> Result<T, QuotaError> {
+    /// The reservation is released on return, as the commit has then settled it either way.
+    pub fn commit<T>(mut self, attempt: impl Fn(&Delta) -> MetaResult<T>) -> Result<T, QuotaError> {
         loop {
             match attempt(&self.allowance()) {
                 Err(MetaError::QuotaShort(d)) => {
@@ -215,7 +213,7 @@ mod tests {
             bytes: size,
             objects: 1,
         };
-        let mut r = q.reserve("t", "b", LIMIT, Limits::default(), want)?;
+        let r = q.reserve("t", "b", LIMIT, Limits::default(), want)?;
         r.commit(|a| m.put_object("t", "b", key, &object(size), false, a, &|_| Ok(())))?;
         Ok(())
     }
@@ -272,16 +270,15 @@ mod tests {
             };
             q.reserve("t", "b", LIMIT, Limits::default(), want).unwrap()
         };
-        let commit = |r: &mut Reservation, key: &str| {
+        let commit = |r: Reservation, key: &str| {
             r.commit(|a| m.put_object("t", "b", key, &object(10), false, a, &|_| Ok(())))
         };
-        let mut r = bytes_only();
-        commit(&mut r, "x").unwrap();
-        assert_eq!(r.allowance().objects, 1);
-        drop(r);
+        commit(bytes_only(), "x").unwrap();
+        assert_eq!(m.usage("t", None).unwrap().objects, 1);
+        // What the commit reserved on top was released with the rest: two more objects fit.
         put(&q, &m, "y", 10).unwrap();
         put(&q, &m, "z", 10).unwrap();
-        let e = commit(&mut bytes_only(), "w").unwrap_err();
+        let e = commit(bytes_only(), "w").unwrap_err();
         assert!(e.to_string().contains("limited to 3 objects"), "{e}");
         assert!(m.object("t", "b", "w").unwrap().is_none());
     }

@@ -147,7 +147,7 @@ impl Gateway {
         let Admitted {
             placement,
             policy,
-            mut reservation,
+            reservation,
         } = self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let stored = self
@@ -186,7 +186,6 @@ impl Gateway {
             )
         })?;
         stored.guard.keep();
-        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
@@ -245,7 +244,7 @@ impl Gateway {
         };
         let Admitted {
             placement,
-            mut reservation,
+            reservation,
             ..
         } = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
         let copied = pipeline::relocate(
@@ -266,7 +265,6 @@ impl Gateway {
                 allow,
             )
         })?;
-        drop(reservation);
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
@@ -397,7 +395,7 @@ impl Gateway {
         // a scan of the whole, read back in order, decide before it becomes visible.
         let Admitted {
             policy,
-            mut reservation,
+            reservation,
             ..
         } = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
@@ -446,7 +444,6 @@ impl Gateway {
             self.meta
                 .complete_upload(&c.tenant, &i.bucket, &upload, &object, allow)
         })?;
-        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);

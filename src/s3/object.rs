@@ -22,8 +22,15 @@ const MAX_TAGS: usize = 10;
 /// The tag through which existing antivirus tooling reads the verdict; read-only.
 pub(super) const SCAN_TAG: &str = "scan-status";
 
-/// The response headers that carry the stored verdict and detected type (see the README).
-pub(super) fn protection_headers(o: &Object) -> HeaderMap {
+/// A response for PUT, GET or HEAD of `o`, with the headers that carry its stored verdict and
+/// detected type (see the README).
+fn with_protection<T>(out: T, o: &Object) -> S3Response<T> {
+    let mut resp = S3Response::new(out);
+    resp.headers = protection_headers(o);
+    resp
+}
+
+fn protection_headers(o: &Object) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut put = |name: &'static str, v: &str| {
         if let Ok(v) = http::HeaderValue::from_str(v) {
@@ -390,7 +397,7 @@ impl Gateway {
         let Admitted {
             placement,
             policy,
-            mut reservation,
+            reservation,
         } = self.admit(
             &c.tenant,
             &input.bucket,
@@ -472,23 +479,21 @@ impl Gateway {
                 e => e.into(),
             })?;
         stored.guard.keep();
-        drop(reservation);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
-        let headers = protection_headers(&object);
-        let mut resp = S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(object.etag)),
-            checksum_crc32: object.checksums.crc32,
-            checksum_crc32c: object.checksums.crc32c,
-            checksum_sha1: object.checksums.sha1,
-            checksum_sha256: object.checksums.sha256,
-            checksum_crc64nvme: object.checksums.crc64nvme,
-            checksum_type: object.checksums.kind.map(ChecksumType::from),
+        let cs = object.checksums.clone();
+        let out = PutObjectOutput {
+            e_tag: Some(ETag::Strong(object.etag.clone())),
+            checksum_crc32: cs.crc32,
+            checksum_crc32c: cs.crc32c,
+            checksum_sha1: cs.sha1,
+            checksum_sha256: cs.sha256,
+            checksum_crc64nvme: cs.crc64nvme,
+            checksum_type: cs.kind.map(ChecksumType::from),
             size: Some(object.size as i64),
             ..Default::default()
-        });
-        resp.headers = headers;
-        Ok(resp)
+        };
+        Ok(with_protection(out, &object))
     }
 
     pub(super) async fn op_get_object(
@@ -512,10 +517,7 @@ impl Gateway {
             pipeline::read(&self.backend, &segments, range),
             len,
         )));
-        let headers = protection_headers(&o);
-        let mut resp = S3Response::new(out);
-        resp.headers = headers;
-        Ok(resp)
+        Ok(with_protection(out, &o))
     }
 
     pub(super) async fn op_head_object(
@@ -530,9 +532,7 @@ impl Gateway {
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
-        let mut resp = S3Response::new(out);
-        resp.headers = protection_headers(&o);
-        Ok(resp)
+        Ok(with_protection(out, &o))
     }
 
     pub(super) async fn op_delete_object(
@@ -694,7 +694,7 @@ impl Gateway {
         let Admitted {
             placement,
             policy,
-            mut reservation,
+            reservation,
         } = self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let scanner = self
@@ -747,7 +747,6 @@ impl Gateway {
                 &|_| Ok(()),
             )
         })?;
-        drop(reservation);
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
         pipeline::release(&self.backend, freed);
         self.meta.durable().await?;
