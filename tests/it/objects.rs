@@ -562,6 +562,18 @@ async fn object_tagging_put_get_delete_and_limits() {
         .send()
         .await
         .unwrap();
+    let again = s3
+        .get_object_tagging()
+        .bucket("t-bkt")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<&str> = again.tag_set().iter().map(|t| t.key()).collect();
+    keys.sort_unstable();
+    let mut before: Vec<&str> = tags.iter().map(|t| t.0).collect();
+    before.sort_unstable();
+    assert_eq!(keys, before, "scan-status is reported once, never stored");
     assert_eq!(
         code(
             s3.put_object_tagging()

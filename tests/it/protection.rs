@@ -386,24 +386,52 @@ async fn a_rescan_blocks_objects_found_infected_later() {
     assert_eq!(tags.tag_set()[0].value(), "infected");
 }
 
+/// A gateway whose tenant `acme` may store `quota` bytes, with `bucket` created.
+async fn quota_gateway(quota: u64, bucket: &str) -> (Gw, aws_sdk_s3::Client) {
+    let acme = format!("quota_bytes = {quota}\n");
+    let gw = Gw::start_setup(&Setup {
+        acme: &acme,
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    (gw, s3)
+}
+
+/// The signed headers of a PUT to `path` whose body is not part of the signature.
+fn unsigned_put_headers(gw: &Gw, path: &str) -> Vec<(String, String)> {
+    sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "PUT",
+        path,
+        &[],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    )
+}
+
 /// A refusal decided before the body is read must still reach the client: closing a connection
 /// with a half-read body makes the kernel reset it, and the SDK then reports a broken pipe or a
 /// reset instead of the S3 error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_body_is_read_reach_the_client() {
-    let gw = Gw::start_setup(&Setup {
-        acme: "quota_bytes = 1048576\n",
-        ..Default::default()
-    })
-    .await;
-    let s3 = Arc::new(gw.acme());
-    s3.create_bucket().bucket("refused").send().await.unwrap();
+    let (gw, s3) = quota_gateway(MIB as u64, "refused").await;
+    let s3 = Arc::new(s3);
+    let forger = Arc::new(gw.client((ACME.0, "not-the-secret")));
     for round in 0..5 {
+        // Half over the quota, half with a forged signature: both refused before the body.
         let tasks: Vec<_> = (0..8)
             .map(|i| {
-                let s3 = s3.clone();
+                let (client, want) = if i % 2 == 0 {
+                    (s3.clone(), "QuotaExceeded")
+                } else {
+                    (forger.clone(), "SignatureDoesNotMatch")
+                };
                 tokio::spawn(async move {
-                    s3.put_object()
+                    let r = client
+                        .put_object()
                         .bucket("refused")
                         .key(format!("r{round}-{i}"))
                         .body(ByteStream::from(data(MIB + 1, i)))
@@ -414,12 +442,14 @@ async fn refusals_before_the_body_is_read_reach_the_client() {
                                 .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
                         )
                         .send()
-                        .await
+                        .await;
+                    (want, r)
                 })
             })
             .collect();
         for t in tasks {
-            assert_eq!(code(t.await.unwrap()), "QuotaExceeded");
+            let (want, r) = t.await.unwrap();
+            assert_eq!(code(r), want);
         }
     }
     // The gateway keeps serving and nothing was charged.
@@ -441,23 +471,9 @@ async fn refusals_before_the_body_is_read_reach_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upload_that_expects_100_continue_sends_no_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = Gw::start_setup(&Setup {
-        acme: "quota_bytes = 1048576\n",
-        ..Default::default()
-    })
-    .await;
-    let s3 = gw.acme();
-    s3.create_bucket().bucket("waiting").send().await.unwrap();
+    let (gw, _s3) = quota_gateway(MIB as u64, "waiting").await;
     let path = "/waiting/big.bin";
-    let headers = sign_headers(
-        &gw.endpoint(),
-        None,
-        ACME,
-        "PUT",
-        path,
-        &[],
-        aws_sigv4::http_request::SignableBody::UnsignedPayload,
-    );
+    let headers = unsigned_put_headers(&gw, path);
     let mut head = format!("PUT {path} HTTP/1.1\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -487,13 +503,7 @@ async fn a_refused_upload_that_expects_100_continue_sends_no_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_never_overshoot_the_quota() {
-    let gw = Gw::start_setup(&Setup {
-        acme: "quota_bytes = 10485760\n",
-        ..Default::default()
-    })
-    .await;
-    let s3 = gw.acme();
-    s3.create_bucket().bucket("race").send().await.unwrap();
+    let (gw, s3) = quota_gateway(10 * MIB as u64, "race").await;
     // 20 uploads of 1 MiB at once into 10 MiB: exactly 10 fit.
     let s3 = Arc::new(s3);
     let tasks: Vec<_> = (0..20)
@@ -889,23 +899,9 @@ async fn scan_slots_are_bounded() {
 /// of it is read (as S3 does): nothing is stored and nothing charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_without_a_declared_length_is_refused() {
-    let gw = Gw::start_setup(&Setup {
-        acme: "quota_bytes = 1048576\n",
-        ..Default::default()
-    })
-    .await;
-    let s3 = gw.acme();
-    s3.create_bucket().bucket("stream").send().await.unwrap();
+    let (gw, s3) = quota_gateway(MIB as u64, "stream").await;
     let path = "/stream/big";
-    let headers = sign_headers(
-        &gw.endpoint(),
-        None,
-        ACME,
-        "PUT",
-        path,
-        &[],
-        aws_sigv4::http_request::SignableBody::UnsignedPayload,
-    );
+    let headers = unsigned_put_headers(&gw, path);
     // HTTP chunked transfer: no Content-Length.
     let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = data(2 * MIB, 3)
         .chunks(64 * 1024)
