@@ -94,6 +94,7 @@ mod raw {
         pub sas_token: Option<String>,
         pub credentials_file: Option<PathBuf>,
         pub part_size_mb: Option<usize>,
+        pub read_batch_kib: Option<usize>,
         pub timeout_secs: Option<u64>,
         pub retries: Option<u32>,
     }
@@ -226,6 +227,9 @@ pub struct BackendConfig {
     pub retries: u32,
     /// Part / block / chunk size of the remote backends' streaming uploads.
     pub part_size: usize,
+    /// Remote backends: downloads are relayed in batches of about this many bytes (0: off; see
+    /// `backend::batch`).
+    pub read_batch: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +419,7 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
         ("sas_token", b.sas_token.is_some()),
         ("credentials_file", b.credentials_file.is_some()),
         ("part_size_mb", b.part_size_mb.is_some()),
+        ("read_batch_kib", b.read_batch_kib.is_some()),
     ];
     let allowed: &[&str] = match b.kind.as_str() {
         "local" => &["path"],
@@ -426,6 +431,7 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
             "secret_key",
             "secret_key_file",
             "part_size_mb",
+            "read_batch_kib",
         ],
         "azure" => &[
             "endpoint",
@@ -434,8 +440,14 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
             "secret_key_file",
             "sas_token",
             "part_size_mb",
+            "read_batch_kib",
         ],
-        "gcs" => &["endpoint", "credentials_file", "part_size_mb"],
+        "gcs" => &[
+            "endpoint",
+            "credentials_file",
+            "part_size_mb",
+            "read_batch_kib",
+        ],
         other => {
             return Err(bad(format!("type {other:?}: use local, s3, azure or gcs")));
         }
@@ -512,6 +524,12 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
     if !(5..=512).contains(&part_size) {
         return Err(bad("part_size_mb: use 5 to 512".into()));
     }
+    let read_batch = match (&kind, b.read_batch_kib) {
+        (BackendKind::Local { .. }, _) => 0,
+        (_, None) => 256,
+        (_, Some(k)) if k <= 4096 => k,
+        (_, Some(_)) => return Err(bad("read_batch_kib: use 0 (off) to 4096".into())),
+    };
     Ok(BackendConfig {
         name,
         kind,
@@ -519,6 +537,7 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
         timeout: Duration::from_secs(b.timeout_secs.unwrap_or(30).max(1)),
         retries: b.retries.unwrap_or(3),
         part_size: part_size * 1024 * 1024,
+        read_batch: read_batch * 1024,
     })
 }
 
@@ -925,6 +944,14 @@ secret_key = "acme-dev-secret"
             ("az", "c-1")
         );
         assert_eq!(t.placement.prefix, "crm/");
+        let batch = |name: &str| {
+            c.backends
+                .iter()
+                .find(|b| b.name == name)
+                .unwrap()
+                .read_batch
+        };
+        assert_eq!((batch("local"), batch("aws")), (0, 256 * 1024));
         for (tail, want) in [
             ("[backends.x]\ntype = \"ftp\"\n", "type \"ftp\""),
             (
@@ -948,6 +975,14 @@ secret_key = "acme-dev-secret"
                 "credentials_file",
             ),
             ("[backends.X]\ntype = \"local\"\n", "backend name"),
+            (
+                "[backends.x]\ntype = \"local\"\nread_batch_kib = 64\n",
+                "read_batch_kib does not apply",
+            ),
+            (
+                "[backends.x]\ntype = \"s3\"\nbucket = \"bb1\"\nread_batch_kib = 5000\n",
+                "read_batch_kib: use 0 (off) to 4096",
+            ),
             (
                 "[backends.x]\ntype = \"s3\"\nbucket = \"../up\"\n",
                 "container",

@@ -9,6 +9,7 @@
 //! several backends.
 
 pub mod azure;
+mod batch;
 pub mod gcs;
 pub mod local;
 pub mod s3;
@@ -303,12 +304,18 @@ impl Backends {
     }
 
     /// Opens a ranged read; the call that opens it is bounded and retried, the stream is not.
+    /// Remote bodies are relayed in batches (`backend::batch`).
     pub async fn get(&self, blob: &str, range: Range<u64>) -> Result<ByteStream, BackendError> {
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let (n, r) = self.resolve(blob)?;
-        retry(n, || n.backend.get(r.container, r.key, range.clone())).await
+        let body = retry(n, || n.backend.get(r.container, r.key, range.clone())).await?;
+        Ok(batch::batched(
+            body,
+            range.end - range.start,
+            n.config.read_batch,
+        ))
     }
 
     pub async fn delete(&self, blob: &str) -> Result<(), BackendError> {
