@@ -9,3 +9,23 @@ wait_port() {
 }
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
+# start_portcullis NAME TOML: starts the release binary on $WORK/NAME.toml, which holds its
+# listen address, `[storage] data_dir = $WORK/NAME-data`, then TOML (more [storage] keys first,
+# then any tables). Sets PC_PORT and PC_PID.
+start_portcullis() {
+  PC_PORT=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\n%s\n' \
+    "$PC_PORT" "$WORK/$1-data" "$2" >"$WORK/$1.toml"
+  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PC_PID=$!; PIDS+=("$PC_PID"); wait_port "$PC_PORT"
+}
+# bench_tenant [TENANT_KEYS]: the one tenant a bench gateway serves, keyed $AK / $SK.
+bench_tenant() {
+  printf '[[tenants]]\nid = "bench"\n%s\n[[tenants.keys]]\naccess_key = "%s"\nsecret_key = "%s"\n' \
+    "${1:-}" "$AK" "$SK"
+}
+# s3fs_backend [KEYS]: the `s3fs` backend: the bench's s3s-fs on $FS_PORT, bucket pc-backend.
+s3fs_backend() {
+  printf '[backends.s3fs]\ntype = "s3"\nendpoint = "http://127.0.0.1:%s"\nbucket = "pc-backend"\naccess_key = "%s"\nsecret_key = "%s"\n%s\n' \
+    "$FS_PORT" "$AK" "$SK" "${1:-}"
+}

@@ -77,30 +77,11 @@ CONF
 nginx -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!; PIDS+=("$NGINX_PID"); wait_port "$NGINX_PORT"
 
-start_portcullis() { # name sync [backend] — sets PC_PORT and PC_PID
-  local port backend=${3:-local}
-  port=$(free_port)
-  cat >"$WORK/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$port"
-[storage]
-data_dir = "$WORK/$1-data"
-sync = $2
-default_backend = "$backend"
-[backends.s3fs]
-type = "s3"
-endpoint = "http://127.0.0.1:$FS_PORT"
-bucket = "pc-backend"
-access_key = "$AK"
-secret_key = "$SK"
-[[tenants]]
-id = "bench"
-[[tenants.keys]]
-access_key = "$AK"
-secret_key = "$SK"
-CONF
-  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PC_PID=$!; PIDS+=("$PC_PID"); PC_PORT=$port; wait_port "$port"
+pc() { # name sync [backend]
+  start_portcullis "$1" "sync = $2
+default_backend = \"${3:-local}\"
+$(s3fs_backend)
+$(bench_tenant)"
 }
 
 # --- workloads --------------------------------------------------------------------------------
@@ -120,15 +101,15 @@ run() { # target endpoint pid -- loadgen args
 }
 
 mkdir -p "$WORK/fs/pc-backend"   # the s3 backend's bucket on the same s3s-fs
-start_portcullis portcullis false
+pc portcullis false
 TARGETS=("direct http://127.0.0.1:$FS_PORT $FS_PID"
          "s3s-proxy http://127.0.0.1:$PROXY_PORT $PROXY_PID"
          "nginx http://127.0.0.1:$NGINX_PORT $NGINX_PID"
          "portcullis http://127.0.0.1:$PC_PORT $PC_PID")
-start_portcullis portcullis-s3 false s3fs
+pc portcullis-s3 false s3fs
 TARGETS+=("portcullis-s3 http://127.0.0.1:$PC_PORT $PC_PID")
 if [ "$QUICK" = 0 ]; then
-  start_portcullis portcullis-sync true
+  pc portcullis-sync true
   TARGETS+=("portcullis-sync http://127.0.0.1:$PC_PORT $PC_PID")
 fi
 WORKLOADS=("--workload put --size 64MiB --concurrency 4 --ops $BIG_OPS"

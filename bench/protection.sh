@@ -40,25 +40,10 @@ CONF
 /usr/sbin/clamd --config-file="$WORK/clamd.conf" >"$WORK/clamd.log" 2>&1 &
 PIDS+=("$!"); wait_port "$CLAMD_PORT"
 
-start_portcullis() { # name extra-toml (appended) tenant-lines — sets PC_PORT
-  local port
-  port=$(free_port)
-  cat >"$WORK/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$port"
-[storage]
-data_dir = "$WORK/$1-data"
-sync = false
-[[tenants]]
-id = "bench"
-$3
-[[tenants.keys]]
-access_key = "$AK"
-secret_key = "$SK"
-$2
-CONF
-  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PIDS+=("$!"); PC_PORT=$port; wait_port "$port"
+pc() { # name extra-toml tenant-keys
+  start_portcullis "$1" "sync = false
+$(bench_tenant "$3")
+$2"
 }
 
 # This machine has slow phases: for ~25-30 s at a time every process runs at about half speed
@@ -75,19 +60,19 @@ measure() { # label pair endpoint -- loadgen args
   echo "{\"label\":\"$label\",\"pair\":$pair,\"report\":$line}" >>"$RESULTS"
 }
 
-start_portcullis scanned "[scanner]
+pc scanned "[scanner]
 address = \"127.0.0.1:$CLAMD_PORT\"
 max_stream_mb = 128
 timeout_secs = 60" ""
 SCANNED=$PC_PORT
-start_portcullis guarded "[policy]
+pc guarded "[policy]
 max_object_size = 1073741824
 denied_types = [\"image/svg+xml\"]  # random bytes can look like MZ or ELF: nothing with magic
 reject_type_mismatch = true
 key_pattern = \"[A-Za-z0-9/._-]+\"" "quota_bytes = 1099511627776
 quota_objects = 100000000"
 GUARDED=$PC_PORT
-start_portcullis plain "" ""
+pc plain "" ""
 PLAIN=$PC_PORT
 
 echo "scan: 64 MiB, fresh random data, one at a time, $PAIRS pairs" >&2

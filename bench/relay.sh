@@ -27,35 +27,15 @@ FS_PORT=$(free_port)
   >"$WORK/s3s-fs.log" 2>&1 &
 FS_PID=$!; PIDS+=("$FS_PID"); wait_port "$FS_PORT"
 
-# start_portcullis NAME EXTRA_BACKEND_KEYS: sets PC_PORT and PC_PID
-start_portcullis() {
-  PC_PORT=$(free_port)
-  cat >"$WORK/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$PC_PORT"
-[storage]
-data_dir = "$WORK/$1-data"
-sync = false
-default_backend = "s3fs"
-[backends.s3fs]
-type = "s3"
-endpoint = "http://127.0.0.1:$FS_PORT"
-bucket = "pc-backend"
-access_key = "$AK"
-secret_key = "$SK"
-$2
-[[tenants]]
-id = "bench"
-[[tenants.keys]]
-access_key = "$AK"
-secret_key = "$SK"
-CONF
-  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PC_PID=$!; PIDS+=("$PC_PID"); wait_port "$PC_PORT"
+pc() { # name extra-backend-keys
+  start_portcullis "$1" "sync = false
+default_backend = \"s3fs\"
+$(s3fs_backend "$2")
+$(bench_tenant)"
 }
-start_portcullis off "read_batch_kib = 0"
+pc off "read_batch_kib = 0"
 OFF_PORT=$PC_PORT OFF_PID=$PC_PID
-start_portcullis batched ""
+pc batched ""
 ON_PORT=$PC_PORT ON_PID=$PC_PID
 
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
