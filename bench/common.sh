@@ -29,3 +29,14 @@ s3fs_backend() {
   printf '[backends.s3fs]\ntype = "s3"\nendpoint = "http://127.0.0.1:%s"\nbucket = "pc-backend"\naccess_key = "%s"\nsecret_key = "%s"\n%s\n' \
     "$FS_PORT" "$AK" "$SK" "${1:-}"
 }
+# start_s3s_fs: s3s-fs =0.14.1 (SigV4 on; installed into bench/.tools once) over $WORK/fs, with
+# the `pc-backend` bucket the `s3fs` backend writes to. Sets FS_PORT and FS_PID.
+start_s3s_fs() {
+  local bin=bench/.tools/bin/s3s-fs
+  [ -x "$bin" ] || cargo install --locked --quiet --root bench/.tools --version 0.14.1 --features binary s3s-fs
+  mkdir -p "$WORK/fs/pc-backend"
+  FS_PORT=$(free_port)
+  "$bin" --host 127.0.0.1 --port "$FS_PORT" --access-key "$AK" --secret-key "$SK" "$WORK/fs" \
+    >"$WORK/s3s-fs.log" 2>&1 &
+  FS_PID=$!; PIDS+=("$FS_PID"); wait_port "$FS_PORT"
+}

@@ -19,7 +19,6 @@ QUICK=0
 
 TOOLS=bench/.tools
 cargo build --release --locked -p portcullis -p portcullis-loadgen
-[ -x "$TOOLS/bin/s3s-fs" ] || cargo install --locked --quiet --root "$TOOLS" --version 0.14.1 --features binary s3s-fs
 [ -x "$TOOLS/bin/s3s-proxy" ] || cargo install --locked --quiet --root "$TOOLS" --version 0.14.1 s3s-proxy
 if ! command -v nginx >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -35,11 +34,7 @@ source bench/common.sh
 trap cleanup EXIT
 
 # --- servers ----------------------------------------------------------------------------------
-mkdir -p "$WORK/fs"
-FS_PORT=$(free_port)
-"$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$FS_PORT" --access-key "$AK" --secret-key "$SK" "$WORK/fs" \
-  >"$WORK/s3s-fs.log" 2>&1 &
-FS_PID=$!; PIDS+=("$FS_PID"); wait_port "$FS_PORT"
+start_s3s_fs
 
 PROXY_PORT=$(free_port)
 AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_REGION=us-east-1 \
@@ -100,7 +95,6 @@ run() { # target endpoint pid -- loadgen args
   echo "  $target $*: $line" >&2
 }
 
-mkdir -p "$WORK/fs/pc-backend"   # the s3 backend's bucket on the same s3s-fs
 pc portcullis false
 TARGETS=("direct http://127.0.0.1:$FS_PORT $FS_PID"
          "s3s-proxy http://127.0.0.1:$PROXY_PORT $PROXY_PID"

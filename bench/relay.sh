@@ -10,9 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-9}
 OPS=${OPS:-32}
-TOOLS=bench/.tools
 cargo build --release --locked -p portcullis -p portcullis-loadgen
-[ -x "$TOOLS/bin/s3s-fs" ] || cargo install --locked --quiet --root "$TOOLS" --version 0.14.1 --features binary s3s-fs
 LOADGEN=target/release/loadgen
 AK=ACMEDEVKEY SK=acme-dev-secret
 WORK=$(mktemp -d /tmp/pcrelay.XXXXXX)
@@ -21,11 +19,7 @@ PIDS=()
 source bench/common.sh
 trap cleanup EXIT
 
-mkdir -p "$WORK/fs/pc-backend"
-FS_PORT=$(free_port)
-"$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$FS_PORT" --access-key "$AK" --secret-key "$SK" "$WORK/fs" \
-  >"$WORK/s3s-fs.log" 2>&1 &
-FS_PID=$!; PIDS+=("$FS_PID"); wait_port "$FS_PORT"
+start_s3s_fs
 
 pc() { # name extra-backend-keys
   start_portcullis "$1" "sync = false
