@@ -101,9 +101,11 @@ mod tests {
         // "ab" and "i" are short and more was expected; "cdefgh" is long; "j" is the last byte.
         assert_eq!(start.elapsed(), 2 * PAUSE);
 
-        let body = chunks(vec![Ok(b"ab"), Err("backend reset"), Ok(b"never")]);
+        // An error is passed on in its place, like a chunk; what follows it is the reader's.
+        let body = chunks(vec![Ok(b"ab"), Err("backend reset"), Ok(b"after")]);
         let out: Vec<_> = batched(body, 10, 4).collect().await;
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].as_ref().unwrap_err().to_string(), "backend reset");
+        assert_eq!(out[2].as_ref().unwrap(), &b"after"[..]);
     }
 }

@@ -538,13 +538,8 @@ async fn object_tagging_put_get_delete_and_limits() {
         .send()
         .await
         .unwrap();
-    let got = s3
-        .get_object_tagging()
-        .bucket("t-bkt")
-        .key("k")
-        .send()
-        .await
-        .unwrap();
+    let read_tags = || s3.get_object_tagging().bucket("t-bkt").key("k").send();
+    let got = read_tags().await.unwrap();
     // The two set, plus the read-only scan-status (this gateway has no scanner).
     let tags: Vec<(&str, &str)> = got.tag_set().iter().map(|t| (t.key(), t.value())).collect();
     assert_eq!(tags.len(), 3, "{tags:?}");
@@ -562,13 +557,7 @@ async fn object_tagging_put_get_delete_and_limits() {
         .send()
         .await
         .unwrap();
-    let again = s3
-        .get_object_tagging()
-        .bucket("t-bkt")
-        .key("k")
-        .send()
-        .await
-        .unwrap();
+    let again = read_tags().await.unwrap();
     let mut keys: Vec<&str> = again.tag_set().iter().map(|t| t.key()).collect();
     keys.sort_unstable();
     let mut before: Vec<&str> = tags.iter().map(|t| t.0).collect();

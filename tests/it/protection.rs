@@ -272,6 +272,11 @@ async fn a_dead_scanner_refuses_uploads_until_it_returns() {
     usage(&gw, "acme").await;
 }
 
+/// The verdict a HEAD of `path` reports in `x-portcullis-scan-status`.
+async fn scan_status(gw: &Gw, path: &str) -> String {
+    header(&head(gw, path).await, "x-portcullis-scan-status")
+}
+
 /// A signed HEAD of `path`, to read the gateway's own response headers (the SDK drops them).
 async fn head(gw: &Gw, path: &str) -> reqwest::Response {
     let headers = sign_headers(
@@ -338,13 +343,7 @@ async fn a_rescan_blocks_objects_found_infected_later() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        header(
-            &head(&gw, "/checked/good.txt").await,
-            "x-portcullis-scan-status"
-        ),
-        "clean"
-    );
+    assert_eq!(scan_status(&gw, "/checked/good.txt").await, "clean");
     let listed = s3.list_objects_v2().bucket("checked").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(1));
     admin_ok(
@@ -816,13 +815,7 @@ async fn objects_too_large_to_scan_follow_the_bucket_policy() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        header(
-            &head(&gw, "/lenient/big.bin").await,
-            "x-portcullis-scan-status"
-        ),
-        "pending"
-    );
+    assert_eq!(scan_status(&gw, "/lenient/big.bin").await, "pending");
     let r = s3
         .get_object()
         .bucket("lenient")
@@ -848,13 +841,7 @@ async fn objects_too_large_to_scan_follow_the_bucket_policy() {
         put.e_tag(),
         Some(format!("\"{}\"", hex::encode(md5)).as_str())
     );
-    assert_eq!(
-        header(
-            &head(&gw, "/strict/small.bin").await,
-            "x-portcullis-scan-status"
-        ),
-        "clean"
-    );
+    assert_eq!(scan_status(&gw, "/strict/small.bin").await, "clean");
     let wrong = s3
         .put_object()
         .bucket("strict")
