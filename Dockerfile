@@ -9,6 +9,8 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/portcullis --create-home po
  && mkdir -p /etc/portcullis /var/lib/portcullis/data \
  && chown -R portcullis:portcullis /var/lib/portcullis
 COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
+# The shipped config holds the published development credentials, which the gateway refuses on
+# a non-loopback listener: mount your own over it (docker run -v ./portcullis.toml:/etc/...).
 COPY config/portcullis.toml /etc/portcullis/portcullis.toml
 USER portcullis
 WORKDIR /var/lib/portcullis

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use crate::backend::Placement;
 use crate::meta::{BucketSettings, Limits, Policy, Role};
+use crate::pace::PaceOptions;
+use crate::s3::UploadLimits;
 use crate::scanner::{Address, ScannerConfig};
+use crate::transport::ConnOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -107,6 +110,15 @@ mod raw {
         pub domain: Option<String>,
         pub max_xml_body: Option<usize>,
         pub tls: Option<Tls>,
+        pub require_region: Option<bool>,
+        pub header_timeout_secs: Option<u64>,
+        pub max_connections: Option<usize>,
+        pub max_connections_per_ip: Option<usize>,
+        pub body_timeout_secs: Option<u64>,
+        pub body_min_rate: Option<u64>,
+        pub max_uploads_in_flight: Option<usize>,
+        pub max_tenant_uploads_in_flight: Option<usize>,
+        pub max_open_uploads: Option<usize>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -122,6 +134,7 @@ mod raw {
         pub listen: Option<String>,
         pub token: Option<String>,
         pub token_file: Option<PathBuf>,
+        pub tls: Option<Tls>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -187,6 +200,14 @@ pub struct Config {
     pub domain: Option<String>,
     pub max_xml_body: usize,
     pub tls: Option<TlsConfig>,
+    /// Refuse SigV4 scopes that name another region than `region`.
+    pub require_region: bool,
+    /// Connection limits and timeouts of each listener (S3 and admin, counted apart).
+    pub conn: ConnOptions,
+    /// How slowly a request body may arrive.
+    pub pace: PaceOptions,
+    /// Bounds on uploads in flight and open multipart uploads.
+    pub uploads: UploadLimits,
     pub admin: Option<AdminConfig>,
     pub data_dir: PathBuf,
     /// Flush metadata and fsync blobs before a write is acknowledged.
@@ -204,6 +225,14 @@ pub struct Config {
     /// The gateway-wide default of every bucket's policy.
     pub policy: Policy,
 }
+
+/// The development admin token of `config/portcullis.toml`; published, so refused off loopback.
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+/// The development access keys and secrets of `config/portcullis.toml`; the same.
+pub const DEV_KEYS: [(&str, &str); 2] = [
+    ("ACMEDEVKEY", "acme-dev-secret"),
+    ("GLOBEXDEVKEY", "globex-dev-secret"),
+];
 
 /// A credential that never reaches a log line or `Debug` output.
 #[derive(Clone)]
@@ -272,6 +301,7 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: String,
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -640,6 +670,54 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!("server.region: {region:?}")));
         }
+        let positive = |v: Option<u64>, default: u64, what: &str| match v {
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "server.{what} must be at least 1"
+            ))),
+            v => Ok(v.unwrap_or(default)),
+        };
+        let conn = ConnOptions {
+            max_connections: positive(
+                raw.server.max_connections.map(|v| v as u64),
+                4096,
+                "max_connections",
+            )? as usize,
+            max_connections_per_ip: positive(
+                raw.server.max_connections_per_ip.map(|v| v as u64),
+                512,
+                "max_connections_per_ip",
+            )? as usize,
+            header_timeout: Duration::from_secs(positive(
+                raw.server.header_timeout_secs,
+                30,
+                "header_timeout_secs",
+            )?),
+        };
+        let pace = PaceOptions {
+            timeout: Duration::from_secs(positive(
+                raw.server.body_timeout_secs,
+                30,
+                "body_timeout_secs",
+            )?),
+            min_rate: raw.server.body_min_rate.unwrap_or(16 * 1024),
+        };
+        let uploads = UploadLimits {
+            in_flight: positive(
+                raw.server.max_uploads_in_flight.map(|v| v as u64),
+                1024,
+                "max_uploads_in_flight",
+            )? as usize,
+            tenant_in_flight: positive(
+                raw.server.max_tenant_uploads_in_flight.map(|v| v as u64),
+                128,
+                "max_tenant_uploads_in_flight",
+            )? as usize,
+            open_per_tenant: positive(
+                raw.server.max_open_uploads.map(|v| v as u64),
+                10_000,
+                "max_open_uploads",
+            )? as usize,
+        };
         let admin = match (raw.admin.token, raw.admin.token_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
@@ -662,6 +740,10 @@ impl Config {
                     "admin.listen",
                 )?,
                 token,
+                tls: raw.admin.tls.map(|t| TlsConfig {
+                    cert: t.cert,
+                    key: t.key,
+                }),
             }),
             None => None,
         };
@@ -828,6 +910,10 @@ impl Config {
             region,
             domain: raw.server.domain.filter(|d| !d.is_empty()),
             max_xml_body: raw.server.max_xml_body.unwrap_or(1024 * 1024),
+            require_region: raw.server.require_region.unwrap_or(false),
+            conn,
+            pace,
+            uploads,
             tls: raw.server.tls.map(|t| TlsConfig {
                 cert: t.cert,
                 key: t.key,

@@ -83,10 +83,7 @@ impl From<BackendError> for S3Error {
                     }
                     return err;
                 }
-                s3_error!(
-                    IncompleteBody,
-                    "The request body could not be read completely."
-                )
+                body_error(&*e)
             }
             e @ BackendError::NotFound(_) => internal("blob missing for a committed object", &e),
             e @ BackendError::Io(_) => internal("backend I/O failed", &e),
@@ -110,6 +107,44 @@ impl From<BackendError> for S3Error {
                 internal("backend refused", &e)
             }
         }
+    }
+}
+
+/// A request body that failed while it was read. s3s's aws-chunked and payload-hash streams
+/// report through error types it does not export, and wrap ours as a message; both are known by
+/// their text (s3s is pinned to one exact version, and `hostile.rs` tests each case).
+fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
+    let mut texts = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<crate::pace::BodyTimeout>() {
+            texts.push(crate::pace::MESSAGE.to_string());
+        }
+        texts.push(err.to_string());
+        cur = err.source();
+    }
+    let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
+    if has(crate::pace::MESSAGE) {
+        s3_error!(
+            RequestTimeout,
+            "Your socket connection to the server was not read from or written to within the timeout period, or the body arrived too slowly. Nothing was stored."
+        )
+    } else if has("AwsChunkedStreamError: SignatureMismatch") {
+        s3_error!(
+            SignatureDoesNotMatch,
+            "The signature of a chunk of the aws-chunked body does not match. Nothing was stored."
+        )
+    } else if has("UploadStreamError: Sha256Mismatch") {
+        custom(
+            "XAmzContentSHA256Mismatch",
+            http::StatusCode::BAD_REQUEST,
+            "The provided 'x-amz-content-sha256' header does not match what was computed. Nothing was stored.".into(),
+        )
+    } else {
+        s3_error!(
+            IncompleteBody,
+            "The request body could not be read completely."
+        )
     }
 }
 

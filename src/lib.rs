@@ -7,12 +7,14 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod meta;
+pub mod pace;
 pub mod pipeline;
 pub mod s3;
 pub mod scanner;
 pub mod server;
 pub mod sweeper;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Running, start};

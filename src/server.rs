@@ -14,9 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -27,7 +24,9 @@ use tracing::Instrument;
 use crate::backend::Backends;
 use crate::config::{Config, TlsConfig};
 use crate::meta::{self, Meta};
-use crate::s3::{Access, Auth, Gateway};
+use crate::pace::{Pace, PaceOptions};
+use crate::s3::{Access, Auth, Gateway, ScreenOptions};
+use crate::transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,6 +46,13 @@ pub enum StartError {
     Tls(String),
     #[error("virtual-host domain: {0}")]
     Domain(String),
+    #[error(
+        "{0} of config/portcullis.toml, which is published, and {1} is not a loopback address. Set your own: \
+         `admin.token` (or `token_file`) to a random string of at least 16 characters, and for each \
+         `[[tenants.keys]]` a new access key and `secret_key_file` (the admin API or \
+         `portcullis admin` can create keys too); or listen on 127.0.0.1 only"
+    )]
+    DevCredentials(&'static str, SocketAddr),
 }
 
 /// Virtual-hosted-style requests under one domain. Clients send `Host: bucket.domain:port`;
@@ -162,6 +168,41 @@ fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Refuses the published development credentials on any listener that is not on loopback
+/// (declared in the file, or left in the metadata store by an earlier start with the shipped
+/// file).
+fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError> {
+    let exposed = std::iter::once(config.listen)
+        .chain(config.admin.as_ref().map(|a| a.listen))
+        .find(|a| !a.ip().is_loopback());
+    let Some(exposed) = exposed else {
+        return Ok(());
+    };
+    if config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.token == crate::config::DEV_ADMIN_TOKEN)
+    {
+        return Err(StartError::DevCredentials(
+            "the admin token is the development token",
+            exposed,
+        ));
+    }
+    for (key, secret) in crate::config::DEV_KEYS {
+        let stored = meta.access_key(key).map_err(|source| StartError::Meta {
+            path: config.data_dir.join("meta").display().to_string(),
+            source,
+        })?;
+        if stored.is_some_and(|k| k.secret_key == secret) {
+            return Err(StartError::DevCredentials(
+                "an access key is a development key",
+                exposed,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Opens everything and starts serving; returns once the listeners are bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let meta_dir = config.data_dir.join("meta");
@@ -177,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: meta_dir.display().to_string(),
         source,
     })?;
+    refuse_dev_credentials(&config, &meta)?;
     let backends = Arc::new(Backends::open(&config.backends, config.sync).await?);
     let recovered = backends.recover().await?;
     if recovered > 0 {
@@ -226,11 +268,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(accept_loop(
+    let s3 = S3Front {
+        service,
+        max_xml_body: config.max_xml_body,
+        screen: Arc::new(ScreenOptions {
+            region: config.region.clone(),
+            require_region: config.require_region,
+        }),
+        pace: config.pace,
+    };
+    tasks.spawn(transport::serve(
+        "s3",
         listener,
         tls,
-        service,
-        config.max_xml_body,
+        config.conn,
+        move |peer| {
+            let s3 = s3.clone();
+            hyper::service::service_fn(move |req| s3.clone().handle(peer, req))
+        },
         stop.clone(),
     ));
     let sweeper = crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), &config);
@@ -261,7 +316,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 rules,
                 config: config.clone(),
             };
-            tasks.spawn(crate::admin::serve(l, state, stop.clone()));
+            let tls = admin.tls.as_ref().map(tls_acceptor).transpose()?;
+            tasks.spawn(transport::serve(
+                "admin",
+                l,
+                tls,
+                config.conn,
+                move |_peer| crate::admin::service(state.clone()),
+                stop.clone(),
+            ));
             Some(addr)
         }
         None => None,
@@ -274,67 +337,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks,
         meta,
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    service: S3Service,
-    max_xml_body: usize,
-    stop: CancellationToken,
-) {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let svc =
-            hyper::service::service_fn(move |req| handle(service.clone(), max_xml_body, peer, req));
-        match &tls {
-            None => {
-                let conn = http
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
-                tokio::spawn(graceful.watch(conn));
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let http = http.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            let conn = http
-                                .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                                .into_owned();
-                            let _ = watcher.watch(conn).await;
-                        }
-                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    }
-                });
-            }
-        }
-    }
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after 30 s; closing them");
-    }
 }
 
 /// True for a request whose body is XML (not object data) and whose declared length exceeds the
@@ -386,29 +388,50 @@ async fn discard_body(mut body: Incoming) {
 
 /// The request body as s3s sees it. If the gateway refuses a request without reading its whole
 /// body (a quota or policy refusal, a bad signature), the rest is handed back through `unread`
-/// when s3s drops it, so [`handle`] can drain it before answering (see [`discard_body`]).
-/// Except when the client asked `Expect: 100-continue` and the body was never polled: hyper has
-/// not said "continue", the client sends nothing, and the error goes out at once.
+/// when s3s drops it, so [`S3Front::handle`] can drain it before answering (see
+/// [`discard_body`]). Except when the client asked `Expect: 100-continue` and the body was never
+/// polled: hyper has not said "continue", the client sends nothing, and the error goes out at
+/// once. The body's [`Pace`] fails it with [`crate::pace::BodyTimeout`] when it trickles.
 struct Returnable {
     inner: Option<Incoming>,
     unread: Arc<std::sync::Mutex<Option<Incoming>>>,
     /// Whether dropping the body unread would leave bytes on the wire: false only while a
     /// `100-continue` request's body is untouched.
     sent: bool,
+    pace: Pace,
 }
 
 impl hyper::body::Body for Returnable {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.sent = true;
-        match self.inner.as_mut() {
-            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+        use std::task::Poll;
+        let this = &mut *self;
+        this.sent = true;
+        let Some(b) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(b).poll_frame(cx) {
+            Poll::Pending => match this.pace.pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => {
+                    // The rest of a trickling body is not worth draining: the connection goes.
+                    this.inner = None;
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+            },
+            Poll::Ready(Some(Ok(f))) => {
+                this.pace.ready(f.data_ref().map_or(0, bytes::Bytes::len));
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(other) => {
+                this.pace.ready(0);
+                Poll::Ready(other.map(|r| r.map_err(Into::into)))
+            }
         }
     }
 
@@ -437,78 +460,118 @@ impl Drop for Returnable {
     }
 }
 
-/// Wraps one S3 request in its span, names it with a request id and logs its outcome.
-async fn handle(
+/// The S3 listener's per-request work around s3s; cheap to clone.
+#[derive(Clone)]
+struct S3Front {
     service: S3Service,
     max_xml_body: usize,
-    peer: SocketAddr,
-    mut req: http::Request<Incoming>,
-) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
-    req.extensions_mut().insert(crate::s3::Peer(peer));
-    let id = ulid::Ulid::new().to_string();
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        method = %req.method(),
-        tenant = tracing::field::Empty,
-        op = tracing::field::Empty,
-        bucket = tracing::field::Empty,
-        key = tracing::field::Empty,
-        error = tracing::field::Empty,
-    );
-    let started = std::time::Instant::now();
-    let too_large = xml_body_too_large(&req, max_xml_body);
-    let unread = Arc::default();
-    let sent = !req
-        .headers()
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let req = req.map(|inner| Returnable {
-        inner: Some(inner),
-        unread: Arc::clone(&unread),
-        sent,
-    });
-    let result = if too_large {
-        // s3s bounds XML bodies too, but reports an oversized streamed body as InternalError.
-        drop(req);
-        let mut e = s3s::S3Error::with_message(
-            s3s::S3ErrorCode::MaxMessageLengthExceeded,
-            format!(
-                "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
-            ),
-        );
-        e.set_status_code(http::StatusCode::BAD_REQUEST);
-        e.to_http_response()
-            .map_err(|e| s3s::HttpError::new(Box::new(e)))
-    } else {
-        let req = req.map(s3s::Body::http_body);
-        service.call(req).instrument(span.clone()).await
-    };
-    // Whatever was refused unread is drained before the answer goes out.
-    let rest = unread.lock().ok().and_then(|mut s| s.take());
-    if let Some(body) = rest {
-        discard_body(body).await;
-    }
-    let _enter = span.enter();
-    match result {
-        Ok(mut resp) => {
-            let status = resp.status().as_u16();
-            let ms = started.elapsed().as_millis() as u64;
-            // The access-log line: 5xx at error (once, with the cause recorded on the span by
-            // `error.rs`), everything else at debug.
-            if status >= 500 {
-                tracing::error!(status, ms, "request failed");
-            } else {
-                tracing::debug!(status, ms, "request done");
-            }
-            if let Ok(v) = http::HeaderValue::from_str(&id) {
-                resp.headers_mut().insert("x-amz-request-id", v);
-            }
-            Ok(resp)
+    screen: Arc<ScreenOptions>,
+    pace: PaceOptions,
+}
+
+/// The access-log line of one request, written when it is dropped: also for a request whose
+/// client went away mid-way (its future is dropped, and nothing after an `.await` runs).
+struct AccessLog {
+    span: tracing::Span,
+    started: std::time::Instant,
+    status: Option<u16>,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let _enter = self.span.enter();
+        let ms = self.started.elapsed().as_millis() as u64;
+        // 5xx at error (once, with the cause recorded on the span by `error.rs`), everything
+        // else at debug.
+        match self.status {
+            Some(status) if status >= 500 => tracing::error!(status, ms, "request failed"),
+            Some(status) => tracing::debug!(status, ms, "request done"),
+            None => tracing::debug!(ms, "request cancelled: the client went away"),
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "request failed without an S3 answer");
-            Err(e)
+    }
+}
+
+impl S3Front {
+    /// Wraps one S3 request in its span, names it with a request id and logs its outcome.
+    async fn handle(
+        self,
+        peer: SocketAddr,
+        mut req: http::Request<Incoming>,
+    ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+        req.extensions_mut().insert(crate::s3::Peer(peer));
+        let id = ulid::Ulid::new().to_string();
+        let span = tracing::info_span!(
+            "request",
+            id = %id,
+            method = %req.method(),
+            tenant = tracing::field::Empty,
+            op = tracing::field::Empty,
+            bucket = tracing::field::Empty,
+            key = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let mut log = AccessLog {
+            span: span.clone(),
+            started: std::time::Instant::now(),
+            status: None,
+        };
+        let max_xml_body = self.max_xml_body;
+        let refused = crate::s3::screen(&req, &self.screen).or_else(|| {
+            xml_body_too_large(&req, max_xml_body).then(|| {
+                // s3s bounds XML bodies too, but reports an oversized streamed body as
+                // InternalError.
+                let mut e = s3s::S3Error::with_message(
+                    s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                    format!(
+                        "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
+                    ),
+                );
+                e.set_status_code(http::StatusCode::BAD_REQUEST);
+                e
+            })
+        });
+        let unread = Arc::default();
+        let sent = !req
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let req = req.map(|inner| Returnable {
+            inner: Some(inner),
+            unread: Arc::clone(&unread),
+            sent,
+            pace: Pace::new(self.pace),
+        });
+        let result = match refused {
+            Some(e) => {
+                span.in_scope(|| tracing::debug!(code = %e.code().as_str(), "refused before s3s"));
+                drop(req);
+                e.to_http_response()
+                    .map_err(|e| s3s::HttpError::new(Box::new(e)))
+            }
+            None => {
+                let req = req.map(s3s::Body::http_body);
+                self.service.call(req).instrument(span.clone()).await
+            }
+        };
+        // Whatever was refused unread is drained before the answer goes out.
+        let rest = unread.lock().ok().and_then(|mut s| s.take());
+        if let Some(body) = rest {
+            discard_body(body).await;
+        }
+        match result {
+            Ok(mut resp) => {
+                log.status = Some(resp.status().as_u16());
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert("x-amz-request-id", v);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                // No S3 answer at all: logged once, by the access log, with this cause.
+                log.status = Some(500);
+                span.record("error", tracing::field::debug(&e));
+                Err(e)
+            }
         }
     }
 }

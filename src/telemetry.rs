@@ -1,15 +1,54 @@
 //! Logging. One `request` span per S3 request carries the request id, tenant, operation, bucket
 //! and key; 4xx answers are logged at debug, 5xx at error (by `error.rs`, once). s3s's own logs
-//! are off by default: they print whole requests, signatures included.
+//! are off: they print whole requests, `Authorization` headers and, on a mismatch, the valid
+//! signature it computed.
+//!
+//! `RUST_LOG` *adds to* the default filter instead of replacing it: `RUST_LOG=debug` raises the
+//! level of everything the default does not name, and s3s stays off. Only a directive that names
+//! s3s itself (`RUST_LOG=s3s=debug`, the documented switch, for debugging signatures on a test
+//! key) turns it on; the same holds for sled and hyper.
 
 use tracing_subscriber::EnvFilter;
 
-/// The default filter; `RUST_LOG` replaces it (e.g. `RUST_LOG=portcullis=debug`).
+/// The default filter.
 pub const DEFAULT_FILTER: &str = "info,s3s=off,sled=warn,hyper=warn";
 
+/// The target a directive names, or `None` for a bare level (`debug`), which names none.
+fn target(directive: &str) -> Option<&str> {
+    let t = directive.split(['=', '[']).next().unwrap_or("").trim();
+    let bare_level = !directive.contains('=')
+        && !directive.contains('[')
+        && matches!(
+            t.to_ascii_lowercase().as_str(),
+            "off" | "error" | "warn" | "info" | "debug" | "trace"
+        );
+    (!bare_level && !t.is_empty()).then_some(t)
+}
+
+/// The filter: the default's directives, except those `user` replaces (the same target, or the
+/// global level), followed by `user`'s.
+pub fn filter_spec(user: Option<&str>) -> String {
+    let user: Vec<&str> = user
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let replaced = |d: &str| user.iter().any(|u| target(u) == target(d));
+    DEFAULT_FILTER
+        .split(',')
+        .filter(|d| !replaced(d))
+        .chain(user.iter().copied())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn init() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let spec = filter_spec(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG: {e}; using the default filter");
+        EnvFilter::new(DEFAULT_FILTER)
+    });
     // Colours only on a terminal: log files and pipes get plain `key=value` text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt()
@@ -17,4 +56,49 @@ pub fn init() {
         .with_target(false)
         .with_ansi(ansi)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What a subscriber with the filter for `rust_log` prints of an s3s and an own event.
+    fn printed(rust_log: Option<&str>) -> String {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(filter_spec(rust_log)))
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::debug!(target: "s3s::ops::signature", "authorization=AWS4-HMAC-SHA256 secret");
+            tracing::debug!(target: "portcullis::server", "own debug line");
+        });
+        String::from_utf8(out.lock().unwrap().clone()).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rust_log_debug_adds_to_the_default_and_keeps_s3s_silent() {
+        let by_default = printed(None);
+        assert!(!by_default.contains("own debug line"), "{by_default}");
+        for spec in ["debug", "trace", "portcullis=debug", "debug,sled=info"] {
+            let out = printed(Some(spec));
+            assert!(out.contains("own debug line"), "{spec}: {out}");
+            assert!(!out.contains("secret"), "{spec} let s3s log: {out}");
+        }
+        // Only naming s3s turns it on.
+        assert!(printed(Some("debug,s3s=debug")).contains("secret"));
+    }
 }

@@ -25,13 +25,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
 use crate::config::{Config, valid_access_key, valid_secret, valid_tenant_id};
@@ -98,9 +94,16 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Byt
         .expect("static response parts")
 }
 
-/// Compares in time independent of where the strings differ.
+/// Compares in time independent of where the strings differ and of their lengths: both are
+/// hashed first, so neither the token's length nor a common prefix shows in the timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use s3s::crypto::Checksum as _;
+    use subtle::ConstantTimeEq as _;
+    let (a, b) = (
+        s3s::crypto::Sha256::checksum(a),
+        s3s::crypto::Sha256::checksum(b),
+    );
+    a[..].ct_eq(&b[..]).into()
 }
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
@@ -458,24 +461,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
     }
 }
 
-pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken) {
-    let http = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-        };
+/// The admin API as a hyper service, for one connection (served by `transport::serve`).
+pub fn service(
+    state: State,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, std::convert::Infallible>> + Send,
+> + Send {
+    hyper::service::service_fn(move |req| {
         let state = state.clone();
-        let http = http.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move {
-                    let resp = route(&state, req).await.unwrap_or_else(|e| e.response());
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+        async move {
+            let resp = route(&state, req).await.unwrap_or_else(|e| e.response());
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    })
 }

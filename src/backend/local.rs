@@ -64,70 +64,119 @@ impl LocalBackend {
         hash: bool,
     ) -> Result<Written, BackendError> {
         let dest = self.path(container, key)?;
-        let tmp = TmpFile(Some(self.tmp.join(ulid::Ulid::new().to_string())));
-        let path = tmp.0.clone().expect("armed");
-        let (len, md5) = self.write(&path, body, hash).await?;
+        let tmp = TmpFile::new(self.tmp.join(ulid::Ulid::new().to_string()));
+        let (len, md5) = write(&tmp, body, hash, self.fsync).await?;
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).await?;
         }
-        fs::rename(&path, &dest).await?;
+        fs::rename(&tmp.path, &dest).await?;
         tmp.disarm();
         Ok(Written { len, md5 })
     }
+}
 
-    /// Streams `body` into `tmp` and returns its length and (with `hash`) its MD5. The file is
-    /// written by one blocking-pool task fed through a bounded channel: each chunk goes from the
-    /// request straight to `write(2)` with no copy (a `BufWriter` over `tokio::fs::File` copied
-    /// every byte twice, ~4 % of a 64 MiB PUT), and the channel bound keeps at most `QUEUE`
-    /// chunks of a slow disk in memory. The same task hashes: MD5 is most of a large PUT's CPU,
-    /// and here it runs beside the request's task instead of in it (a 64 MiB PUT: 295 ms with
-    /// the MD5 in the request's task, 250–258 ms with it here).
-    async fn write(
-        &self,
-        tmp: &Path,
-        mut body: ByteStream,
-        hash: bool,
-    ) -> Result<(u64, Option<[u8; 16]>), BackendError> {
-        const QUEUE: usize = 32;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
-        let (path, fsync) = (tmp.to_path_buf(), self.fsync);
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<[u8; 16]>> {
-            let mut file = std::fs::File::create(&path)?;
-            let mut md5 = hash.then(s3s::crypto::Md5::new);
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                if let Some(m) = &mut md5 {
-                    m.update(&chunk);
-                }
-            }
-            if fsync {
-                file.sync_all()?;
-            }
-            Ok(md5.map(|m| m.finalize()))
-        });
-        let mut n = 0u64;
-        let mut failed = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    n += chunk.len() as u64;
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer stopped: its error is reported below
+/// The file being written and its MD5, handed to each blocking write and back.
+struct Sink {
+    file: std::fs::File,
+    md5: Option<s3s::crypto::Md5>,
+}
+
+/// Streams `body` into the temporary and returns its length and (with `hash`) its MD5.
+///
+/// A blocking-pool thread is only ever given bytes that have arrived: the request's task reads
+/// the body, and whenever no write is running it hands everything received so far to one
+/// blocking job (which writes each chunk straight to `write(2)`, no copy, and hashes it — MD5 is
+/// most of a large PUT's CPU and runs beside the request's task, not in it). While that job runs
+/// the task goes on reading, up to `QUEUE` chunks, then waits for the disk. So a client that
+/// trickles its body holds no thread at all (a writer thread that waited on a channel for the
+/// client's next bytes let ~500 slow uploads take every blocking thread of the process), and a
+/// fast one gets batches as large as the disk is slow.
+async fn write(
+    tmp: &TmpFile,
+    mut body: ByteStream,
+    hash: bool,
+    fsync: bool,
+) -> Result<(u64, Option<[u8; 16]>), BackendError> {
+    const QUEUE: usize = 32;
+    type Job = tokio::task::JoinHandle<std::io::Result<Sink>>;
+    let start = |sink: Option<Sink>, chunks: Vec<bytes::Bytes>, last: bool| -> Job {
+        let (path, abandoned) = (tmp.path.clone(), tmp.abandoned.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut sink = match sink {
+                Some(s) => s,
+                None => {
+                    let file = std::fs::File::create(&path)?;
+                    // The request may have been dropped while this job waited for a thread:
+                    // its `TmpFile` found nothing to remove, so the file is removed here.
+                    if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    Sink {
+                        file,
+                        md5: hash.then(s3s::crypto::Md5::new),
                     }
                 }
-                Err(e) => {
-                    failed = Some(BackendError::Body(e));
-                    break;
+            };
+            for chunk in &chunks {
+                sink.file.write_all(chunk)?;
+                if let Some(m) = &mut sink.md5 {
+                    m.update(chunk);
                 }
             }
+            if last && fsync {
+                sink.file.sync_all()?;
+            }
+            Ok(sink)
+        })
+    };
+    let finish = |job: Job| async move { job.await.map_err(std::io::Error::other)? };
+
+    let mut sink = None;
+    let mut running: Option<Job> = Some(start(None, Vec::new(), false));
+    let mut queued: Vec<bytes::Bytes> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let next = if queued.len() >= QUEUE {
+            None // the disk is behind: wait for it before reading more
+        } else if let Some(job) = running.as_mut() {
+            tokio::select! {
+                biased;
+                done = job => {
+                    running = None;
+                    sink = Some(done.map_err(std::io::Error::other)??);
+                    continue;
+                }
+                chunk = body.next() => Some(chunk),
+            }
+        } else {
+            Some(body.next().await)
+        };
+        match next {
+            None => {
+                if let Some(job) = running.take() {
+                    sink = Some(finish(job).await?);
+                }
+            }
+            Some(Some(Ok(chunk))) => {
+                n += chunk.len() as u64;
+                queued.push(chunk);
+            }
+            Some(Some(Err(e))) => return Err(BackendError::Body(e)),
+            Some(None) => break,
         }
-        drop(tx);
-        let written = writer.await.map_err(std::io::Error::other)?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((n, written?)),
+        if running.is_none()
+            && !queued.is_empty()
+            && let Some(s) = sink.take()
+        {
+            running = Some(start(Some(s), std::mem::take(&mut queued), false));
         }
     }
+    if let Some(job) = running.take() {
+        sink = Some(finish(job).await?);
+    }
+    let sink = sink.expect("a write job always hands its sink back");
+    let sink = finish(start(Some(sink), queued, true)).await?;
+    Ok((n, sink.md5.map(|m| m.finalize())))
 }
 
 #[async_trait::async_trait]
@@ -241,20 +290,36 @@ fn safe(path: &str) -> bool {
 }
 
 /// A temporary that is removed when dropped — on an error, or when the request future is dropped
-/// mid-write because the client went away — unless it was renamed into place.
-struct TmpFile(Option<PathBuf>);
+/// mid-write because the client went away — unless it was renamed into place. A write job still
+/// queued for a thread when that happens creates the file after this guard is gone, so the guard
+/// also leaves word (`abandoned`) for the job to remove it.
+struct TmpFile {
+    path: PathBuf,
+    armed: bool,
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl TmpFile {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            armed: true,
+            abandoned: std::sync::Arc::default(),
+        }
+    }
+
     fn disarm(mut self) {
-        self.0 = None;
+        self.armed = false;
     }
 }
 
 impl Drop for TmpFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
+        if self.armed {
+            self.abandoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             // A single unlink; not worth a blocking-pool round trip.
-            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

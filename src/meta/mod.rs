@@ -235,6 +235,10 @@ pub struct Meta {
     /// Object commits hold it shared, DeleteBucket exclusively: a bucket found empty stays empty
     /// until it is gone (sled transactions cannot range-scan).
     bucket_gate: RwLock<()>,
+    /// Striped by upload id. PutPart holds its stripe for its transaction, Complete and Abort
+    /// across the scan of the upload's parts and their transaction (which cannot range-scan):
+    /// a part committed between the two would otherwise outlive its upload, charged forever.
+    upload_locks: Vec<std::sync::Mutex<()>>,
     sync: bool,
     /// Group commit state for [`Meta::durable`]: callers so far, callers covered by a flush.
     commits: AtomicU64,
@@ -242,7 +246,18 @@ pub struct Meta {
     flush_lock: tokio::sync::Mutex<()>,
 }
 
+const UPLOAD_STRIPES: usize = 64;
+
 impl Meta {
+    fn upload_lock(&self, upload_id: &str) -> std::sync::MutexGuard<'_, ()> {
+        let h = upload_id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.upload_locks[h % UPLOAD_STRIPES]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Opens (or creates) the store in `dir`, keeping at most `cache_bytes` of pages in memory.
     /// With `sync`, every commit is flushed to disk before the caller acknowledges it.
     pub fn open(dir: &Path, sync: bool, cache_bytes: u64) -> MetaResult<Self> {
@@ -261,6 +276,9 @@ impl Meta {
             usage: db.open_tree("usage")?,
             pending: db.open_tree("pending")?,
             bucket_gate: RwLock::new(()),
+            upload_locks: (0..UPLOAD_STRIPES)
+                .map(|_| std::sync::Mutex::new(()))
+                .collect(),
             sync,
             commits: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -607,6 +625,19 @@ impl Meta {
             .ok_or(MetaError::NoSuchUpload)
     }
 
+    /// The tenant's open uploads, counted up to `limit`.
+    pub fn open_uploads(&self, tenant: &str, limit: usize) -> MetaResult<usize> {
+        let mut n = 0;
+        for k in self.uploads.scan_prefix(keys::tenant_prefix(tenant)).keys() {
+            k?;
+            n += 1;
+            if n >= limit {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// Open uploads of a bucket in (key, upload id) order, from `after` = (key, upload id).
     pub fn scan_uploads<'a>(
         &'a self,
@@ -657,6 +688,7 @@ impl Meta {
         let ukey = keys::upload(tenant, bucket, key, upload_id);
         let pkey = keys::part(upload_id, part.part_number);
         let value = encode(part);
+        let _upload = self.upload_lock(upload_id);
         flatten(
             (&self.uploads, &self.parts, &self.blobs, &self.usage).transaction(
                 |(uploads, parts, blobs, usage)| {
@@ -690,6 +722,7 @@ impl Meta {
     ) -> MetaResult<Vec<String>> {
         self.upload(tenant, bucket, key, upload_id)?;
         let ukey = keys::upload(tenant, bucket, key, upload_id);
+        let _upload = self.upload_lock(upload_id);
         let part_keys: Vec<Vec<u8>> = self
             .parts
             .scan_prefix(upload_id.as_bytes())
@@ -733,6 +766,7 @@ impl Meta {
         let _gate = self.bucket_gate.read().unwrap_or_else(|e| e.into_inner());
         let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
         let okey = keys::object(tenant, bucket, &upload.key);
+        let _upload = self.upload_lock(&upload.upload_id);
         let part_keys: Vec<Vec<u8>> = self
             .parts
             .scan_prefix(upload.upload_id.as_bytes())

@@ -31,10 +31,10 @@ fn max_keys(n: Option<i32>) -> S3Result<usize> {
 }
 
 /// `encoding-type=url`: S3 URL-encodes every key and prefix in the answer.
-struct Enc(bool);
+pub(super) struct Enc(bool);
 
 impl Enc {
-    fn new(e: Option<&EncodingType>) -> S3Result<Self> {
+    pub(super) fn new(e: Option<&EncodingType>) -> S3Result<Self> {
         match e.map(EncodingType::as_str) {
             None => Ok(Self(false)),
             Some("url") => Ok(Self(true)),
@@ -44,14 +44,14 @@ impl Enc {
             )),
         }
     }
-    fn s(&self, s: String) -> String {
+    pub(super) fn s(&self, s: String) -> String {
         if self.0 {
             form_urlencoded::byte_serialize(s.as_bytes()).collect()
         } else {
             s
         }
     }
-    fn o(&self, s: Option<String>) -> Option<String> {
+    pub(super) fn o(&self, s: Option<String>) -> Option<String> {
         s.map(|s| self.s(s))
     }
 }

@@ -4,10 +4,12 @@
 
 mod auth;
 mod bucket;
+mod inflight;
 mod list;
 mod multipart;
 mod object;
 mod probes;
+mod screen;
 
 use std::sync::Arc;
 
@@ -15,6 +17,8 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 pub use auth::{Access, Auth, Caller};
+pub use inflight::UploadLimits;
+pub use screen::{ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
 use crate::config::Config;
@@ -35,6 +39,9 @@ pub struct Gateway {
     quotas: Arc<Quotas>,
     scanner: Option<Arc<Scanner>>,
     rules: Rules,
+    in_flight: Arc<inflight::InFlight>,
+    /// Serialises "count the tenant's open uploads, then create one" (`max_open_uploads`).
+    open_uploads: Arc<std::sync::Mutex<()>>,
 }
 
 impl Gateway {
@@ -53,6 +60,8 @@ impl Gateway {
             default_placement: config.default_placement.clone(),
             scanner,
             rules,
+            in_flight: inflight::InFlight::new(config.uploads),
+            open_uploads: Arc::default(),
         }
     }
 
@@ -88,6 +97,8 @@ struct Admitted {
     placement: Placement,
     policy: Effective,
     reservation: Reservation,
+    /// The write's place among the uploads in flight, held until it is answered.
+    _ticket: inflight::Ticket,
 }
 
 /// Who writes what, for the security log.
@@ -116,6 +127,7 @@ impl Gateway {
         len: Option<u64>,
         objects: u64,
     ) -> S3Result<Admitted> {
+        let ticket = self.in_flight.enter(tenant)?;
         let placement = self.placement(tenant, &self.meta.require_bucket(tenant, bucket)?)?;
         let (policy, tenant_limits, bucket_limits) =
             policy::rules(&self.meta, &self.rules, tenant, bucket)?;
@@ -134,7 +146,12 @@ impl Gateway {
             placement,
             policy,
             reservation,
+            _ticket: ticket,
         })
+    }
+
+    fn in_flight_limits(&self) -> &UploadLimits {
+        self.in_flight.limits()
     }
 
     /// The scanner, when `policy` scans.

@@ -7,6 +7,7 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::list::Enc;
 use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
 use super::{Admitted, Gateway, caller, owner, peer, target, ts};
@@ -117,7 +118,23 @@ impl Gateway {
             checksum_algorithm: algorithm,
             checksum_type,
         };
-        self.meta.create_upload(&c.tenant, &i.bucket, &upload)?;
+        // What a PUT of the object would pass: the bucket, the key rules, a free object in the
+        // quota. Nothing is reserved: the parts reserve their own bytes as they arrive.
+        drop(self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?);
+        {
+            let _one_at_a_time = self.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
+            let max = self.in_flight_limits().open_per_tenant;
+            if self.meta.open_uploads(&c.tenant, max)? >= max {
+                return Err(crate::error::custom(
+                    "TooManyOpenUploads",
+                    http::StatusCode::FORBIDDEN,
+                    format!(
+                        "Your account has {max} multipart uploads open, the most allowed. Complete or abort some of them first."
+                    ),
+                ));
+            }
+            self.meta.create_upload(&c.tenant, &i.bucket, &upload)?;
+        }
         self.meta.durable().await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
@@ -148,6 +165,7 @@ impl Gateway {
             placement,
             policy,
             reservation,
+            _ticket,
         } = self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let stored = self
@@ -245,6 +263,7 @@ impl Gateway {
         let Admitted {
             placement,
             reservation,
+            _ticket,
             ..
         } = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
         let copied = pipeline::relocate(
@@ -396,6 +415,7 @@ impl Gateway {
         let Admitted {
             policy,
             reservation,
+            _ticket,
             ..
         } = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
@@ -543,6 +563,9 @@ impl Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let c = caller(&req)?;
         let i = req.input;
+        // XML 1.0 cannot carry every key (NUL, most control characters): with
+        // `encoding-type=url` every key and prefix in the answer is URL-encoded, as on S3.
+        let enc = Enc::new(i.encoding_type.as_ref())?;
         self.meta.require_bucket(&c.tenant, &i.bucket)?;
         let prefix = i.prefix.clone().unwrap_or_default();
         let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
@@ -592,7 +615,7 @@ impl Gateway {
             next_key = Some(u.key.clone());
             next_id = Some(u.upload_id.clone());
             uploads.push(MultipartUpload {
-                key: Some(u.key),
+                key: Some(enc.s(u.key)),
                 upload_id: Some(u.upload_id),
                 initiated: Some(ts(u.initiated_ms)),
                 initiator: Some(Initiator {
@@ -609,19 +632,21 @@ impl Gateway {
         }
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(i.bucket),
-            prefix: i.prefix,
-            delimiter: i.delimiter,
-            key_marker: i.key_marker,
+            prefix: enc.o(i.prefix),
+            delimiter: enc.o(i.delimiter),
+            key_marker: enc.o(i.key_marker),
             upload_id_marker: i.upload_id_marker,
             max_uploads: Some(max as i32),
             is_truncated: Some(truncated),
-            next_key_marker: if truncated { next_key } else { None },
+            next_key_marker: if truncated { enc.o(next_key) } else { None },
             next_upload_id_marker: if truncated { next_id } else { None },
             uploads: Some(uploads),
             common_prefixes: Some(
                 prefixes
                     .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc.s(p)),
+                    })
                     .collect(),
             ),
             encoding_type: i.encoding_type,

@@ -398,6 +398,7 @@ impl Gateway {
             placement,
             policy,
             reservation,
+            _ticket,
         } = self.admit(
             &c.tenant,
             &input.bucket,
@@ -695,6 +696,7 @@ impl Gateway {
             placement,
             policy,
             reservation,
+            _ticket,
         } = self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
         let target = target(&c, &i.bucket, &i.key, client);
         let scanner = self

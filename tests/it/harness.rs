@@ -213,6 +213,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// Every line the process printed so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -241,20 +243,40 @@ impl Proc {
     }
 
     pub fn start_config(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
+        Self::start_config_env(config, None, None)
+    }
+
+    /// [`Proc::start_config`] with `RUST_LOG` set to `rust_log`, and at most `nofile` open
+    /// file descriptors (`prlimit`).
+    pub fn start_config_env(config: &Path, rust_log: Option<&str>, nofile: Option<u32>) -> Self {
+        let bin = env!("CARGO_BIN_EXE_portcullis");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["serve", "--config"]).arg(config);
+        match rust_log {
+            Some(v) => cmd.env("RUST_LOG", v),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
                 if let Some(t) = tx.as_ref()
                     && line.contains("portcullis is serving")
                 {
@@ -280,7 +302,12 @@ impl Proc {
             child.try_wait().unwrap().is_none(),
             "portcullis exited at start"
         );
-        Self { child, addr, admin }
+        Self {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     pub fn endpoint(&self) -> String {

@@ -16,3 +16,4 @@ mod listing;
 mod multipart;
 mod objects;
 mod protection;
+mod security;
