@@ -4,7 +4,8 @@
 set -euo pipefail
 export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE="$WORK/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null
-printf '[default]\ns3 =\n  addressing_style = path\n' > "$AWS_CONFIG_FILE"
+# signature_version: `aws s3 presign` signs with SigV2 unless told otherwise, and SigV2 is refused.
+printf '[default]\ns3 =\n  addressing_style = path\n  signature_version = s3v4\n' > "$AWS_CONFIG_FILE"
 aws() { "$BIN/aws" --endpoint-url "$ENDPOINT" "$@"; }
 s3() { aws s3 "$@"; }
 q() { aws s3 "$@" --only-show-errors; }   # quiet transfers (cp, sync, rm)
@@ -31,7 +32,14 @@ mkdir back && q sync s3://cli-bucket/tree back && diff -r tree back
 
 url=$(aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
 [ "$(curl -sf "$url")" = one ]
-grep -q 403 <<<"$(curl -s -o /dev/null -w '%{http_code}' "${url/Signature=/Signature=00}")"
+# The same URL with one hex digit of its signature changed.
+if [ "${url: -1}" = a ]; then bad="${url%?}b"; else bad="${url%?}a"; fi
+grep -q 403 <<<"$(curl -s -o /dev/null -w '%{http_code}' "$bad")"
+# Without that setting the CLI's SigV2 URL is refused with a message saying what to use.
+printf '[default]\ns3 =\n  addressing_style = path\n' > "$WORK/aws-v2.cfg"
+v2=$(AWS_CONFIG_FILE="$WORK/aws-v2.cfg" aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
+[[ "$v2" == *"Signature="* && "$v2" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $v2"; exit 1; }
+grep -q "SigV2 is not supported; use SigV4" <<<"$(curl -s "$v2")"
 
 q rm --recursive s3://cli-bucket/
 s3 rb s3://cli-bucket
