@@ -10,7 +10,7 @@
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
-//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket; `verify` recomputes it from the index and reports drift |
+//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, and its open multipart uploads; `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
 //! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
 //! | GET | /tenants/{id}/buckets/{bucket}/policy | the bucket's own settings and the policy in force |
@@ -153,7 +153,16 @@ fn usage_report(m: &Meta, id: &str, verify: bool) -> Result<serde_json::Value, A
             json!({ "usage": m.usage(id, Some(&b.name))?, "quota": quota }),
         );
     }
-    let mut out = json!({ "tenant": id, "usage": recorded, "quota": t.quota, "buckets": buckets });
+    // Open multipart uploads count against `server.max_open_uploads`; their parts' bytes are in
+    // the usage already.
+    let open_uploads = m.open_uploads(id, usize::MAX)?;
+    let mut out = json!({
+        "tenant": id,
+        "usage": recorded,
+        "quota": t.quota,
+        "open_uploads": open_uploads,
+        "buckets": buckets,
+    });
     if verify {
         let (total, per) = m.computed_usage(id)?;
         let mut drift = Vec::new();

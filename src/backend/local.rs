@@ -351,3 +351,41 @@ fn walk(root: &Path, start: &Path) -> std::io::Result<Vec<BlobInfo>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that goes away while its write waits for a blocking thread (every thread busy
+    /// on a slow disk) leaves no temporary behind once the write job runs after all.
+    #[test]
+    fn a_write_cancelled_while_queued_leaves_no_temporary() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let backend = LocalBackend::open(dir.path(), false).await.unwrap();
+            // The one blocking thread is held until `release` is sent.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let body: ByteStream = Box::pin(futures::stream::pending());
+            let write = backend.put("blobs", "t/01ARZ3NDEKTSV4RRFFQ69G5FAV", body, None);
+            // The write queues its first job, then its client hangs up.
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(100), write)
+                    .await
+                    .is_err()
+            );
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+            // Let the queued job run: one more blocking task after it runs after it.
+            tokio::task::spawn_blocking(|| ()).await.unwrap();
+        });
+        drop(rt);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(TMP)).unwrap().collect();
+        assert!(left.is_empty(), "temporaries left: {left:?}");
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Before/after of the hardening changes on the hot path (the local backend's writer, the body's
+# pace, the connection's activity watch): the binary of BASE (default: the commit before them)
+# against this checkout's, both on the local backend with `storage.sync = false`, in alternating
+# runs of each workload. Prints each run and the median ratio head / base.
+#
+#   bash bench/hardening.sh                    # 5 pairs per workload
+#   PAIRS=3 BASE=b604fad bash bench/hardening.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PAIRS=${PAIRS:-5}
+BASE=${BASE:-b604fad}
+AK=ACMEDEVKEY SK=acme-dev-secret
+WORK=$(mktemp -d /tmp/pchard.XXXXXX)
+PIDS=()
+# shellcheck source=bench/common.sh
+source bench/common.sh
+BASE_TREE="$WORK-base"
+trap 'cleanup; git worktree remove --force "$BASE_TREE" 2>/dev/null || true' EXIT
+
+# The base binary, built in a worktree sharing this target directory (dependencies are reused).
+git worktree add --force --detach "$BASE_TREE" "$BASE" >/dev/null
+CARGO_TARGET_DIR="$(pwd)/target" cargo build --release --locked --manifest-path "$BASE_TREE/Cargo.toml" -p portcullis
+cp target/release/portcullis "$WORK/portcullis-base"
+cargo build --release --locked -p portcullis -p portcullis-loadgen
+cp target/release/portcullis "$WORK/portcullis-head"
+LOADGEN=target/release/loadgen
+
+start() { # name binary
+  local port; port=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\nsync = false\n%s\n' \
+    "$port" "$WORK/$1-data" "$(bench_tenant)" >"$WORK/$1.toml"
+  "$2" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PIDS+=("$!"); wait_port "$port"; echo "$port"
+}
+BASE_PORT=$(start base "$WORK/portcullis-base")
+HEAD_PORT=$(start head "$WORK/portcullis-head")
+
+run() { # label port workload size concurrency ops
+  "$LOADGEN" --endpoint "http://127.0.0.1:$2" --access-key "$AK" --secret-key "$SK" \
+    --bucket "b-$3-$4" --quiet --workload "$3" --size "$4" --concurrency "$5" --ops "$6" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); r["target"]=sys.argv[1]; r["w"]=sys.argv[2]; print(json.dumps(r))' \
+      "$1" "$3 $4 c$5" | tee -a "$WORK/runs.jsonl"
+}
+
+for w in "put 64MiB 4 32" "put 4KiB 32 4000" "get 64MiB 4 32" "get 4KiB 32 4000"; do
+  # shellcheck disable=SC2086
+  set -- $w
+  for _ in $(seq 1 "$PAIRS"); do
+    run base "$BASE_PORT" "$@"
+    run head "$HEAD_PORT" "$@"
+  done
+done
+
+python3 - "$WORK/runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+assert all(r["errors"] == 0 for r in runs), "a request failed"
+print("\nhead / base, alternating runs (MiB/s for 64 MiB, ops/s for 4 KiB; ratio of each pair)")
+for w in dict.fromkeys(r["w"] for r in runs):
+    base = [r for r in runs if r["w"] == w and r["target"] == "base"]
+    head = [r for r in runs if r["w"] == w and r["target"] == "head"]
+    key = "mib_per_sec" if "64MiB" in w else "ops_per_sec"
+    ratios = [h[key] / b[key] for b, h in zip(base, head)]
+    print(f"  {w:16} median {statistics.median(ratios):.2f}  (each: {' '.join(f'{x:.2f}' for x in ratios)};"
+          f" base median {statistics.median(b[key] for b in base):.1f}, head {statistics.median(h[key] for h in head):.1f})")
+PY
