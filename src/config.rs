@@ -265,6 +265,9 @@ pub struct BackendConfig {
 pub enum BackendKind {
     Local {
         path: PathBuf,
+        /// No `path` was given: the backend lives in `storage.data_dir` and moves with it
+        /// ([`Config::set_data_dir`]).
+        in_data_dir: bool,
     },
     S3 {
         endpoint: Option<String>,
@@ -493,6 +496,7 @@ fn backend(name: String, b: raw::Backend, data_dir: &Path) -> Result<BackendConf
     };
     let kind = match b.kind.as_str() {
         "local" => BackendKind::Local {
+            in_data_dir: b.path.is_none(),
             path: b.path.unwrap_or_else(|| data_dir.to_path_buf()),
         },
         "s3" => {
@@ -634,6 +638,22 @@ fn addr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 impl Config {
+    /// Moves the data directory (`serve --data-dir`): the metadata store and every local
+    /// backend that names no `path` of its own go with it, so one directory holds a gateway's
+    /// whole state and two gateways never share blobs by accident.
+    pub fn set_data_dir(&mut self, dir: PathBuf) {
+        for b in &mut self.backends {
+            if let BackendKind::Local {
+                path,
+                in_data_dir: true,
+            } = &mut b.kind
+            {
+                *path = dir.clone();
+            }
+        }
+        self.data_dir = dir;
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod deleter;
 pub mod error;
 pub mod meta;
 pub mod pace;

@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
                 cfg.listen = l;
             }
             if let Some(d) = data_dir {
-                cfg.data_dir = d;
+                cfg.set_data_dir(d);
             }
             match portcullis::start(cfg).await {
                 Ok(running) => {

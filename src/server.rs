@@ -77,6 +77,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
+    deleter_stop: CancellationToken,
+    deleter_task: tokio::task::JoinHandle<()>,
     meta: Arc<Meta>,
 }
 
@@ -85,6 +87,8 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.deleter_stop.cancel();
+        let _ = self.deleter_task.await;
         if let Err(e) = self.meta.flush() {
             tracing::error!(error = %e, "flushing metadata at shutdown failed");
         }
@@ -233,9 +237,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let worker = scanner.clone().map(|s| {
         crate::scanner::worker::Worker::new(meta.clone(), backends.clone(), s, rules.clone())
     });
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    // The deleter stops last (its own token, cancelled once everything else has stopped), so
+    // what the last requests freed is still deleted after its commit is on disk.
+    let deleter_stop = CancellationToken::new();
+    let (deleter, deleter_worker) =
+        crate::deleter::Deleter::new(meta.clone(), backends.clone(), deleter_stop.clone());
+    let deleter_task = tokio::spawn(deleter_worker);
+    // Stops the deleter again should the start-up fail from here on.
+    let deleter_guard = deleter_stop.clone().drop_guard();
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         meta.clone(),
         backends.clone(),
+        deleter.clone(),
         &config,
         scanner.clone(),
         rules.clone(),
@@ -266,8 +281,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
     let s3 = S3Front {
         service,
         max_xml_body: config.max_xml_body,
@@ -288,7 +301,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         stop.clone(),
     ));
-    let sweeper = crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), &config);
+    let sweeper =
+        crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), deleter.clone(), &config);
     tasks.spawn(sweeper.clone().run(stop.clone()));
     if let Some(w) = &worker {
         tasks.spawn(w.clone().run(stop.clone()));
@@ -330,11 +344,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     tracing::info!(%s3_addr, ?admin_addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "portcullis is serving");
+    deleter_guard.disarm();
     Ok(Running {
         s3_addr,
         admin_addr,
         stop,
         tasks,
+        deleter_stop,
+        deleter_task,
         meta,
     })
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backends, Placement};
 use crate::config::{Config, SweeperConfig};
+use crate::deleter::Deleter;
 use crate::meta::{self, Meta};
 
 /// What one pass did.
@@ -25,15 +26,22 @@ pub struct SweepReport {
 pub struct Sweeper {
     meta: Arc<Meta>,
     backends: Arc<Backends>,
+    deleter: Arc<Deleter>,
     cfg: SweeperConfig,
     default_placement: Placement,
 }
 
 impl Sweeper {
-    pub fn new(meta: Arc<Meta>, backends: Arc<Backends>, config: &Config) -> Self {
+    pub fn new(
+        meta: Arc<Meta>,
+        backends: Arc<Backends>,
+        deleter: Arc<Deleter>,
+        config: &Config,
+    ) -> Self {
         Self {
             meta,
             backends,
+            deleter,
             cfg: config.sweeper.clone(),
             default_placement: config.default_placement.clone(),
         }
@@ -76,7 +84,7 @@ impl Sweeper {
                     match meta.abort_upload(&tenant, &bucket, &u.key, &u.upload_id) {
                         Ok(freed) => {
                             report.uploads_aborted += 1;
-                            crate::pipeline::release(&self.backends, freed);
+                            self.deleter.release(freed);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, upload = %u.upload_id, "sweeper could not abort an upload")
@@ -102,6 +110,7 @@ impl Sweeper {
                 }
             };
             report.blobs_seen += blobs.len();
+            let mut orphans = Vec::new();
             for (blob, info) in blobs {
                 // Only names Portcullis generates: `<prefix><tenant>/<ULID>`.
                 let ours = info
@@ -113,13 +122,26 @@ impl Sweeper {
                 }
                 match meta.blob_referenced(&blob) {
                     Ok(true) => {}
-                    Ok(false) => match self.backends.delete(&blob).await {
-                        Ok(()) => report.orphans_deleted += 1,
-                        Err(e) => {
-                            tracing::warn!(error = %e, %blob, "sweeper could not delete an orphan")
-                        }
-                    },
+                    Ok(false) => orphans.push(blob),
                     Err(e) => tracing::warn!(error = %e, "sweeper could not read blob references"),
+                }
+            }
+            // Unreferenced in memory may be unreferenced only since a commit not yet on disk:
+            // the flush first, as for every released blob (see `deleter`). A blob stays
+            // unreferenced once it is (copies refuse a source without references).
+            if orphans.is_empty() {
+                continue;
+            }
+            if let Err(e) = meta.persist().await {
+                tracing::warn!(error = %e, "sweeper could not flush the metadata; deletes skipped");
+                continue;
+            }
+            for blob in orphans {
+                match self.backends.delete(&blob).await {
+                    Ok(()) => report.orphans_deleted += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %blob, "sweeper could not delete an orphan")
+                    }
                 }
             }
         }

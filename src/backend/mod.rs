@@ -239,7 +239,7 @@ impl Backends {
         let mut named = BTreeMap::new();
         for c in configs {
             let backend: Arc<dyn Backend> = match &c.kind {
-                BackendKind::Local { path } => {
+                BackendKind::Local { path, .. } => {
                     Arc::new(local::LocalBackend::open(path, fsync).await?)
                 }
                 BackendKind::S3 { .. } => Arc::new(s3::S3Backend::new(c).await?),

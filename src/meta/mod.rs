@@ -295,6 +295,13 @@ impl Meta {
         if !self.sync {
             return Ok(());
         }
+        self.persist().await
+    }
+
+    /// Puts every change committed before this call on disk, whatever `sync` says (the deleter
+    /// calls it before deleting blobs that commits freed). Group commit as for
+    /// [`Meta::durable`].
+    pub async fn persist(&self) -> MetaResult<()> {
         let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = self.flush_lock.lock().await;
         if self.flushed.load(Ordering::SeqCst) >= mine {

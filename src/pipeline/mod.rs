@@ -513,22 +513,6 @@ pub async fn relocate(
     Ok(guards)
 }
 
-/// Deletes blobs that a commit released. Best effort: a blob that cannot be deleted now is
-/// unreferenced, and the sweeper removes it later.
-pub fn release(backend: &Arc<Backends>, blobs: Vec<String>) {
-    if blobs.is_empty() {
-        return;
-    }
-    let backend = backend.clone();
-    tokio::spawn(async move {
-        for blob in blobs {
-            if let Err(e) = backend.delete(&blob).await {
-                tracing::warn!(%blob, error = %e, "could not delete a released blob");
-            }
-        }
-    });
-}
-
 /// A response body for s3s: its stream must be `Sync`, which a chain of backend futures is not;
 /// `SyncWrapper` provides that soundly because the stream is only ever polled through `&mut`.
 pub struct OutBody {

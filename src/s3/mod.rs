@@ -22,6 +22,7 @@ pub use screen::{ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
 use crate::config::Config;
+use crate::deleter::Deleter;
 use crate::meta::Usage;
 use crate::meta::{self, Meta};
 use crate::pipeline::policy::{self, Effective, Rules};
@@ -40,6 +41,8 @@ pub struct Gateway {
     scanner: Option<Arc<Scanner>>,
     rules: Rules,
     in_flight: Arc<inflight::InFlight>,
+    /// Deletes the blobs commits free, once those commits are on disk.
+    deleter: Arc<Deleter>,
     /// Serialises "count the tenant's open uploads, then create one" (`max_open_uploads`).
     open_uploads: Arc<std::sync::Mutex<()>>,
 }
@@ -48,6 +51,7 @@ impl Gateway {
     pub fn new(
         meta: Arc<Meta>,
         backend: Arc<Backends>,
+        deleter: Arc<Deleter>,
         config: &Config,
         scanner: Option<Arc<Scanner>>,
         rules: Rules,
@@ -61,6 +65,7 @@ impl Gateway {
             scanner,
             rules,
             in_flight: inflight::InFlight::new(config.uploads),
+            deleter,
             open_uploads: Arc::default(),
         }
     }

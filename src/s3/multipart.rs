@@ -204,7 +204,7 @@ impl Gateway {
             )
         })?;
         stored.guard.keep();
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
         Ok(S3Response::new(UploadPartOutput {
@@ -285,7 +285,7 @@ impl Gateway {
             )
         })?;
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
@@ -442,7 +442,7 @@ impl Gateway {
                     let freed =
                         self.meta
                             .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
-                    pipeline::release(&self.backend, freed);
+                    self.deleter.release(freed);
                     self.meta.durable().await?;
                 }
                 return Err(e.into());
@@ -464,7 +464,7 @@ impl Gateway {
             self.meta
                 .complete_upload(&c.tenant, &i.bucket, &upload, &object, allow)
         })?;
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
@@ -492,7 +492,7 @@ impl Gateway {
         let freed = self
             .meta
             .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }

@@ -480,7 +480,7 @@ impl Gateway {
                 e => e.into(),
             })?;
         stored.guard.keep();
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         let cs = object.checksums.clone();
         let out = PutObjectOutput {
@@ -546,7 +546,7 @@ impl Gateway {
         self.meta.require_bucket(&c.tenant, &i.bucket)?;
         // S3 answers 204 whether or not the key existed.
         let freed = self.meta.delete_object(&c.tenant, &i.bucket, &i.key)?;
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
@@ -579,7 +579,7 @@ impl Gateway {
             }
             match self.meta.delete_object(&c.tenant, &i.bucket, &obj.key) {
                 Ok(freed) => {
-                    pipeline::release(&self.backend, freed);
+                    self.deleter.release(freed);
                     if !quiet {
                         deleted.push(DeletedObject {
                             key: Some(obj.key),
@@ -750,7 +750,7 @@ impl Gateway {
             )
         })?;
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
-        pipeline::release(&self.backend, freed);
+        self.deleter.release(freed);
         self.meta.durable().await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

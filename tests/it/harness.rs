@@ -208,6 +208,16 @@ pub async fn body_of(o: aws_sdk_s3::operation::get_object::GetObjectOutput) -> V
     o.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
+/// How [`Proc::launch`] runs the binary.
+#[derive(Default)]
+pub struct Launch<'a> {
+    pub rust_log: Option<&'a str>,
+    pub nofile: Option<u32>,
+    /// More `serve` arguments (`--data-dir`, `--listen`).
+    pub args: &'a [&'a str],
+    pub cwd: Option<&'a Path>,
+}
+
 /// The real binary, started with a config file of its own, stopped (SIGTERM or SIGKILL) by PID.
 pub struct Proc {
     pub child: Child,
@@ -243,14 +253,25 @@ impl Proc {
     }
 
     pub fn start_config(config: &Path) -> Self {
-        Self::start_config_env(config, None, None)
+        Self::launch(config, &Launch::default())
     }
 
     /// [`Proc::start_config`] with `RUST_LOG` set to `rust_log`, and at most `nofile` open
     /// file descriptors (`prlimit`).
     pub fn start_config_env(config: &Path, rust_log: Option<&str>, nofile: Option<u32>) -> Self {
+        Self::launch(
+            config,
+            &Launch {
+                rust_log,
+                nofile,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn launch(config: &Path, how: &Launch) -> Self {
         let bin = env!("CARGO_BIN_EXE_portcullis");
-        let mut cmd = match nofile {
+        let mut cmd = match how.nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
@@ -258,8 +279,11 @@ impl Proc {
             }
             None => Command::new(bin),
         };
-        cmd.args(["serve", "--config"]).arg(config);
-        match rust_log {
+        cmd.args(["serve", "--config"]).arg(config).args(how.args);
+        if let Some(dir) = how.cwd {
+            cmd.current_dir(dir);
+        }
+        match how.rust_log {
             Some(v) => cmd.env("RUST_LOG", v),
             None => cmd.env_remove("RUST_LOG"),
         };
