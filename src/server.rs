@@ -247,10 +247,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let deleter_task = tokio::spawn(deleter_worker);
     // Stops the deleter again should the start-up fail from here on.
     let deleter_guard = deleter_stop.clone().drop_guard();
+    let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         meta.clone(),
         backends.clone(),
         deleter.clone(),
+        quotas.clone(),
         &config,
         scanner.clone(),
         rules.clone(),
@@ -328,6 +330,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 worker,
                 scanner,
                 rules,
+                quotas,
                 config: config.clone(),
             };
             let tls = admin.tls.as_ref().map(tls_acceptor).transpose()?;

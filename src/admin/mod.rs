@@ -10,7 +10,7 @@
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
-//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, and its open multipart uploads; `verify` recomputes it from the index and reports drift |
+//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads and its reservations in flight; `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
 //! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
 //! | GET | /tenants/{id}/buckets/{bucket}/policy | the bucket's own settings and the policy in force |
@@ -45,6 +45,8 @@ pub struct State {
     pub scanner: Option<Arc<crate::scanner::Scanner>>,
     /// What every bucket's policy resolves against (as the S3 side uses it).
     pub rules: crate::pipeline::policy::Rules,
+    /// The live reservations, for usage and health reports.
+    pub quotas: Arc<crate::pipeline::quota::Quotas>,
     pub config: Config,
 }
 
@@ -142,7 +144,8 @@ fn valid_policy(p: &meta::Policy) -> Result<(), AdminError> {
 }
 
 /// The usage report of a tenant; with `verify`, recomputed from the index and compared.
-fn usage_report(m: &Meta, id: &str, verify: bool) -> Result<serde_json::Value, AdminError> {
+fn usage_report(state: &State, id: &str, verify: bool) -> Result<serde_json::Value, AdminError> {
+    let m = &state.meta;
     let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
     let recorded = m.usage(id, None)?;
     let mut buckets = serde_json::Map::new();
@@ -161,6 +164,9 @@ fn usage_report(m: &Meta, id: &str, verify: bool) -> Result<serde_json::Value, A
         "usage": recorded,
         "quota": t.quota,
         "open_uploads": open_uploads,
+        // Writes between admission and end, and what they reserved: zero when the tenant is
+        // idle, whatever failed before.
+        "reservations": state.quotas.in_flight(id),
         "buckets": buckets,
     });
     if verify {
@@ -233,7 +239,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         };
         return Ok(json_response(
             StatusCode::OK,
-            &json!({ "status": status, "backends": backends, "scanner": scanner }),
+            &json!({
+                "status": status,
+                "backends": backends,
+                "scanner": scanner,
+                "reservations": state.quotas.in_flight_total(),
+            }),
         ));
     }
     let authorized = req
@@ -349,7 +360,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 .unwrap_or("")
                 .split('&')
                 .any(|p| p == "verify" || p == "verify=true" || p == "verify=1");
-            Ok(json_response(StatusCode::OK, &usage_report(m, id, verify)?))
+            Ok(json_response(
+                StatusCode::OK,
+                &usage_report(state, id, verify)?,
+            ))
         }
         (Method::PUT, ["tenants", id, "quota"]) => {
             let id = id.to_string();

@@ -52,12 +52,13 @@ impl Gateway {
         meta: Arc<Meta>,
         backend: Arc<Backends>,
         deleter: Arc<Deleter>,
+        quotas: Arc<Quotas>,
         config: &Config,
         scanner: Option<Arc<Scanner>>,
         rules: Rules,
     ) -> Self {
         Self {
-            quotas: Quotas::new(meta.clone()),
+            quotas,
             meta,
             backend,
             region: config.region.clone(),

@@ -519,3 +519,29 @@ pub fn xml_code(body: &str) -> &str {
         .and_then(|s| s.split("</Code>").next())
         .unwrap_or("")
 }
+
+/// The tenant's usage report, verified against the index, once no write of it is in flight
+/// (a write whose client went away ends a moment after the client sees the connection close).
+pub async fn idle_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{admin}/tenants/{tenant}/usage?verify=true"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["reservations"] == serde_json::json!({"count": 0, "bytes": 0, "objects": 0}) {
+            assert_eq!(v["verified"], serde_json::json!(true), "{v}");
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reservations outlived their writes: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -258,6 +258,7 @@ async fn a_client_that_hangs_up_mid_body_leaves_nothing() {
         }
     }
     assert_eq!(left, 0, "no blob or temporary survives a hung-up upload");
+    idle_usage(gw.admin, "acme").await;
     assert_eq!(
         code(s3.head_object().bucket("cut").key("partial").send().await),
         "NotFound"

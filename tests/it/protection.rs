@@ -29,6 +29,12 @@ async fn usage(gw: &Gw, tenant: &str) -> Value {
         json!(true),
         "usage drifted from the index: {v}"
     );
+    // Every caller asks when the tenant is idle: whatever failed before left no reservation.
+    assert_eq!(
+        v["reservations"],
+        json!({"count": 0, "bytes": 0, "objects": 0}),
+        "a reservation outlived its write: {v}"
+    );
     v
 }
 
