@@ -6,6 +6,7 @@
 #
 #   bash bench/hardening.sh                    # 5 pairs per workload
 #   PAIRS=3 BASE=b604fad bash bench/hardening.sh
+#   WORKLOADS="get 64MiB 4 64" PAIRS=9 bash bench/hardening.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-5}
@@ -38,12 +39,14 @@ HEAD_PORT=$(start head "$WORK/portcullis-head")
 
 run() { # label port workload size concurrency ops
   "$LOADGEN" --endpoint "http://127.0.0.1:$2" --access-key "$AK" --secret-key "$SK" \
-    --bucket "b-$3-$4" --quiet --workload "$3" --size "$4" --concurrency "$5" --ops "$6" |
+    --bucket "b-$3-${4,,}" --quiet --workload "$3" --size "$4" --concurrency "$5" --ops "$6" |
     python3 -c 'import json,sys; r=json.load(sys.stdin); r["target"]=sys.argv[1]; r["w"]=sys.argv[2]; print(json.dumps(r))' \
       "$1" "$3 $4 c$5" | tee -a "$WORK/runs.jsonl"
 }
 
-for w in "put 64MiB 4 32" "put 4KiB 32 4000" "get 64MiB 4 32" "get 4KiB 32 4000"; do
+# WORKLOADS: ";"-separated "workload size concurrency ops" (default: the four below).
+IFS=';' read -r -a WORKLOADS <<<"${WORKLOADS:-put 64MiB 4 32;put 4KiB 32 4000;get 64MiB 4 32;get 4KiB 32 4000}"
+for w in "${WORKLOADS[@]}"; do
   # shellcheck disable=SC2086
   set -- $w
   for _ in $(seq 1 "$PAIRS"); do
