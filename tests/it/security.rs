@@ -488,7 +488,8 @@ async fn six_hundred_trickling_uploads_do_not_stall_other_tenants() {
     let mut socks = Vec::new();
     for i in 0..600 {
         let mut s = raw_put_head(&gw.endpoint(), gw.addr, &format!("/slow/t{i}"), 1 << 20).await;
-        s.write_all(b"x").await.unwrap();
+        // Past the type sniffer's first bytes, so the write to the backend has begun.
+        s.write_all(&data(64 * 1024, i)).await.unwrap();
         socks.push(s);
     }
     // Every one of them is admitted and waiting for its next byte (a blocking-pool thread each,
@@ -496,21 +497,27 @@ async fn six_hundred_trickling_uploads_do_not_stall_other_tenants() {
     let mut lat = Vec::new();
     for i in 0..40 {
         let t = Instant::now();
-        if i % 4 == 0 {
-            put(&globex, "fast", &format!("w{i}"), &data(64 * 1024, i)).await;
-        } else {
-            let got = body_of(
-                globex
-                    .get_object()
-                    .bucket("fast")
-                    .key("read-me")
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(got.len(), 256 * 1024);
-        }
+        let op = async {
+            if i % 4 == 0 {
+                put(&globex, "fast", &format!("w{i}"), &data(64 * 1024, i)).await;
+            } else {
+                let got = body_of(
+                    globex
+                        .get_object()
+                        .bucket("fast")
+                        .key("read-me")
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(got.len(), 256 * 1024);
+            }
+        };
+        // Before the local backend's writer changed, this stalled for good.
+        tokio::time::timeout(Duration::from_secs(10), op)
+            .await
+            .unwrap_or_else(|_| panic!("request {i} of the other tenant stalled"));
         lat.push(t.elapsed());
     }
     lat.sort();
