@@ -682,7 +682,11 @@ impl Config {
             raw.server.listen.as_deref().unwrap_or("127.0.0.1:9000"),
             "server.listen",
         )?;
-        let region = raw.server.region.unwrap_or_else(|| "us-east-1".into());
+        let region = raw
+            .server
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".into());
         if region.is_empty()
             || !region
                 .bytes()
@@ -690,53 +694,55 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!("server.region: {region:?}")));
         }
-        let positive = |v: Option<u64>, default: u64, what: &str| match v {
+        // Zero would refuse every connection or request, so each bound is at least 1; the
+        // defaults are the subsystems' own.
+        let count = |v: Option<usize>, default: usize, what: &str| match v {
             Some(0) => Err(ConfigError::Invalid(format!(
                 "server.{what} must be at least 1"
             ))),
             v => Ok(v.unwrap_or(default)),
         };
+        let secs = |v: Option<u64>, default: Duration, what: &str| match v {
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "server.{what} must be at least 1"
+            ))),
+            v => Ok(v.map_or(default, Duration::from_secs)),
+        };
+        let s = &raw.server;
+        let (dc, dp, du) = (
+            ConnOptions::default(),
+            PaceOptions::default(),
+            UploadLimits::default(),
+        );
         let conn = ConnOptions {
-            max_connections: positive(
-                raw.server.max_connections.map(|v| v as u64),
-                4096,
-                "max_connections",
-            )? as usize,
-            max_connections_per_ip: positive(
-                raw.server.max_connections_per_ip.map(|v| v as u64),
-                512,
+            max_connections: count(s.max_connections, dc.max_connections, "max_connections")?,
+            max_connections_per_ip: count(
+                s.max_connections_per_ip,
+                dc.max_connections_per_ip,
                 "max_connections_per_ip",
-            )? as usize,
-            header_timeout: Duration::from_secs(positive(
-                raw.server.header_timeout_secs,
-                30,
+            )?,
+            header_timeout: secs(
+                s.header_timeout_secs,
+                dc.header_timeout,
                 "header_timeout_secs",
-            )?),
+            )?,
         };
         let pace = PaceOptions {
-            timeout: Duration::from_secs(positive(
-                raw.server.body_timeout_secs,
-                30,
-                "body_timeout_secs",
-            )?),
-            min_rate: raw.server.body_min_rate.unwrap_or(16 * 1024),
+            timeout: secs(s.body_timeout_secs, dp.timeout, "body_timeout_secs")?,
+            min_rate: s.body_min_rate.unwrap_or(dp.min_rate),
         };
         let uploads = UploadLimits {
-            in_flight: positive(
-                raw.server.max_uploads_in_flight.map(|v| v as u64),
-                1024,
+            in_flight: count(
+                s.max_uploads_in_flight,
+                du.in_flight,
                 "max_uploads_in_flight",
-            )? as usize,
-            tenant_in_flight: positive(
-                raw.server.max_tenant_uploads_in_flight.map(|v| v as u64),
-                128,
+            )?,
+            tenant_in_flight: count(
+                s.max_tenant_uploads_in_flight,
+                du.tenant_in_flight,
                 "max_tenant_uploads_in_flight",
-            )? as usize,
-            open_per_tenant: positive(
-                raw.server.max_open_uploads.map(|v| v as u64),
-                10_000,
-                "max_open_uploads",
-            )? as usize,
+            )?,
+            open_per_tenant: count(s.max_open_uploads, du.open_per_tenant, "max_open_uploads")?,
         };
         let admin = match (raw.admin.token, raw.admin.token_file) {
             (Some(_), Some(_)) => {
@@ -953,6 +959,48 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hardening_keys_parse_and_zero_bounds_are_refused() {
+        let c = Config::parse(
+            "[server]\nrequire_region = true\nheader_timeout_secs = 5\nmax_connections = 10\nmax_connections_per_ip = 2\nbody_timeout_secs = 7\nbody_min_rate = 0\nmax_uploads_in_flight = 9\nmax_tenant_uploads_in_flight = 3\nmax_open_uploads = 4\n",
+        )
+        .unwrap();
+        assert!(c.require_region);
+        assert_eq!(c.conn.header_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.conn.max_connections, c.conn.max_connections_per_ip),
+            (10, 2)
+        );
+        assert_eq!(c.pace.timeout, Duration::from_secs(7));
+        assert_eq!(c.pace.min_rate, 0, "0 turns the minimum rate off");
+        assert_eq!(
+            (
+                c.uploads.in_flight,
+                c.uploads.tenant_in_flight,
+                c.uploads.open_per_tenant
+            ),
+            (9, 3, 4)
+        );
+        let d = Config::parse("").unwrap();
+        assert_eq!(
+            d.conn.max_connections,
+            ConnOptions::default().max_connections
+        );
+        assert!(!d.require_region, "any region by default");
+        for key in [
+            "header_timeout_secs",
+            "max_connections",
+            "max_connections_per_ip",
+            "body_timeout_secs",
+            "max_uploads_in_flight",
+            "max_tenant_uploads_in_flight",
+            "max_open_uploads",
+        ] {
+            let err = Config::parse(&format!("[server]\n{key} = 0\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
 
     #[test]
     fn unknown_keys_are_refused() {
