@@ -1,11 +1,15 @@
-//! Start-up and the listeners: opens the data directory, bootstraps tenants from the config,
-//! builds the S3 service and serves it (HTTP or TLS) next to the admin API and the sweeper.
+//! Start-up and the S3 front: opens the data directory, bootstraps tenants from the config
+//! (refusing the published development credentials off loopback), builds the S3 service and
+//! serves it next to the admin API, the sweeper and the deleter.
 //!
-//! The transport stack, outside in:
-//! 1. accept (TCP, optionally TLS) — one task per connection;
+//! The request path, outside in:
+//! 1. `transport::serve` — accept (TCP, optionally TLS) with connection limits and the
+//!    first-byte/idle timeout, one task per connection, shared with the admin listener;
 //! 2. hyper with a header-read timeout, so a slow client cannot pin a connection for free;
-//! 3. [`handle`] — request id, the `request` span, `x-amz-request-id`, the access-log line, and
-//!    draining (bounded) a body the gateway refused unread, so the client sees the S3 error;
+//! 3. [`S3Front::handle`] — request id, the `request` span, `x-amz-request-id`, the access-log
+//!    line (from a drop guard, so a cancelled request is logged too), `s3::screen`, the body's
+//!    pace, and draining (bounded) a body the gateway refused unread, so the client sees the
+//!    S3 error;
 //! 4. s3s — routing, XML (bounded by `server.max_xml_body`), SigV4, aws-chunked decoding;
 //! 5. `Gateway` — the operations.
 
