@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
+use crate::jobs::Reporter;
 use crate::meta::Meta;
 
 pub struct Deleter {
@@ -29,20 +30,21 @@ pub struct Deleter {
 }
 
 impl Deleter {
-    /// The deleter and its worker, to be spawned; the worker ends when `stop` is cancelled,
-    /// after deleting what was queued by then.
-    pub fn new(
-        meta: Arc<Meta>,
-        backends: Arc<Backends>,
-        stop: CancellationToken,
-    ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
+    /// The deleter and its worker, for the runner (`jobs`); the worker ends when its stop token
+    /// is cancelled, after deleting what was queued by then.
+    pub fn new(meta: Arc<Meta>, backends: Arc<Backends>) -> (Arc<Self>, DeleterWorker) {
         let (tx, rx) = mpsc::unbounded_channel();
         let this = Arc::new(Self {
             tx,
             queued: AtomicUsize::new(0),
             idle: Notify::new(),
         });
-        let worker = this.clone().run(rx, meta, backends, stop);
+        let worker = DeleterWorker {
+            deleter: this.clone(),
+            rx,
+            meta,
+            backends,
+        };
         (this, worker)
     }
 
@@ -68,41 +70,56 @@ impl Deleter {
             notified.await;
         }
     }
+}
 
-    async fn run(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Vec<String>>,
-        meta: Arc<Meta>,
-        backends: Arc<Backends>,
-        stop: CancellationToken,
-    ) {
+/// The deleter's side of the queue, run by the worker runner.
+pub struct DeleterWorker {
+    deleter: Arc<Deleter>,
+    rx: mpsc::UnboundedReceiver<Vec<String>>,
+    meta: Arc<Meta>,
+    backends: Arc<Backends>,
+}
+
+impl DeleterWorker {
+    /// One pass per batch: flush the metadata, then delete the batch.
+    pub async fn run(mut self, stop: CancellationToken, reporter: Reporter) {
         loop {
             let mut batch = tokio::select! {
                 biased;
-                Some(b) = rx.recv() => b,
-                () = stop.cancelled() => match rx.try_recv() {
+                Some(b) = self.rx.recv() => b,
+                () = stop.cancelled() => match self.rx.try_recv() {
                     Ok(b) => b,
                     Err(_) => return,
                 },
             };
-            while let Ok(more) = rx.try_recv() {
+            while let Ok(more) = self.rx.try_recv() {
                 batch.extend(more);
             }
             let n = batch.len();
-            match meta.persist().await {
+            let mut failed = 0;
+            match self.meta.persist().await {
                 Ok(()) => {
                     for blob in batch {
-                        if let Err(e) = backends.delete(&blob).await {
+                        if let Err(e) = self.backends.delete(&blob).await {
+                            failed += 1;
                             tracing::warn!(%blob, error = %e, "could not delete a released blob");
                         }
                     }
+                    reporter.pass(if failed == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{failed} of {n} blobs could not be deleted; the sweeper will retry"
+                        ))
+                    });
                 }
                 Err(e) => {
                     tracing::error!(error = %e, blobs = n, "metadata flush failed; released blobs are left to the sweeper");
+                    reporter.pass(Err(format!("metadata flush failed: {e}")));
                 }
             }
-            self.queued.fetch_sub(n, Ordering::SeqCst);
-            self.idle.notify_waiters();
+            self.deleter.queued.fetch_sub(n, Ordering::SeqCst);
+            self.deleter.idle.notify_waiters();
         }
     }
 }

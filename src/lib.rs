@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod deleter;
 pub mod error;
+pub mod jobs;
 pub mod meta;
 pub mod pace;
 pub mod pipeline;

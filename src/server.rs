@@ -80,9 +80,9 @@ pub struct Running {
     pub s3_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     stop: CancellationToken,
+    /// The listeners.
     tasks: tokio::task::JoinSet<()>,
-    deleter_stop: CancellationToken,
-    deleter_task: tokio::task::JoinHandle<()>,
+    workers: crate::jobs::Runner,
     meta: Arc<Meta>,
 }
 
@@ -91,8 +91,7 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
-        self.deleter_stop.cancel();
-        let _ = self.deleter_task.await;
+        self.workers.shutdown().await;
         if let Err(e) = self.meta.flush() {
             tracing::error!(error = %e, "flushing metadata at shutdown failed");
         }
@@ -243,14 +242,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    // The deleter stops last (its own token, cancelled once everything else has stopped), so
-    // what the last requests freed is still deleted after its commit is on disk.
-    let deleter_stop = CancellationToken::new();
-    let (deleter, deleter_worker) =
-        crate::deleter::Deleter::new(meta.clone(), backends.clone(), deleter_stop.clone());
-    let deleter_task = tokio::spawn(deleter_worker);
-    // Stops the deleter again should the start-up fail from here on.
-    let deleter_guard = deleter_stop.clone().drop_guard();
+    let mut workers = crate::jobs::Runner::default();
+    let (deleter, deleter_worker) = crate::deleter::Deleter::new(meta.clone(), backends.clone());
+    // Last to stop: what the last requests and sweeps freed is still deleted.
+    workers.spawn("deleter", true, |stop, r| deleter_worker.run(stop, r));
     let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         meta.clone(),
@@ -309,9 +304,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let sweeper =
         crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), deleter.clone(), &config);
-    tasks.spawn(sweeper.clone().run(stop.clone()));
-    if let Some(w) = &worker {
-        tasks.spawn(w.clone().run(stop.clone()));
+    let s = sweeper.clone();
+    workers.spawn("sweeper", false, |stop, r| s.run(stop, r));
+    if let Some(w) = worker.clone() {
+        workers.spawn("scan-retries", false, |stop, r| w.run(stop, r));
     }
 
     let admin_addr = match &config.admin {
@@ -335,6 +331,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 scanner,
                 rules,
                 quotas,
+                workers: workers.board(),
                 config: config.clone(),
             };
             let tls = admin.tls.as_ref().map(tls_acceptor).transpose()?;
@@ -351,14 +348,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     tracing::info!(%s3_addr, ?admin_addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "portcullis is serving");
-    deleter_guard.disarm();
     Ok(Running {
         s3_addr,
         admin_addr,
         stop,
         tasks,
-        deleter_stop,
-        deleter_task,
+        workers,
         meta,
     })
 }

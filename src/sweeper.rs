@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backends, Placement};
 use crate::config::{Config, SweeperConfig};
 use crate::deleter::Deleter;
+use crate::jobs::Reporter;
 use crate::meta::{self, Meta};
 
 /// What one pass did.
@@ -149,13 +150,14 @@ impl Sweeper {
     }
 
     /// Runs [`Sweeper::sweep_once`] every interval until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken, reporter: Reporter) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(self.cfg.interval) => {}
             }
             let r = self.sweep_once().await;
+            reporter.pass(Ok(()));
             if r.orphans_deleted > 0 || r.uploads_aborted > 0 {
                 tracing::info!(
                     orphans = r.orphans_deleted,

@@ -10,6 +10,7 @@
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
+//! | GET | /workers | every background worker (sweeper, deleter, scan-retries): running or stopped, passes, last pass, last error |
 //! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads and its reservations in flight; `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
 //! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
@@ -47,6 +48,8 @@ pub struct State {
     pub rules: crate::pipeline::policy::Rules,
     /// The live reservations, for usage and health reports.
     pub quotas: Arc<crate::pipeline::quota::Quotas>,
+    /// The background workers' state.
+    pub workers: crate::jobs::Board,
     pub config: Config,
 }
 
@@ -244,6 +247,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 "backends": backends,
                 "scanner": scanner,
                 "reservations": state.quotas.in_flight_total(),
+                "workers": state.workers.snapshot(),
             }),
         ));
     }
@@ -476,6 +480,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 _ => Err(AdminError::NotFound),
             }
         }
+        (Method::GET, ["workers"]) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "workers": state.workers.snapshot() }),
+        )),
         (Method::POST, ["sweep"]) => {
             let r = state.sweeper.sweep_once().await;
             Ok(json_response(StatusCode::OK, &json!(r)))

@@ -136,15 +136,19 @@ impl Worker {
     }
 
     /// Retries the objects stored unscanned until the scanner answers.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken, reporter: crate::jobs::Reporter) {
         let every = self.scanner.config().retry_interval;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.retry_pending().await {
-                tracing::error!(error = %e, "retrying unscanned objects failed");
+            match self.retry_pending().await {
+                Ok(_) => reporter.pass(Ok(())),
+                Err(e) => {
+                    tracing::error!(error = %e, "retrying unscanned objects failed");
+                    reporter.pass(Err(e.to_string()));
+                }
             }
         }
     }

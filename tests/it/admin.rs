@@ -186,3 +186,65 @@ async fn tenants_and_keys_are_managed_without_a_restart() {
         404
     );
 }
+
+/// The background workers run on one runner and report their passes: after a delete the
+/// deleter has done a pass (and the blob is gone), and the sweeper passes on its interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_report_their_passes() {
+    use aws_sdk_s3::primitives::ByteStream;
+    let gw = Gw::start_with("", "interval_secs = 1").await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("w-bkt").send().await.unwrap();
+    s3.put_object()
+        .bucket("w-bkt")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let blobs = gw.dir.path().join("blobs");
+    assert_eq!(crate::objects::walk(&blobs), 1);
+    s3.delete_object()
+        .bucket("w-bkt")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let workers = loop {
+        let (st, v) = call(
+            &gw,
+            reqwest::Method::GET,
+            "/workers",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let w = v["workers"].clone();
+        if w["deleter"]["passes"].as_u64() >= Some(1) && w["sweeper"]["passes"].as_u64() >= Some(1)
+        {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no passes reported: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(workers["deleter"]["state"], "running", "{workers}");
+    assert_eq!(workers["sweeper"]["last_error"], Value::Null, "{workers}");
+    assert!(
+        workers.get("scan-retries").is_none(),
+        "no scanner configured"
+    );
+    assert_eq!(
+        crate::objects::walk(&blobs),
+        0,
+        "the deleter deleted the freed blob"
+    );
+    let (_, health) = call(&gw, reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(health["workers"]["deleter"]["state"], "running", "{health}");
+    let (st, _) = call(&gw, reqwest::Method::GET, "/workers", None, None).await;
+    assert_eq!(st, 401);
+}
