@@ -548,49 +548,47 @@ async fn uploads_in_flight_are_bounded_per_tenant_with_slow_down() {
         s.write_all(b"x").await.unwrap();
         held.push(s);
     }
-    // The four are admitted once their head is read; the fifth must wait for that.
-    let mut fifth = None;
-    for _ in 0..50 {
-        let (status, body) = raw(
-            &gw.endpoint(),
-            ACME,
-            "PUT",
-            "/bkt/fifth",
-            &[],
-            b"x".to_vec(),
-            SignableBody::UnsignedPayload,
-        )
-        .await;
-        if status == 503 {
-            fifth = Some(body);
+    // The four are admitted once their heads are read: wait until the tenant holds four
+    // reservations, then a fifth upload is one too many.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/tenants/acme/usage", gw.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["reservations"]["count"] == 4 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            Instant::now() < deadline,
+            "the four uploads were not admitted: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let body = fifth.expect("the fifth upload was never refused");
+    let (status, body) = raw(
+        &gw.endpoint(),
+        ACME,
+        "PUT",
+        "/bkt/fifth",
+        &[],
+        b"x".to_vec(),
+        SignableBody::UnsignedPayload,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+
     assert_eq!(xml_code(&body), "SlowDown", "{body}");
     // Another tenant is not affected.
     put(&globex, "glob", "k", b"fine").await;
-    // Once the held uploads end, the tenant may upload again.
+    // Once the held uploads end (their clients hang up), the tenant may upload again.
     drop(held);
-    let mut ok = false;
-    for _ in 0..50 {
-        if s3
-            .put_object()
-            .bucket("bkt")
-            .key("after")
-            .body(ByteStream::from_static(b"x"))
-            .send()
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "the slots were not given back");
     idle_usage(gw.admin, "acme").await;
+    put(&s3, "bkt", "after", b"x").await;
 }
 
 /// Opens a connection to `to` from `from` (any 127.x address is local on Linux).
