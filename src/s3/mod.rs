@@ -4,12 +4,17 @@
 
 mod auth;
 mod bucket;
+mod copy;
+mod delete;
+mod get;
 mod inflight;
 mod list;
 mod multipart;
 mod object;
 mod probes;
+mod put;
 mod screen;
+mod tagging;
 
 use std::sync::Arc;
 

@@ -1,0 +1,168 @@
+//! PutObject: admit (quota, policy), stream the body through the pipeline into a new blob,
+//! verify what the client declared, then one meta commit makes the version current.
+
+use http::HeaderMap;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::object::{attrs, expected_len, precondition_failed, tags_from_header, with_protection};
+use super::{Admitted, Gateway, caller, peer, target};
+use crate::backend::Placement;
+use crate::meta::{self, MetaError, Object, PartLayout};
+use crate::pipeline::quota::QuotaError;
+use crate::pipeline::{self, Declared};
+
+impl Gateway {
+    /// Stages 2 and 3 of the write protocol for PUT and UploadPart: stream the body into a new
+    /// blob, then check it against what the client declared (headers, and the aws-chunked
+    /// trailer, which is readable only once the body has been consumed).
+    pub(super) async fn ingest(
+        &self,
+        placement: &Placement,
+        body: Option<StreamingBlob>,
+        headers: &HeaderMap,
+        trailers: Option<s3s::TrailingHeaders>,
+        mut declared: Declared,
+        checks: pipeline::Checks<'_>,
+    ) -> S3Result<pipeline::Stored> {
+        let body = body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        });
+        // S3 refuses a PUT or part without a length, and s3s does too before it gets here; the
+        // check keeps this path from ever writing a body whose size was not reserved.
+        let len = expected_len(headers).ok_or_else(|| {
+            s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length HTTP header."
+            )
+        })?;
+        let stored =
+            pipeline::store(&self.backend, placement, body, &declared, len, checks).await?;
+        if let Some(t) = trailers.and_then(|t| t.take()) {
+            declared.add_trailers(&t)?;
+        }
+        declared.verify(&stored.md5, &stored.checksums)?;
+        Ok(stored)
+    }
+
+    pub(super) async fn op_put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let c = caller(&req)?;
+        let client = peer(&req);
+        let input = req.input;
+        let declared = Declared::from_headers(&req.headers)?;
+        let attrs = attrs(
+            input.content_type,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+            input.expires,
+            input.metadata,
+        )?;
+        let tags = tags_from_header(input.tagging.as_deref())?;
+        let Admitted {
+            placement,
+            policy,
+            reservation,
+            _ticket,
+        } = self.admit(
+            &c.tenant,
+            &input.bucket,
+            &input.key,
+            expected_len(&req.headers),
+            1,
+        )?;
+        let (if_match, if_none_match) = (input.if_match, input.if_none_match);
+        let check = |old: Option<&Object>| -> meta::MetaResult<()> {
+            let ok = match (&if_match, &if_none_match, old) {
+                (Some(_), _, None) => false,
+                (Some(ETagCondition::ETag(e)), _, Some(o)) => {
+                    ETag::Strong(o.etag.clone()).strong_cmp(e)
+                }
+                (_, Some(_), Some(_)) => false,
+                _ => true,
+            };
+            if ok { Ok(()) } else { Err(MetaError::Conflict) }
+        };
+        // Fail before reading the body when the precondition is already false.
+        check(
+            self.meta
+                .object(&c.tenant, &input.bucket, &input.key)?
+                .as_ref(),
+        )
+        .map_err(|_| precondition_failed())?;
+
+        let target = target(&c, &input.bucket, &input.key, client);
+        let stored = self
+            .ingest(
+                &placement,
+                input.body,
+                &req.headers,
+                req.trailing_headers,
+                declared,
+                pipeline::Checks {
+                    policy: &policy,
+                    sniff: true,
+                    content_type: attrs.content_type.as_deref(),
+                    scanner: self.scanner_for(&policy),
+                    target: &target,
+                },
+            )
+            .await?;
+
+        let mut checksums = stored.checksums.clone();
+        if checksums != meta::Checksums::default() {
+            checksums.kind = Some("FULL_OBJECT".into());
+        }
+        let object = Object {
+            size: stored.segment.len,
+            etag: stored.etag(),
+            last_modified_ms: meta::now_ms(),
+            attrs,
+            checksums,
+            tags,
+            parts: vec![PartLayout {
+                size: stored.segment.len,
+                segments: vec![stored.segment.clone()],
+            }],
+            multipart: false,
+            detected_type: stored.detected.clone(),
+            scan: Some(stored.scan.clone()),
+        };
+        let freed = reservation
+            .commit(|allow| {
+                self.meta.put_object(
+                    &c.tenant,
+                    &input.bucket,
+                    &input.key,
+                    &object,
+                    false,
+                    allow,
+                    &check,
+                )
+            })
+            .map_err(|e| match e {
+                QuotaError::Meta(MetaError::Conflict) => precondition_failed(),
+                e => e.into(),
+            })?;
+        stored.guard.keep();
+        self.deleter.release(freed);
+        self.meta.durable().await?;
+        let cs = object.checksums.clone();
+        let out = PutObjectOutput {
+            e_tag: Some(ETag::Strong(object.etag.clone())),
+            checksum_crc32: cs.crc32,
+            checksum_crc32c: cs.crc32c,
+            checksum_sha1: cs.sha1,
+            checksum_sha256: cs.sha256,
+            checksum_crc64nvme: cs.crc64nvme,
+            checksum_type: cs.kind.map(ChecksumType::from),
+            size: Some(object.size as i64),
+            ..Default::default()
+        };
+        Ok(with_protection(out, &object))
+    }
+}
