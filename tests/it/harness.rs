@@ -525,15 +525,7 @@ pub fn xml_code(body: &str) -> &str {
 pub async fn idle_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://{admin}/tenants/{tenant}/usage?verify=true"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = tenant_usage(admin, tenant).await;
         if v["reservations"] == serde_json::json!({"count": 0, "bytes": 0, "objects": 0}) {
             assert_eq!(v["verified"], serde_json::json!(true), "{v}");
             return v;
@@ -544,4 +536,17 @@ pub async fn idle_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_json
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The tenant's usage report from the admin API, verified against the index.
+pub async fn tenant_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{admin}/tenants/{tenant}/usage?verify=true"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

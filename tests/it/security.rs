@@ -552,15 +552,7 @@ async fn uploads_in_flight_are_bounded_per_tenant_with_slow_down() {
     // reservations, then a fifth upload is one too many.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://{}/tenants/acme/usage", gw.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = tenant_usage(gw.admin, "acme").await;
         if v["reservations"]["count"] == 4 {
             break;
         }
@@ -775,15 +767,7 @@ async fn create_multipart_upload_is_admitted_like_a_put_and_bounded() {
         .await
         .unwrap();
     assert_eq!(open.uploads().len(), 3);
-    let usage: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/tenants/acme/usage", gw.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = tenant_usage(gw.admin, "acme").await;
     assert_eq!(usage["open_uploads"], 3, "{usage}");
     // The quota: one object; once it is stored, no upload can make a second.
     for u in open.uploads() {
