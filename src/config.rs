@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backend::Placement;
+pub use crate::backend::{AzureAuth, BackendConfig, BackendKind, Placement, Secret};
 use crate::meta::{BucketSettings, Limits, Policy, Role};
 use crate::pace::PaceOptions;
 use crate::s3::UploadLimits;
 use crate::scanner::{Address, ScannerConfig};
+pub use crate::sweeper::SweeperConfig;
 use crate::transport::ConnOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -234,66 +235,6 @@ pub const DEV_KEYS: [(&str, &str); 2] = [
     ("GLOBEXDEVKEY", "globex-dev-secret"),
 ];
 
-/// A credential that never reaches a log line or `Debug` output.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    pub name: String,
-    pub kind: BackendKind,
-    /// The backend's default bucket / container / directory.
-    pub container: String,
-    /// Bound on each idempotent call (connect, first byte of a read, delete, probe).
-    pub timeout: Duration,
-    /// Extra attempts of an idempotent call that found the backend unavailable.
-    pub retries: u32,
-    /// Part / block / chunk size of the remote backends' streaming uploads.
-    pub part_size: usize,
-    /// Remote backends: downloads are relayed in batches of about this many bytes (0: off; see
-    /// `backend::batch`).
-    pub read_batch: usize,
-}
-
-#[derive(Debug, Clone)]
-pub enum BackendKind {
-    Local {
-        path: PathBuf,
-        /// No `path` was given: the backend lives in `storage.data_dir` and moves with it
-        /// ([`Config::set_data_dir`]).
-        in_data_dir: bool,
-    },
-    S3 {
-        endpoint: Option<String>,
-        region: String,
-        path_style: bool,
-        /// `None`: the standard AWS provider chain (env, profile, IMDS, ...).
-        credentials: Option<(String, Secret)>,
-    },
-    Azure {
-        account: String,
-        endpoint: Option<String>,
-        auth: AzureAuth,
-    },
-    Gcs {
-        endpoint: Option<String>,
-        /// `None`: no authentication (the emulator).
-        credentials_file: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub enum AzureAuth {
-    AccessKey(Secret),
-    Sas(Secret),
-}
-
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     pub cert: PathBuf,
@@ -313,15 +254,6 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct SweeperConfig {
-    pub interval: Duration,
-    /// An unreferenced blob younger than this may belong to a write about to commit.
-    pub grace: Duration,
-    /// Multipart uploads left open longer than this are aborted.
-    pub abandoned_upload: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -247,15 +247,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Last to stop: what the last requests and sweeps freed is still deleted.
     workers.spawn("deleter", true, |stop, r| deleter_worker.run(stop, r));
     let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
-    let mut builder = S3ServiceBuilder::new(Gateway::new(
-        meta.clone(),
-        backends.clone(),
-        deleter.clone(),
-        quotas.clone(),
-        &config,
-        scanner.clone(),
-        rules.clone(),
-    ));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(crate::s3::Parts {
+        meta: meta.clone(),
+        backend: backends.clone(),
+        deleter: deleter.clone(),
+        quotas: quotas.clone(),
+        scanner: scanner.clone(),
+        rules: rules.clone(),
+        region: config.region.clone(),
+        default_placement: config.default_placement.clone(),
+        uploads: config.uploads,
+    }));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
     if let Some(domain) = &config.domain {
@@ -302,8 +304,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         stop.clone(),
     ));
-    let sweeper =
-        crate::sweeper::Sweeper::new(meta.clone(), backends.clone(), deleter.clone(), &config);
+    let sweeper = crate::sweeper::Sweeper::new(
+        meta.clone(),
+        backends.clone(),
+        deleter.clone(),
+        config.sweeper.clone(),
+        config.default_placement.clone(),
+    );
     let s = sweeper.clone();
     workers.spawn("sweeper", false, |stop, r| s.run(stop, r));
     if let Some(w) = worker.clone() {

@@ -6,14 +6,23 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backends, Placement};
-use crate::config::{Config, SweeperConfig};
 use crate::deleter::Deleter;
 use crate::jobs::Reporter;
 use crate::meta::{self, Meta};
+
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    pub interval: Duration,
+    /// An unreferenced blob younger than this may belong to a write about to commit.
+    pub grace: Duration,
+    /// Multipart uploads left open longer than this are aborted.
+    pub abandoned_upload: Duration,
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -37,14 +46,15 @@ impl Sweeper {
         meta: Arc<Meta>,
         backends: Arc<Backends>,
         deleter: Arc<Deleter>,
-        config: &Config,
+        cfg: SweeperConfig,
+        default_placement: Placement,
     ) -> Self {
         Self {
             meta,
             backends,
             deleter,
-            cfg: config.sweeper.clone(),
-            default_placement: config.default_placement.clone(),
+            cfg,
+            default_placement,
         }
     }
 

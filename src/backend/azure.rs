@@ -19,8 +19,8 @@ use object_store::{
     WriteMultipart,
 };
 
+use super::options::{AzureAuth, BackendConfig, BackendKind};
 use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
-use crate::config::{AzureAuth, BackendConfig, BackendKind};
 
 /// Blocks staged concurrently for a large body.
 const BLOCKS_IN_FLIGHT: usize = 2;

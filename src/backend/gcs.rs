@@ -15,8 +15,8 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
+use super::options::{BackendConfig, BackendKind};
 use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
-use crate::config::{BackendConfig, BackendKind};
 
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/devstorage.read_write"];
 

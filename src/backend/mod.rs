@@ -12,6 +12,7 @@ pub mod azure;
 mod batch;
 pub mod gcs;
 pub mod local;
+mod options;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::config::{BackendConfig, BackendKind};
+pub use options::{AzureAuth, BackendConfig, BackendKind, Secret};
 
 pub type StdError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

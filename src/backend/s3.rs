@@ -23,8 +23,8 @@ use bytes::BytesMut;
 use futures::TryStreamExt;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::options::{BackendConfig, BackendKind};
 use super::{Backend, BackendError, BlobInfo, ByteStream, StdError, Written, fill, first_part};
-use crate::config::{BackendConfig, BackendKind};
 
 /// Parts uploaded concurrently for a body of unknown length: memory is bounded by
 /// `(PARTS_IN_FLIGHT + 1) × part_size`.

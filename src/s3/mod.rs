@@ -26,7 +26,6 @@ pub use inflight::UploadLimits;
 pub use screen::{ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
-use crate::config::Config;
 use crate::deleter::Deleter;
 use crate::meta::Usage;
 use crate::meta::{self, Meta};
@@ -34,6 +33,23 @@ use crate::pipeline::policy::{self, Effective, Rules};
 use crate::pipeline::quota::Quotas;
 use crate::pipeline::quota::Reservation;
 use crate::scanner::Scanner;
+
+/// What the S3 front is built from (assembled by `server::start`; this module does not read the
+/// configuration itself).
+pub struct Parts {
+    pub meta: Arc<Meta>,
+    pub backend: Arc<Backends>,
+    /// Deletes the blobs commits free, once those commits are on disk.
+    pub deleter: Arc<Deleter>,
+    pub quotas: Arc<Quotas>,
+    pub scanner: Option<Arc<Scanner>>,
+    pub rules: Rules,
+    /// Reported by GetBucketLocation.
+    pub region: String,
+    /// Where tenants without a placement of their own write.
+    pub default_placement: Placement,
+    pub uploads: UploadLimits,
+}
 
 /// The S3 implementation. Cheap to clone; all state is shared.
 #[derive(Clone)]
@@ -53,25 +69,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
-        meta: Arc<Meta>,
-        backend: Arc<Backends>,
-        deleter: Arc<Deleter>,
-        quotas: Arc<Quotas>,
-        config: &Config,
-        scanner: Option<Arc<Scanner>>,
-        rules: Rules,
-    ) -> Self {
+    pub fn new(p: Parts) -> Self {
         Self {
-            quotas,
-            meta,
-            backend,
-            region: config.region.clone(),
-            default_placement: config.default_placement.clone(),
-            scanner,
-            rules,
-            in_flight: inflight::InFlight::new(config.uploads),
-            deleter,
+            quotas: p.quotas,
+            meta: p.meta,
+            backend: p.backend,
+            region: p.region,
+            default_placement: p.default_placement,
+            scanner: p.scanner,
+            rules: p.rules,
+            in_flight: inflight::InFlight::new(p.uploads),
+            deleter: p.deleter,
             open_uploads: Arc::default(),
         }
     }
