@@ -248,8 +248,9 @@ async fn large_bodies_stream_in_bounded_memory() {
     p.stop();
 }
 
-/// Overwrites and deletes acknowledged just before a `kill -9` (with and without `sync`): after
-/// the restart every listed object reads back whole, as one of the versions written. The blob a
+/// Overwrites, deletes, copies and multipart completions, each followed by a `kill -9` just after
+/// its acknowledgement or while it runs (with and without `sync`): after the restart every
+/// listed object reads back whole, as one of the versions written. The blob a
 /// commit freed was deleted before that commit reached disk; the restarted gateway then listed
 /// the old version with its bytes gone.
 async fn crash_rounds(sync: bool, rounds: u64) {
@@ -270,6 +271,16 @@ async fn crash_rounds(sync: bool, rounds: u64) {
         .await
         .unwrap();
     let mut written: std::collections::HashMap<String, Vec<Vec<u8>>> = Default::default();
+    let source = data(123_456, 99);
+    client(&p.endpoint(), ACME)
+        .put_object()
+        .bucket("crash")
+        .key("source")
+        .body(ByteStream::from(source.clone()))
+        .send()
+        .await
+        .unwrap();
+    written.insert("source".into(), vec![source.clone()]);
     let mut unreadable = Vec::new();
     for round in 0..rounds {
         let s3 = client(&p.endpoint(), ACME);
@@ -285,26 +296,92 @@ async fn crash_rounds(sync: bool, rounds: u64) {
         written.entry(key.clone()).or_default().push(first);
         // Long enough for sled's own timer to write the first version down.
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        if round % 2 == 0 {
-            let second = data(150_000 + round as usize, round * 2 + 1);
-            s3.put_object()
-                .bucket("crash")
-                .key(&key)
-                .body(ByteStream::from(second.clone()))
-                .send()
-                .await
-                .unwrap();
-            written.get_mut(&key).unwrap().push(second);
+        // The change whose freed blob must survive until it is on disk: an overwrite, a delete,
+        // a copy over the key, a multipart completion over it.
+        let second = data(150_000 + round as usize, round * 2 + 1);
+        written.get_mut(&key).unwrap().push(second.clone());
+        written.get_mut(&key).unwrap().push(source.clone());
+        let (s3c, keyc) = (s3.clone(), key.clone());
+        let change = async move {
+            match round % 4 {
+                0 => s3c
+                    .put_object()
+                    .bucket("crash")
+                    .key(&keyc)
+                    .body(ByteStream::from(second))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
+                1 => s3c
+                    .delete_object()
+                    .bucket("crash")
+                    .key(&keyc)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
+                2 => s3c
+                    .copy_object()
+                    .bucket("crash")
+                    .key(&keyc)
+                    .copy_source("crash/source")
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
+                _ => {
+                    let id = s3c
+                        .create_multipart_upload()
+                        .bucket("crash")
+                        .key(&keyc)
+                        .send()
+                        .await
+                        .map_err(|e| format!("{e:?}"))?
+                        .upload_id()
+                        .unwrap_or_default()
+                        .to_string();
+                    let part = s3c
+                        .upload_part()
+                        .bucket("crash")
+                        .key(&keyc)
+                        .upload_id(&id)
+                        .part_number(1)
+                        .body(ByteStream::from(second))
+                        .send()
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .parts(
+                            aws_sdk_s3::types::CompletedPart::builder()
+                                .part_number(1)
+                                .e_tag(part.e_tag().unwrap_or_default())
+                                .build(),
+                        )
+                        .build();
+                    s3c.complete_multipart_upload()
+                        .bucket("crash")
+                        .key(&keyc)
+                        .upload_id(&id)
+                        .multipart_upload(done)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:?}"))
+                }
+            }
+        };
+        if (round / 4) % 2 == 0 {
+            // Just after the acknowledgement.
+            change.await.unwrap();
+            let wait = 50 + (round * 37) % 200;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         } else {
-            s3.delete_object()
-                .bucket("crash")
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
+            // During the request: its outcome may be either version.
+            let t = tokio::spawn(change);
+            tokio::time::sleep(Duration::from_millis((round * 7) % 30)).await;
+            t.abort();
         }
-        let wait = 50 + (round * 37) % 200;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
         p.kill9();
         p = Proc::start_config(&dir.path().join("portcullis.toml"));
         let s3 = client(&p.endpoint(), ACME);
@@ -316,8 +393,11 @@ async fn crash_rounds(sync: bool, rounds: u64) {
                 Err(_) => None,
             };
             let etag = o.e_tag().unwrap().trim_matches('"').to_string();
+            // A completed multipart upload's ETag is the MD5 of its parts' MD5s.
             let whole = got.as_ref().is_some_and(|b| {
-                written[&k].contains(b) && hex::encode(s3s::crypto::Md5::checksum(b)) == etag
+                written[&k].contains(b)
+                    && b.len() as i64 == o.size().unwrap_or(-1)
+                    && (etag.contains('-') || hex::encode(s3s::crypto::Md5::checksum(b)) == etag)
             });
             if !whole {
                 unreadable.push((round, k, got.map(|b| b.len()), o.size()));
@@ -333,12 +413,12 @@ async fn crash_rounds(sync: bool, rounds: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_keep_their_bytes_across_kill_9_without_sync() {
-    crash_rounds(false, 10).await;
+    crash_rounds(false, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_keep_their_bytes_across_kill_9_with_sync() {
-    crash_rounds(true, 6).await;
+    crash_rounds(true, 8).await;
 }
 
 /// `serve --data-dir DIR`, started from another working directory with a config that names no
