@@ -53,8 +53,9 @@ pub enum StartError {
     #[error(
         "{0} of config/portcullis.toml, which is published, and {1} is not a loopback address. Set your own: \
          `admin.token` (or `token_file`) to a random string of at least 16 characters, and for each \
-         `[[tenants.keys]]` a new access key and `secret_key_file` (the admin API or \
-         `portcullis admin` can create keys too); or listen on 127.0.0.1 only"
+         `[[tenants.keys]]` a new access key and `secret_key_file` (or create keys with the admin \
+         API, `POST /tenants/{{id}}/keys`, and revoke the development ones); or listen on \
+         127.0.0.1 only"
     )]
     DevCredentials(&'static str, SocketAddr),
 }
