@@ -11,11 +11,21 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::policy::PolicyError;
 use crate::pipeline::quota::QuotaError;
 
-/// An error with a code S3 does not define (Portcullis's own, documented in the README).
-pub fn custom(code: &str, status: http::StatusCode, message: String) -> S3Error {
-    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.to_string().into()), message);
+/// An S3 error with its HTTP status set (s3s leaves it unset for some codes, and ours answer
+/// with a status of their own).
+pub fn with_status(code: S3ErrorCode, status: http::StatusCode, message: String) -> S3Error {
+    let mut e = S3Error::with_message(code, message);
     e.set_status_code(status);
     e
+}
+
+/// An error with a code S3 does not define (Portcullis's own, documented in the README).
+pub fn custom(code: &str, status: http::StatusCode, message: String) -> S3Error {
+    with_status(
+        S3ErrorCode::Custom(code.to_string().into()),
+        status,
+        message,
+    )
 }
 
 /// Records the cause on the request's span; `server::handle` logs the 5xx once, with it.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod deleter;
 pub mod error;
 pub mod jobs;
+pub mod limit;
 pub mod meta;
 pub mod pace;
 pub mod pipeline;

@@ -547,14 +547,13 @@ impl S3Front {
             xml_body_too_large(&req, max_xml_body).then(|| {
                 // s3s bounds XML bodies too, but reports an oversized streamed body as
                 // InternalError.
-                let mut e = s3s::S3Error::with_message(
+                crate::error::with_status(
                     s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                    http::StatusCode::BAD_REQUEST,
                     format!(
                         "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
                     ),
-                );
-                e.set_status_code(http::StatusCode::BAD_REQUEST);
-                e
+                )
             })
         });
         let unread = Arc::default();

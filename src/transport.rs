@@ -13,11 +13,10 @@
 //! - **accept errors** (`EMFILE` when descriptors run out): logged once per burst and retried
 //!   after a back-off that doubles up to one second, instead of spinning on the error.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,46 +48,6 @@ impl Default for ConnOptions {
             header_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Open connections, in all and per address.
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// One open connection's place in the counts; given back when dropped.
-struct Slot {
-    counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut c = self.counts.lock().expect("connection counts");
-        c.total -= 1;
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, opts: &ConnOptions) -> Option<Slot> {
-    let mut c = counts.lock().expect("connection counts");
-    let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
-    if c.total >= opts.max_connections || mine >= opts.max_connections_per_ip {
-        return None;
-    }
-    c.total += 1;
-    *c.per_ip.entry(ip).or_default() += 1;
-    Some(Slot {
-        counts: counts.clone(),
-        ip,
-    })
 }
 
 /// What the idle watchdog of one connection sees: when bytes last moved, and how many of its
@@ -236,7 +195,7 @@ pub async fn serve<F, S, B>(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout);
     let connections = TaskTracker::new();
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let open = crate::limit::Limit::new(opts.max_connections, opts.max_connections_per_ip);
     let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = tokio::select! {
@@ -256,7 +215,7 @@ pub async fn serve<F, S, B>(
                 }
             },
         };
-        let Some(slot) = take_slot(&counts, peer.ip(), &opts) else {
+        let Ok(slot) = open.acquire(&peer.ip()) else {
             tracing::debug!(listener = name, %peer, "connection limit reached; closed");
             drop(stream);
             continue;
@@ -318,33 +277,6 @@ pub async fn serve<F, S, B>(
         tracing::warn!(
             listener = name,
             "connections still open after 30 s; closing them"
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_bounded_in_all_and_per_address_and_come_back() {
-        let counts = Arc::new(Mutex::new(Counts::default()));
-        let opts = ConnOptions {
-            max_connections: 3,
-            max_connections_per_ip: 2,
-            header_timeout: Duration::from_secs(1),
-        };
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = take_slot(&counts, a, &opts).unwrap();
-        let _a2 = take_slot(&counts, a, &opts).unwrap();
-        assert!(take_slot(&counts, a, &opts).is_none(), "per address");
-        let _b1 = take_slot(&counts, b, &opts).unwrap();
-        assert!(take_slot(&counts, b, &opts).is_none(), "in all");
-        drop(a1);
-        assert!(
-            take_slot(&counts, b, &opts).is_some(),
-            "a closed slot is free again"
         );
     }
 }

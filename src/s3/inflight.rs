@@ -3,10 +3,11 @@
 //! uploads then cost every other tenant nothing but their share: beyond either bound a write is
 //! refused at once with `503 SlowDown`, before its body is read or anything is reserved.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use s3s::{S3Error, S3ErrorCode};
+
+use crate::limit::{Full, Limit, Permit};
 
 /// The bounds (`[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -29,73 +30,52 @@ impl Default for UploadLimits {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_tenant: HashMap<String, usize>,
-}
-
 pub(crate) struct InFlight {
     limits: UploadLimits,
-    counts: Mutex<Counts>,
+    writes: Arc<Limit<String>>,
 }
 
 /// One admitted write; its place is given back when dropped (answered, failed or cancelled).
-pub(crate) struct Ticket {
-    owner: Arc<InFlight>,
-    tenant: String,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut c = self.owner.counts.lock().unwrap_or_else(|e| e.into_inner());
-        c.total -= 1;
-        if let Some(n) = c.per_tenant.get_mut(&self.tenant) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_tenant.remove(&self.tenant);
-            }
-        }
-    }
-}
-
-fn slow_down(msg: String) -> S3Error {
-    let mut e = S3Error::with_message(S3ErrorCode::SlowDown, msg);
-    e.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
-    e
-}
+pub(crate) type Ticket = Permit<String>;
 
 impl InFlight {
-    pub(crate) fn new(limits: UploadLimits) -> Arc<Self> {
-        Arc::new(Self {
+    pub(crate) fn new(limits: UploadLimits) -> Self {
+        Self {
+            writes: Limit::new(limits.in_flight, limits.tenant_in_flight),
             limits,
-            counts: Mutex::default(),
-        })
+        }
     }
 
     pub(crate) fn limits(&self) -> &UploadLimits {
         &self.limits
     }
 
-    pub(crate) fn enter(self: &Arc<Self>, tenant: &str) -> Result<Ticket, S3Error> {
-        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = c.per_tenant.get(tenant).copied().unwrap_or(0);
-        if mine >= self.limits.tenant_in_flight {
-            return Err(slow_down(format!(
-                "Your account has {mine} uploads in progress, the most allowed at once. Please retry after some of them finish."
-            )));
-        }
-        if c.total >= self.limits.in_flight {
-            return Err(slow_down(
+    /// Writes of `tenant` between admission and answer now.
+    pub fn of(&self, tenant: &str) -> usize {
+        self.writes.held(&tenant.to_string())
+    }
+
+    /// Writes between admission and answer now, in all.
+    pub fn total(&self) -> usize {
+        self.writes.held_total()
+    }
+
+    pub(crate) fn enter(&self, tenant: &str) -> Result<Ticket, S3Error> {
+        let full = |msg: String| {
+            crate::error::with_status(
+                S3ErrorCode::SlowDown,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                msg,
+            )
+        };
+        self.writes.acquire(&tenant.to_string()).map_err(|f| match f {
+            Full::Key(n) => full(format!(
+                "Your account has {n} uploads in progress, the most allowed at once. Please retry after some of them finish."
+            )),
+            Full::Total => full(
                 "The gateway has as many uploads in progress as it allows. Please retry later."
                     .into(),
-            ));
-        }
-        c.total += 1;
-        *c.per_tenant.entry(tenant.to_string()).or_default() += 1;
-        Ok(Ticket {
-            owner: self.clone(),
-            tenant: tenant.to_string(),
+            ),
         })
     }
 }
@@ -105,20 +85,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounded_per_tenant_and_in_all_and_given_back_on_drop() {
+    fn a_full_bound_is_slow_down_naming_which() {
         let f = InFlight::new(UploadLimits {
             in_flight: 3,
             tenant_in_flight: 2,
             open_per_tenant: 1,
         });
-        let a1 = f.enter("a").unwrap();
-        let _a2 = f.enter("a").unwrap();
+        let _held = [f.enter("a").unwrap(), f.enter("a").unwrap()];
         let e = f.enter("a").err().unwrap();
         assert_eq!(e.code(), &S3ErrorCode::SlowDown);
         assert_eq!(e.status_code(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
-        let _b1 = f.enter("b").unwrap();
-        assert!(f.enter("b").is_err(), "the gateway-wide bound");
-        drop(a1);
-        assert!(f.enter("b").is_ok());
+        assert!(
+            e.message().unwrap().contains("Your account has 2 uploads"),
+            "{e:?}"
+        );
+        let _b = f.enter("b").unwrap();
+        let e = f.enter("b").err().unwrap();
+        assert!(e.message().unwrap().contains("The gateway has"), "{e:?}");
+        assert_eq!((f.of("a"), f.of("b"), f.total()), (2, 1, 3));
     }
 }

@@ -78,7 +78,7 @@ impl Gateway {
             default_placement: p.default_placement,
             scanner: p.scanner,
             rules: p.rules,
-            in_flight: inflight::InFlight::new(p.uploads),
+            in_flight: Arc::new(inflight::InFlight::new(p.uploads)),
             deleter: p.deleter,
             open_uploads: Arc::default(),
         }

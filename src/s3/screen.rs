@@ -20,6 +20,8 @@
 
 use s3s::{S3Error, S3ErrorCode};
 
+use crate::error::with_status as err;
+
 /// What the screen checks against; from `[server]`.
 #[derive(Debug, Clone)]
 pub struct ScreenOptions {
@@ -30,12 +32,6 @@ pub struct ScreenOptions {
 
 /// AWS's bound on a presigned URL's lifetime.
 pub const MAX_PRESIGNED_SECS: u64 = 604_800;
-
-fn err(code: S3ErrorCode, status: http::StatusCode, msg: String) -> S3Error {
-    let mut e = S3Error::with_message(code, msg);
-    e.set_status_code(status);
-    e
-}
 
 /// S3's bound on a write's whole header section (user metadata alone: 2 KB, checked with the
 /// attributes).
@@ -174,7 +170,6 @@ pub fn screen<B>(req: &http::Request<B>, opts: &ScreenOptions) -> Option<S3Error
         .collect();
     if !unsigned.is_empty() {
         unsigned.sort_unstable();
-        unsigned.dedup();
         return Some(err(
             S3ErrorCode::AccessDenied,
             http::StatusCode::FORBIDDEN,
