@@ -248,6 +248,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Last to stop: what the last requests and sweeps freed is still deleted.
     workers.spawn("deleter", true, |stop, r| deleter_worker.run(stop, r));
     let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
+    let in_flight = Arc::new(crate::s3::InFlight::new(config.uploads));
     let mut builder = S3ServiceBuilder::new(Gateway::new(crate::s3::Parts {
         meta: meta.clone(),
         backend: backends.clone(),
@@ -257,7 +258,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rules: rules.clone(),
         region: config.region.clone(),
         default_placement: config.default_placement.clone(),
-        uploads: config.uploads,
+        in_flight: in_flight.clone(),
     }));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
@@ -339,6 +340,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 scanner,
                 rules,
                 quotas,
+                in_flight,
                 workers: workers.board(),
                 config: config.clone(),
             };

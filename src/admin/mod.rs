@@ -11,7 +11,7 @@
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
 //! | GET | /workers | every background worker (sweeper, deleter, scan-retries): running or stopped, passes, last pass, last error |
-//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads and its reservations in flight; `verify` recomputes it from the index and reports drift |
+//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads, its writes in flight and what they hold reserved; `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
 //! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
 //! | GET | /tenants/{id}/buckets/{bucket}/policy | the bucket's own settings and the policy in force |
@@ -46,8 +46,9 @@ pub struct State {
     pub scanner: Option<Arc<crate::scanner::Scanner>>,
     /// What every bucket's policy resolves against (as the S3 side uses it).
     pub rules: crate::pipeline::policy::Rules,
-    /// The live reservations, for usage and health reports.
+    /// Reservations and writes in flight, for usage and health reports.
     pub quotas: Arc<crate::pipeline::quota::Quotas>,
+    pub in_flight: Arc<crate::s3::InFlight>,
     /// The background workers' state.
     pub workers: crate::jobs::Board,
     pub config: Config,
@@ -167,9 +168,10 @@ fn usage_report(state: &State, id: &str, verify: bool) -> Result<serde_json::Val
         "usage": recorded,
         "quota": t.quota,
         "open_uploads": open_uploads,
-        // Writes between admission and end, and what they reserved: zero when the tenant is
-        // idle, whatever failed before.
-        "reservations": state.quotas.in_flight(id),
+        // Writes between admission and answer, and what they hold reserved per limited scope:
+        // 0 and {} once the tenant is idle, whatever failed before.
+        "writes_in_flight": state.in_flight.of(id),
+        "reserved": state.quotas.reserved_of(id),
         "buckets": buckets,
     });
     if verify {
@@ -246,7 +248,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 "status": status,
                 "backends": backends,
                 "scanner": scanner,
-                "reservations": state.quotas.in_flight_total(),
+                "writes_in_flight": state.in_flight.total(),
                 "workers": state.workers.snapshot(),
             }),
         ));

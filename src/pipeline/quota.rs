@@ -12,7 +12,7 @@
 //!
 //! Scopes without limits take no lock and reserve nothing: usage is still counted by the commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::meta::{Delta, Limits, Meta, MetaError, MetaResult, Usage};
@@ -38,25 +38,11 @@ type ScopeKey = (String, Option<String>);
 pub struct Quotas {
     meta: Arc<Meta>,
     reserved: Mutex<HashMap<ScopeKey, Usage>>,
-    /// Every live reservation per tenant, limited or not: what the admin API reports, so that a
-    /// leaked reservation shows (a write that ended holds none).
-    live: Mutex<HashMap<String, InFlight>>,
-}
-
-/// The reservations a tenant holds right now.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct InFlight {
-    /// Writes between admission and their end.
-    pub count: u64,
-    /// What they reserved against limits (scopes without limits reserve nothing).
-    pub bytes: u64,
-    pub objects: u64,
 }
 
 /// A reservation for one write; released when dropped (after the commit, or on failure).
 pub struct Reservation {
     quotas: Arc<Quotas>,
-    tenant: String,
     /// The limited scopes this write counts against.
     scopes: Vec<(ScopeKey, Limits)>,
     held: Usage,
@@ -67,23 +53,6 @@ impl Quotas {
         Arc::new(Self {
             meta,
             reserved: Mutex::new(HashMap::new()),
-            live: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The reservations `tenant` holds now.
-    pub fn in_flight(&self, tenant: &str) -> InFlight {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.get(tenant).copied().unwrap_or_default()
-    }
-
-    /// The reservations of every tenant together.
-    pub fn in_flight_total(&self) -> InFlight {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.values().fold(InFlight::default(), |a, b| InFlight {
-            count: a.count + b.count,
-            bytes: a.bytes + b.bytes,
-            objects: a.objects + b.objects,
         })
     }
 
@@ -106,20 +75,24 @@ impl Quotas {
                 bucket_limits,
             ));
         }
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(tenant.to_string())
-            .or_default()
-            .count += 1;
         let mut r = Reservation {
             quotas: self.clone(),
-            tenant: tenant.to_string(),
             scopes,
             held: Usage::default(),
         };
         r.add(want)?;
         Ok(r)
+    }
+
+    /// What `tenant`'s writes hold reserved now, per limited scope (`tenant t`, `bucket b`):
+    /// empty once they all ended, so a leaked reservation shows in the usage report.
+    pub fn reserved_of(&self, tenant: &str) -> BTreeMap<String, Usage> {
+        let reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        reserved
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(scope, u)| (describe(scope), *u))
+            .collect()
     }
 
     fn committed(&self, scope: &ScopeKey) -> MetaResult<Usage> {
@@ -181,10 +154,6 @@ impl Reservation {
         }
         self.held.bytes += more.bytes;
         self.held.objects += more.objects;
-        let mut live = q.live.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = live.entry(self.tenant.clone()).or_default();
-        mine.bytes += more.bytes;
-        mine.objects += more.objects;
         Ok(())
     }
 
@@ -220,17 +189,6 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        {
-            let mut live = self.quotas.live.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(mine) = live.get_mut(&self.tenant) {
-                mine.count -= 1;
-                mine.bytes = mine.bytes.saturating_sub(self.held.bytes);
-                mine.objects = mine.objects.saturating_sub(self.held.objects);
-                if mine.count == 0 {
-                    live.remove(&self.tenant);
-                }
-            }
-        }
         if self.scopes.is_empty() || self.held == Usage::default() {
             return;
         }

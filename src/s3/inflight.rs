@@ -30,16 +30,16 @@ impl Default for UploadLimits {
     }
 }
 
-pub(crate) struct InFlight {
+pub struct InFlight {
     limits: UploadLimits,
     writes: Arc<Limit<String>>,
 }
 
 /// One admitted write; its place is given back when dropped (answered, failed or cancelled).
-pub(crate) type Ticket = Permit<String>;
+pub type Ticket = Permit<String>;
 
 impl InFlight {
-    pub(crate) fn new(limits: UploadLimits) -> Self {
+    pub fn new(limits: UploadLimits) -> Self {
         Self {
             writes: Limit::new(limits.in_flight, limits.tenant_in_flight),
             limits,

@@ -22,7 +22,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 pub use auth::{Access, Auth, Caller};
-pub use inflight::UploadLimits;
+pub use inflight::{InFlight, UploadLimits};
 pub use screen::{ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
@@ -48,7 +48,8 @@ pub struct Parts {
     pub region: String,
     /// Where tenants without a placement of their own write.
     pub default_placement: Placement,
-    pub uploads: UploadLimits,
+    /// Writes in flight and their bounds (shared with the admin API's reports).
+    pub in_flight: Arc<InFlight>,
 }
 
 /// The S3 implementation. Cheap to clone; all state is shared.
@@ -78,7 +79,7 @@ impl Gateway {
             default_placement: p.default_placement,
             scanner: p.scanner,
             rules: p.rules,
-            in_flight: Arc::new(inflight::InFlight::new(p.uploads)),
+            in_flight: p.in_flight,
             deleter: p.deleter,
             open_uploads: Arc::default(),
         }

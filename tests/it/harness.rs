@@ -526,7 +526,7 @@ pub async fn idle_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_json
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let v = tenant_usage(admin, tenant).await;
-        if v["reservations"] == serde_json::json!({"count": 0, "bytes": 0, "objects": 0}) {
+        if v["writes_in_flight"] == 0 && v["reserved"] == serde_json::json!({}) {
             assert_eq!(v["verified"], serde_json::json!(true), "{v}");
             return v;
         }

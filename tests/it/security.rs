@@ -548,12 +548,12 @@ async fn uploads_in_flight_are_bounded_per_tenant_with_slow_down() {
         s.write_all(b"x").await.unwrap();
         held.push(s);
     }
-    // The four are admitted once their heads are read: wait until the tenant holds four
-    // reservations, then a fifth upload is one too many.
+    // The four are admitted once their heads are read: wait until the tenant has four writes
+    // in flight, then a fifth upload is one too many.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = tenant_usage(gw.admin, "acme").await;
-        if v["reservations"]["count"] == 4 {
+        if v["writes_in_flight"] == 4 {
             break;
         }
         assert!(
