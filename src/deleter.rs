@@ -5,28 +5,26 @@
 //! Why: with `storage.sync = false` a commit reaches disk on sled's own timer (or the next
 //! flush), and with `sync = true` only at the flush after it. Deleting a freed blob before then
 //! lets a crash bring back the record that still names it: a listed object without its bytes
-//! (invariant 2). So freed blobs are queued here, and the worker flushes the metadata once per
-//! batch — a flush started after a blob was queued covers the commit that freed it, since that
-//! commit returned before the blob was queued — and deletes the batch after that flush.
+//! (invariant 2). So freed blobs are queued here with a
+//! [`FlushTicket`] taken after the commit that freed them, and the worker deletes a batch only
+//! once a flush that covers every ticket in it has finished (the writer's own, with `sync`, or
+//! one the worker runs).
 //!
 //! Deletes are best effort: a blob that cannot be deleted stays unreferenced, and the sweeper
 //! finds it later.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
 use crate::jobs::Reporter;
-use crate::meta::Meta;
+use crate::meta::{FlushTicket, Meta};
 
 pub struct Deleter {
-    tx: mpsc::UnboundedSender<Vec<String>>,
-    /// Blobs queued and not yet deleted (or given up).
-    queued: AtomicUsize,
-    idle: Notify,
+    tx: mpsc::UnboundedSender<(FlushTicket, Vec<String>)>,
+    meta: Arc<Meta>,
 }
 
 impl Deleter {
@@ -36,16 +34,9 @@ impl Deleter {
         let (tx, rx) = mpsc::unbounded_channel();
         let this = Arc::new(Self {
             tx,
-            queued: AtomicUsize::new(0),
-            idle: Notify::new(),
+            meta: meta.clone(),
         });
-        let worker = DeleterWorker {
-            deleter: this.clone(),
-            rx,
-            meta,
-            backends,
-        };
-        (this, worker)
+        (this, DeleterWorker { rx, meta, backends })
     }
 
     /// Queues blobs a commit freed; call after the commit returned.
@@ -53,38 +44,27 @@ impl Deleter {
         if blobs.is_empty() {
             return;
         }
-        self.queued.fetch_add(blobs.len(), Ordering::SeqCst);
-        if self.tx.send(blobs).is_err() {
-            // The worker is gone (shutting down): the blobs stay for the sweeper.
-            self.queued.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// Waits until every blob queued so far is deleted (or given up).
-    pub async fn drain(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.queued.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        // Taken now, after the commit: the flush this ticket waits for covers it. With
+        // `sync = true` the writer's own flush usually does, and the deleter flushes nothing.
+        let ticket = self.meta.flush_ticket();
+        // A send fails only once the worker has stopped: the blobs stay for the sweeper.
+        let _ = self.tx.send((ticket, blobs));
     }
 }
 
 /// The deleter's side of the queue, run by the worker runner.
 pub struct DeleterWorker {
-    deleter: Arc<Deleter>,
-    rx: mpsc::UnboundedReceiver<Vec<String>>,
+    rx: mpsc::UnboundedReceiver<(FlushTicket, Vec<String>)>,
     meta: Arc<Meta>,
     backends: Arc<Backends>,
 }
 
 impl DeleterWorker {
-    /// One pass per batch: flush the metadata, then delete the batch.
+    /// One pass per batch: the flush that covers the batch's commits (unless one already
+    /// did), then the deletes.
     pub async fn run(mut self, stop: CancellationToken, reporter: Reporter) {
         loop {
-            let mut batch = tokio::select! {
+            let (mut ticket, mut batch) = tokio::select! {
                 biased;
                 Some(b) = self.rx.recv() => b,
                 () = stop.cancelled() => match self.rx.try_recv() {
@@ -92,34 +72,30 @@ impl DeleterWorker {
                     Err(_) => return,
                 },
             };
-            while let Ok(more) = self.rx.try_recv() {
+            while let Ok((t, more)) = self.rx.try_recv() {
+                ticket = ticket.max(t);
                 batch.extend(more);
+            }
+            if let Err(e) = self.meta.persist(ticket).await {
+                tracing::error!(error = %e, blobs = batch.len(), "metadata flush failed; released blobs are left to the sweeper");
+                reporter.pass(Err(format!("metadata flush failed: {e}")));
+                continue;
             }
             let n = batch.len();
             let mut failed = 0;
-            match self.meta.persist().await {
-                Ok(()) => {
-                    for blob in batch {
-                        if let Err(e) = self.backends.delete(&blob).await {
-                            failed += 1;
-                            tracing::warn!(%blob, error = %e, "could not delete a released blob");
-                        }
-                    }
-                    reporter.pass(if failed == 0 {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "{failed} of {n} blobs could not be deleted; the sweeper will retry"
-                        ))
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, blobs = n, "metadata flush failed; released blobs are left to the sweeper");
-                    reporter.pass(Err(format!("metadata flush failed: {e}")));
+            for blob in batch {
+                if let Err(e) = self.backends.delete(&blob).await {
+                    failed += 1;
+                    tracing::warn!(%blob, error = %e, "could not delete a released blob");
                 }
             }
-            self.deleter.queued.fetch_sub(n, Ordering::SeqCst);
-            self.deleter.idle.notify_waiters();
+            reporter.pass(if failed == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{failed} of {n} blobs could not be deleted; the sweeper will retry"
+                ))
+            });
         }
     }
 }

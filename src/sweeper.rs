@@ -28,7 +28,8 @@ pub struct SweeperConfig {
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct SweepReport {
     pub blobs_seen: usize,
-    pub orphans_deleted: usize,
+    /// Unreferenced blobs handed to the deleter.
+    pub orphans_released: usize,
     pub uploads_aborted: usize,
 }
 
@@ -137,24 +138,11 @@ impl Sweeper {
                     Err(e) => tracing::warn!(error = %e, "sweeper could not read blob references"),
                 }
             }
-            // Unreferenced in memory may be unreferenced only since a commit not yet on disk:
-            // the flush first, as for every released blob (see `deleter`). A blob stays
-            // unreferenced once it is (copies refuse a source without references).
-            if orphans.is_empty() {
-                continue;
-            }
-            if let Err(e) = meta.persist().await {
-                tracing::warn!(error = %e, "sweeper could not flush the metadata; deletes skipped");
-                continue;
-            }
-            for blob in orphans {
-                match self.backends.delete(&blob).await {
-                    Ok(()) => report.orphans_deleted += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %blob, "sweeper could not delete an orphan")
-                    }
-                }
-            }
+            // Unreferenced in memory may be unreferenced only since a commit not yet on disk: the
+            // deleter deletes them once a flush covers that (a blob stays unreferenced once it
+            // is: copies refuse a source without references).
+            report.orphans_released += orphans.len();
+            self.deleter.release(orphans);
         }
         report
     }
@@ -168,9 +156,9 @@ impl Sweeper {
             }
             let r = self.sweep_once().await;
             reporter.pass(Ok(()));
-            if r.orphans_deleted > 0 || r.uploads_aborted > 0 {
+            if r.orphans_released > 0 || r.uploads_aborted > 0 {
                 tracing::info!(
-                    orphans = r.orphans_deleted,
+                    orphans = r.orphans_released,
                     uploads = r.uploads_aborted,
                     "sweeper reclaimed space"
                 );

@@ -219,6 +219,10 @@ pub struct ListedObject {
     pub object: Object,
 }
 
+/// The changes committed up to the moment it was taken ([`Meta::flush_ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlushTicket(u64);
+
 pub struct Meta {
     db: sled::Db,
     tenants: Tree,
@@ -240,9 +244,11 @@ pub struct Meta {
     /// a part committed between the two would otherwise outlive its upload, charged forever.
     upload_locks: Vec<std::sync::Mutex<()>>,
     sync: bool,
-    /// Group commit state for [`Meta::durable`]: callers so far, callers covered by a flush.
-    commits: AtomicU64,
-    flushed: AtomicU64,
+    /// Flushes started and finished, numbered in start order (they run one at a time, under
+    /// `flush_lock`): a flush numbered above the count of those started when a change was
+    /// committed covers that change. See [`FlushTicket`].
+    flushes_started: AtomicU64,
+    flushes_done: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
 }
 
@@ -280,42 +286,48 @@ impl Meta {
                 .map(|_| std::sync::Mutex::new(()))
                 .collect(),
             sync,
-            commits: AtomicU64::new(0),
-            flushed: AtomicU64::new(0),
+            flushes_started: AtomicU64::new(0),
+            flushes_done: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             db,
         })
     }
 
     /// Makes every change committed before this call durable (when configured to); called
-    /// before a write is acknowledged. Group commit: while one flush runs, later callers queue
-    /// on `flush_lock`, and the next flush covers all of them at once, so N concurrent writers
-    /// cost about two flushes instead of N.
+    /// before a write is acknowledged.
     pub async fn durable(&self) -> MetaResult<()> {
         if !self.sync {
             return Ok(());
         }
-        self.persist().await
+        self.persist(self.flush_ticket()).await
     }
 
-    /// Puts every change committed before this call on disk, whatever `sync` says (the deleter
-    /// calls it before deleting blobs that commits freed). Group commit as for
-    /// [`Meta::durable`].
-    pub async fn persist(&self) -> MetaResult<()> {
-        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        let _turn = self.flush_lock.lock().await;
-        if self.flushed.load(Ordering::SeqCst) >= mine {
+    /// A ticket for the changes committed so far: [`Meta::persist`] with it returns once they
+    /// are on disk.
+    pub fn flush_ticket(&self) -> FlushTicket {
+        FlushTicket(self.flushes_started.load(Ordering::SeqCst) + 1)
+    }
+
+    /// Puts the changes of `ticket` on disk, whatever `sync` says (the deleter does before it
+    /// deletes blobs that commits freed). A flush that started after the ticket was taken covers
+    /// them: if one has finished already nothing is done, and callers arriving while a flush
+    /// runs share the next one (group commit), so N concurrent writers cost about two flushes.
+    pub async fn persist(&self, ticket: FlushTicket) -> MetaResult<()> {
+        if self.flushes_done.load(Ordering::SeqCst) >= ticket.0 {
             return Ok(());
         }
-        // Every caller up to `upto` had committed before it asked, so this flush covers it.
-        let upto = self.commits.load(Ordering::SeqCst);
+        let _turn = self.flush_lock.lock().await;
+        if self.flushes_done.load(Ordering::SeqCst) >= ticket.0 {
+            return Ok(());
+        }
+        let this = self.flushes_started.fetch_add(1, Ordering::SeqCst) + 1;
         // Not `flush_async`: concurrent calls of it deadlock in sled 0.34 (spacejam/sled#1308,
         // fixed only on its unreleased main). One blocking flush at a time, off the reactor.
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| MetaError::FlushTask(e.to_string()))??;
-        self.flushed.store(upto, Ordering::SeqCst);
+        self.flushes_done.store(this, Ordering::SeqCst);
         Ok(())
     }
 
@@ -1025,6 +1037,28 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+
+    /// A ticket is covered by the first flush that starts after it was taken, and by no
+    /// earlier one; concurrent holders of one ticket share one flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_ticket_waits_for_a_flush_that_started_after_it() {
+        let (_dir, m) = testing::meta();
+        let flushes = || m.flushes_done.load(Ordering::SeqCst);
+        let first = m.flush_ticket();
+        let (a, b) = tokio::join!(m.persist(first), m.persist(first));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(flushes(), 1, "one flush covers both holders of the ticket");
+        m.persist(first).await.unwrap();
+        assert_eq!(flushes(), 1, "already covered: no flush");
+        let second = m.flush_ticket();
+        assert!(second > first);
+        m.persist(second).await.unwrap();
+        assert_eq!(flushes(), 2, "a later ticket needs a later flush");
+        // `durable` does nothing without `sync` (testing::meta opens with sync off).
+        m.durable().await.unwrap();
+        assert_eq!(flushes(), 2);
+    }
     use super::testing::{meta, object};
     use super::*;
 
