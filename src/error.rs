@@ -121,18 +121,13 @@ impl From<BackendError> for S3Error {
 }
 
 /// A request body that failed while it was read. s3s's aws-chunked and payload-hash streams
-/// report through error types it does not export, and wrap ours as a message; both are known by
-/// their text (s3s is pinned to one exact version, and `hostile.rs` tests each case).
+/// report through error types it does not export, and wrap ours (`pace::BodyTimeout`) into
+/// their own message; so each cause is known by its text, along the whole `source` chain (s3s
+/// is pinned to one exact version, and `tests/it/security.rs` tests each case).
 fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
-    let mut texts = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<crate::pace::BodyTimeout>() {
-            texts.push(crate::pace::MESSAGE.to_string());
-        }
-        texts.push(err.to_string());
-        cur = err.source();
-    }
+    let texts: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
     let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
     if has(crate::pace::MESSAGE) {
         s3_error!(

@@ -47,7 +47,9 @@ pub struct Pace {
     waiting_since: Option<Instant>,
     waited: Duration,
     bytes: u64,
-    timer: Pin<Box<Sleep>>,
+    /// Made the first time the body makes the gateway wait: most bodies (every GET's, every
+    /// small PUT's) never do, and a timer is an allocation and a timer-wheel entry.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Pace {
@@ -57,7 +59,7 @@ impl Pace {
             waiting_since: None,
             waited: Duration::ZERO,
             bytes: 0,
-            timer: Box::pin(tokio::time::sleep(opts.timeout)),
+            timer: None,
         }
     }
 
@@ -83,10 +85,13 @@ impl Pace {
         if Instant::now() >= deadline {
             return Err(BodyTimeout);
         }
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
-        match self.timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Err(BodyTimeout),
             Poll::Pending => Ok(()),
         }

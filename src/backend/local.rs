@@ -131,51 +131,36 @@ async fn write(
     };
     let finish = |job: Job| async move { job.await.map_err(std::io::Error::other)? };
 
-    let mut sink = None;
+    // Exactly one of `running` (a job holds the file) and `sink` (the file is free) is set.
     let mut running: Option<Job> = Some(start(None, Vec::new(), false));
+    let mut sink = None;
     let mut queued: Vec<bytes::Bytes> = Vec::new();
     let mut n = 0u64;
     loop {
-        let next = if queued.len() >= QUEUE {
-            None // the disk is behind: wait for it before reading more
-        } else if let Some(job) = running.as_mut() {
-            tokio::select! {
-                biased;
-                done = job => {
-                    running = None;
-                    sink = Some(done.map_err(std::io::Error::other)??);
-                    continue;
-                }
-                chunk = body.next() => Some(chunk),
-            }
-        } else {
-            Some(body.next().await)
-        };
-        match next {
-            None => {
-                if let Some(job) = running.take() {
-                    sink = Some(finish(job).await?);
-                }
-            }
-            Some(Some(Ok(chunk))) => {
-                n += chunk.len() as u64;
-                queued.push(chunk);
-            }
-            Some(Some(Err(e))) => return Err(BackendError::Body(e)),
-            Some(None) => break,
+        if running.is_none() && !queued.is_empty() {
+            running = Some(start(sink.take(), std::mem::take(&mut queued), false));
         }
-        if running.is_none()
-            && !queued.is_empty()
-            && let Some(s) = sink.take()
-        {
-            running = Some(start(Some(s), std::mem::take(&mut queued), false));
+        tokio::select! {
+            biased;
+            done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                running = None;
+                sink = Some(done.map_err(std::io::Error::other)??);
+            }
+            // Read on while the disk writes, up to `QUEUE` chunks; then wait for it.
+            chunk = body.next(), if queued.len() < QUEUE => match chunk {
+                Some(Ok(chunk)) => {
+                    n += chunk.len() as u64;
+                    queued.push(chunk);
+                }
+                Some(Err(e)) => return Err(BackendError::Body(e)),
+                None => break,
+            },
         }
     }
     if let Some(job) = running.take() {
         sink = Some(finish(job).await?);
     }
-    let sink = sink.expect("a write job always hands its sink back");
-    let sink = finish(start(Some(sink), queued, true)).await?;
+    let sink = finish(start(sink, queued, true)).await?;
     Ok((n, sink.md5.map(|m| m.finalize())))
 }
 
@@ -381,7 +366,7 @@ mod tests {
             );
             release.send(()).unwrap();
             busy.await.unwrap().unwrap();
-            // Let the queued job run: one more blocking task after it runs after it.
+            // The queued job runs before this one (one thread, first come first served).
             tokio::task::spawn_blocking(|| ()).await.unwrap();
         });
         drop(rt);
