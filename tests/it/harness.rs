@@ -550,3 +550,38 @@ pub async fn tenant_usage(admin: std::net::SocketAddr, tenant: &str) -> serde_js
         .await
         .unwrap()
 }
+
+/// A test CA and a certificate for 127.0.0.1 it signed, made by openssl under `dir` (rustls
+/// clients refuse a self-signed CA certificate as a server's own).
+pub struct TestCert {
+    /// The CA certificate, for clients to trust.
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestCert {
+    pub fn make(dir: &Path) -> Self {
+        let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=portcullis-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
+printf 'subjectAltName=IP:127.0.0.1\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem
+"#;
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+}

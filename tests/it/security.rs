@@ -656,28 +656,7 @@ async fn five_thousand_idle_connections_do_not_lock_out_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_has_the_same_timeouts_and_optional_tls() {
     let dir = tempfile::tempdir().unwrap();
-    // A CA and a server certificate it signed (rustls refuses a self-signed CA as a server's).
-    let (ca, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    );
-    let script = r#"set -e
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=portcullis-test-ca -keyout ca.key -out ca.pem
-openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
-printf 'subjectAltName=IP:127.0.0.1\n' > leaf.ext
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem
-"#;
-    let ok = std::process::Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let TestCert { ca, cert, key } = TestCert::make(dir.path());
     let tail = format!(
         "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
         cert.display(),
