@@ -170,10 +170,6 @@ impl Gateway {
         })
     }
 
-    fn in_flight_limits(&self) -> &UploadLimits {
-        self.in_flight.limits()
-    }
-
     /// The scanner, when `policy` scans.
     fn scanner_for(&self, policy: &Effective) -> Option<&Arc<Scanner>> {
         self.scanner.as_ref().filter(|_| policy.scan)

@@ -123,7 +123,7 @@ impl Gateway {
         drop(self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?);
         {
             let _one_at_a_time = self.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
-            let max = self.in_flight_limits().open_per_tenant;
+            let max = self.in_flight.limits().open_per_tenant;
             if self.meta.open_uploads(&c.tenant, max)? >= max {
                 return Err(crate::error::custom(
                     "TooManyOpenUploads",
