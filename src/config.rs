@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::backend::{AzureAuth, BackendConfig, BackendKind, Placement, Secret};
-use crate::meta::{BucketSettings, Limits, Policy, Role};
+use crate::meta::{BucketSettings, DatabaseUrl, Limits, MetaEngine, Policy, Role};
 use crate::pace::PaceOptions;
 use crate::s3::UploadLimits;
 use crate::scanner::{Address, ScannerConfig};
@@ -44,6 +44,8 @@ mod raw {
         pub admin: Admin,
         #[serde(default)]
         pub storage: Storage,
+        #[serde(default)]
+        pub meta: Meta,
         #[serde(default)]
         pub sweeper: Sweeper,
         #[serde(default)]
@@ -140,6 +142,15 @@ mod raw {
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(deny_unknown_fields)]
+    pub struct Meta {
+        pub engine: Option<String>,
+        pub url: Option<String>,
+        pub url_file: Option<PathBuf>,
+        pub pool_size: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct Storage {
         pub data_dir: Option<PathBuf>,
         pub sync: Option<bool>,
@@ -215,6 +226,8 @@ pub struct Config {
     pub sync: bool,
     /// Bytes of metadata pages sled may keep in memory.
     pub meta_cache_bytes: u64,
+    /// Which metadata engine holds the index.
+    pub meta: MetaEngine,
     pub sweeper: SweeperConfig,
     /// Every backend, the implicit `local` one included.
     pub backends: Vec<BackendConfig>,
@@ -552,6 +565,40 @@ fn scanner(
     })
 }
 
+fn meta_engine(m: raw::Meta) -> Result<MetaEngine, ConfigError> {
+    let bad = |what: &str| ConfigError::Invalid(format!("[meta] {what}"));
+    match m.engine.as_deref().unwrap_or("sled") {
+        "sled" => {
+            if m.url.is_some() || m.url_file.is_some() || m.pool_size.is_some() {
+                return Err(bad(
+                    "url, url_file and pool_size apply to engine = \"postgres\" only",
+                ));
+            }
+            Ok(MetaEngine::Sled)
+        }
+        "postgres" => {
+            let url = match (m.url, m.url_file) {
+                (Some(u), None) => u,
+                (None, Some(f)) => read_secret(&f)?,
+                (None, None) => return Err(bad("engine = \"postgres\" needs url or url_file")),
+                (Some(_), Some(_)) => return Err(bad("set url or url_file, not both")),
+            };
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(bad("url must start with postgres://"));
+            }
+            let pool_size = m.pool_size.unwrap_or(32);
+            if pool_size == 0 {
+                return Err(bad("pool_size must be at least 1"));
+            }
+            Ok(MetaEngine::Postgres {
+                url: DatabaseUrl(url),
+                pool_size,
+            })
+        }
+        other => Err(bad(&format!("engine {other:?}: use sled or postgres"))),
+    }
+}
+
 fn read_secret(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
@@ -880,6 +927,7 @@ impl Config {
             data_dir,
             sync: raw.storage.sync.unwrap_or(true),
             meta_cache_bytes: raw.storage.meta_cache_mb.unwrap_or(128).max(8) * 1024 * 1024,
+            meta: meta_engine(raw.meta)?,
             sweeper,
             backends,
             default_placement,

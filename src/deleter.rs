@@ -5,8 +5,8 @@
 //! Why: with `storage.sync = false` a commit reaches disk on sled's own timer (or the next
 //! flush), and with `sync = true` only at the flush after it. Deleting a freed blob before then
 //! lets a crash bring back the record that still names it: a listed object without its bytes
-//! (invariant 2). So freed blobs are queued here with a
-//! [`FlushTicket`] taken after the commit that freed them, and the worker deletes a batch only
+//! (invariant 2). So `Meta::commit` queues freed blobs with a
+//! [`FlushTicket`](crate::meta::FlushTicket) taken after the commit that freed them, and the worker deletes a batch only
 //! once a flush that covers every ticket in it has finished (the writer's own, with `sync`, or
 //! one the worker runs).
 //!
@@ -20,43 +20,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
 use crate::jobs::Reporter;
-use crate::meta::{FlushTicket, Meta};
+use crate::meta::{Meta, Released};
 
-pub struct Deleter {
-    tx: mpsc::UnboundedSender<(FlushTicket, Vec<String>)>,
-    meta: Arc<Meta>,
-}
-
-impl Deleter {
-    /// The deleter and its worker, for the runner (`jobs`); the worker ends when its stop token
-    /// is cancelled, after deleting what was queued by then.
-    pub fn new(meta: Arc<Meta>, backends: Arc<Backends>) -> (Arc<Self>, DeleterWorker) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let this = Arc::new(Self {
-            tx,
-            meta: meta.clone(),
-        });
-        (this, DeleterWorker { rx, meta, backends })
-    }
-
-    /// Queues blobs a commit freed; call after the commit returned.
-    pub fn release(&self, blobs: Vec<String>) {
-        if blobs.is_empty() {
-            return;
-        }
-        // Taken now, after the commit: the flush this ticket waits for covers it. With
-        // `sync = true` the writer's own flush usually does, and the deleter flushes nothing.
-        let ticket = self.meta.flush_ticket();
-        // A send fails only once the worker has stopped: the blobs stay for the sweeper.
-        let _ = self.tx.send((ticket, blobs));
-    }
-}
-
-/// The deleter's side of the queue, run by the worker runner.
+/// The worker that drains meta's queue of released blobs, run by the runner (`jobs`).
 pub struct DeleterWorker {
-    rx: mpsc::UnboundedReceiver<(FlushTicket, Vec<String>)>,
+    rx: mpsc::UnboundedReceiver<Released>,
     meta: Arc<Meta>,
     backends: Arc<Backends>,
+}
+
+impl DeleterWorker {
+    /// Takes meta's release queue (`None` if a deleter already has it). The worker ends when
+    /// its stop token is cancelled, after deleting what was queued by then.
+    pub fn new(meta: Arc<Meta>, backends: Arc<Backends>) -> Option<Self> {
+        let rx = meta.take_release_queue()?;
+        Some(Self { rx, meta, backends })
+    }
 }
 
 impl DeleterWorker {

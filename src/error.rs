@@ -64,10 +64,18 @@ impl From<MetaError> for S3Error {
                 OperationAborted,
                 "A conflicting operation is in progress against this resource. Please try again."
             ),
-            e @ (MetaError::Store(_)
-            | MetaError::Corrupt(_)
-            | MetaError::FlushTask(_)
-            | MetaError::QuotaShort(_)) => internal("metadata store failed", &e),
+            MetaError::Engine(e) => {
+                // A store that cannot be reached or refuses a write is transient for the client:
+                // retry later (SDKs do on 503). The cause is logged once, never sent.
+                record(&format_args!("metadata store failed: {e}"));
+                s3_error!(
+                    ServiceUnavailable,
+                    "The metadata store is unavailable. Please retry."
+                )
+            }
+            e @ (MetaError::Corrupt(_) | MetaError::QuotaShort(_)) => {
+                internal("metadata store failed", &e)
+            }
             e @ (MetaError::NoSuchTenant
             | MetaError::TenantExists
             | MetaError::AccessKeyExists

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::backend::Backends;
 use crate::config::{Config, TlsConfig};
-use crate::meta::{self, Meta};
+use crate::meta::{self, Change, Commit, Meta};
 use crate::pace::{Pace, PaceOptions};
 use crate::s3::{Access, Auth, Gateway, ScreenOptions};
 use crate::transport;
@@ -93,7 +93,7 @@ impl Running {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.workers.shutdown().await;
-        if let Err(e) = self.meta.flush() {
+        if let Err(e) = self.meta.persist(self.meta.flush_ticket()).await {
             tracing::error!(error = %e, "flushing metadata at shutdown failed");
         }
     }
@@ -111,13 +111,13 @@ impl Running {
     }
 }
 
-fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
+async fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
     for t in &config.tenants {
         // What the file declares wins; what it leaves out keeps its admin-API value.
-        let old = meta.tenant(&t.id)?;
+        let old = meta.tenant(&t.id).await?;
         let mut buckets = old.as_ref().map(|o| o.buckets.clone()).unwrap_or_default();
         buckets.extend(t.buckets.clone());
-        meta.upsert_tenant(&meta::Tenant {
+        let tenant = meta::Tenant {
             id: t.id.clone(),
             display_name: t.display_name.clone(),
             created_ms: meta::now_ms(),
@@ -133,23 +133,27 @@ fn bootstrap(meta: &Meta, config: &Config) -> Result<(), meta::MetaError> {
                 .or(old.map(|o| o.policy))
                 .unwrap_or_default(),
             buckets,
-        })?;
+        };
+        meta.commit(&Commit::new(Change::UpsertTenant(tenant)))
+            .await?;
         for k in &t.keys {
-            meta.upsert_access_key(&meta::AccessKey {
+            let key = meta::AccessKey {
                 access_key: k.access_key.clone(),
                 secret_key: k.secret_key.clone(),
                 tenant: t.id.clone(),
                 user: k.user.clone(),
                 role: k.role,
                 created_ms: meta::now_ms(),
-            })?;
+            };
+            meta.commit(&Commit::new(Change::UpsertAccessKey(key)))
+                .await?;
         }
     }
-    let filled = meta.backfill_usage()?;
+    let filled = meta.backfill_usage().await?;
     if filled > 0 {
         tracing::info!(tenants = filled, "usage computed from the existing records");
     }
-    meta.flush()
+    meta.persist(meta.flush_ticket()).await
 }
 
 fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
@@ -179,7 +183,7 @@ fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
 /// Refuses the published development credentials on any listener that is not on loopback
 /// (declared in the file, or left in the metadata store by an earlier start with the shipped
 /// file).
-fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError> {
+async fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError> {
     let exposed = std::iter::once(config.listen)
         .chain(config.admin.as_ref().map(|a| a.listen))
         .find(|a| !a.ip().is_loopback());
@@ -197,10 +201,13 @@ fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError
         ));
     }
     for (key, secret) in crate::config::DEV_KEYS {
-        let stored = meta.access_key(key).map_err(|source| StartError::Meta {
-            path: config.data_dir.join("meta").display().to_string(),
-            source,
-        })?;
+        let stored = meta
+            .access_key(key)
+            .await
+            .map_err(|source| StartError::Meta {
+                path: meta_place(config),
+                source,
+            })?;
         if stored.is_some_and(|k| k.secret_key == secret) {
             return Err(StartError::DevCredentials(
                 "an access key is a development key",
@@ -211,22 +218,34 @@ fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError
     Ok(())
 }
 
+/// Where the metadata lives, for error messages (never the database URL: it may hold a
+/// password).
+fn meta_place(config: &Config) -> String {
+    match &config.meta {
+        meta::MetaEngine::Sled => config.data_dir.join("meta").display().to_string(),
+        meta::MetaEngine::Postgres { .. } => "the PostgreSQL database of [meta] url".into(),
+    }
+}
+
 /// Opens everything and starts serving; returns once the listeners are bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let meta_dir = config.data_dir.join("meta");
-    let meta = Arc::new(
-        Meta::open(&meta_dir, config.sync, config.meta_cache_bytes).map_err(|source| {
-            StartError::Meta {
-                path: meta_dir.display().to_string(),
-                source,
-            }
-        })?,
-    );
-    bootstrap(&meta, &config).map_err(|source| StartError::Meta {
-        path: meta_dir.display().to_string(),
+    let meta_err = |source| StartError::Meta {
+        path: meta_place(&config),
         source,
-    })?;
-    refuse_dev_credentials(&config, &meta)?;
+    };
+    let engine = config
+        .meta
+        .open(
+            &config.data_dir.join("meta"),
+            config.sync,
+            config.meta_cache_bytes,
+        )
+        .await
+        .map_err(meta_err)?;
+    tracing::info!(engine = engine.kind(), "metadata store open");
+    let meta = Arc::new(Meta::new(engine));
+    bootstrap(&meta, &config).await.map_err(meta_err)?;
+    refuse_dev_credentials(&config, &meta).await?;
     let backends = Arc::new(Backends::open(&config.backends, config.sync).await?);
     let recovered = backends.recover().await?;
     if recovered > 0 {
@@ -244,15 +263,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut workers = crate::jobs::Runner::default();
-    let (deleter, deleter_worker) = crate::deleter::Deleter::new(meta.clone(), backends.clone());
-    // Last to stop: what the last requests and sweeps freed is still deleted.
-    workers.spawn("deleter", true, |stop, r| deleter_worker.run(stop, r));
+    if let Some(deleter) = crate::deleter::DeleterWorker::new(meta.clone(), backends.clone()) {
+        // Last to stop: what the last requests and sweeps freed is still deleted.
+        workers.spawn("deleter", true, |stop, r| deleter.run(stop, r));
+    }
     let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
     let in_flight = Arc::new(crate::s3::InFlight::new(config.uploads));
     let mut builder = S3ServiceBuilder::new(Gateway::new(crate::s3::Parts {
         meta: meta.clone(),
         backend: backends.clone(),
-        deleter: deleter.clone(),
         quotas: quotas.clone(),
         scanner: scanner.clone(),
         rules: rules.clone(),
@@ -309,7 +328,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let sweeper = crate::sweeper::Sweeper::new(
         meta.clone(),
         backends.clone(),
-        deleter.clone(),
         config.sweeper.clone(),
         config.default_placement.clone(),
     );

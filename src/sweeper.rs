@@ -11,9 +11,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backends, Placement};
-use crate::deleter::Deleter;
 use crate::jobs::Reporter;
-use crate::meta::{self, Meta};
+use crate::meta::{self, Change, Commit, Meta};
 
 #[derive(Debug, Clone)]
 pub struct SweeperConfig {
@@ -37,7 +36,6 @@ pub struct SweepReport {
 pub struct Sweeper {
     meta: Arc<Meta>,
     backends: Arc<Backends>,
-    deleter: Arc<Deleter>,
     cfg: SweeperConfig,
     default_placement: Placement,
 }
@@ -46,14 +44,12 @@ impl Sweeper {
     pub fn new(
         meta: Arc<Meta>,
         backends: Arc<Backends>,
-        deleter: Arc<Deleter>,
         cfg: SweeperConfig,
         default_placement: Placement,
     ) -> Self {
         Self {
             meta,
             backends,
-            deleter,
             cfg,
             default_placement,
         }
@@ -62,9 +58,9 @@ impl Sweeper {
     /// The `(backend, container, prefix)` places any tenant or bucket writes to. Only these are
     /// listed, each under `<prefix><tenant>/`: a container shared with other data loses nothing
     /// that Portcullis did not write.
-    fn places(&self) -> Result<BTreeSet<(String, String, String)>, meta::MetaError> {
+    async fn places(&self) -> Result<BTreeSet<(String, String, String)>, meta::MetaError> {
         let mut out = BTreeSet::new();
-        for t in self.meta.tenants()? {
+        for t in self.meta.tenants().await? {
             let tp = t
                 .placement
                 .clone()
@@ -77,7 +73,7 @@ impl Sweeper {
                 ));
             };
             add(&tp);
-            for b in self.meta.buckets(&t.id)? {
+            for b in self.meta.buckets(&t.id).await? {
                 if let Some(p) = &b.placement {
                     add(p);
                 }
@@ -90,14 +86,17 @@ impl Sweeper {
         let (meta, cfg) = (&self.meta, &self.cfg);
         let mut report = SweepReport::default();
         let cutoff = meta::now_ms() - cfg.abandoned_upload.as_millis() as i64;
-        match meta.stale_uploads(cutoff) {
+        match meta.stale_uploads(cutoff).await {
             Ok(stale) => {
                 for (tenant, bucket, u) in stale {
-                    match meta.abort_upload(&tenant, &bucket, &u.key, &u.upload_id) {
-                        Ok(freed) => {
-                            report.uploads_aborted += 1;
-                            self.deleter.release(freed);
-                        }
+                    let abort = Commit::new(Change::AbortUpload {
+                        tenant,
+                        bucket,
+                        key: u.key.clone(),
+                        upload_id: u.upload_id.clone(),
+                    });
+                    match meta.commit(&abort).await {
+                        Ok(()) => report.uploads_aborted += 1,
                         Err(e) => {
                             tracing::warn!(error = %e, upload = %u.upload_id, "sweeper could not abort an upload")
                         }
@@ -106,7 +105,7 @@ impl Sweeper {
             }
             Err(e) => tracing::warn!(error = %e, "sweeper could not scan uploads"),
         }
-        let places = match self.places() {
+        let places = match self.places().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "sweeper could not read tenants");
@@ -132,7 +131,7 @@ impl Sweeper {
                 if !ours || info.age < cfg.grace {
                     continue;
                 }
-                match meta.blob_referenced(&blob) {
+                match meta.blob_referenced(&blob).await {
                     Ok(true) => {}
                     Ok(false) => orphans.push(blob),
                     Err(e) => tracing::warn!(error = %e, "sweeper could not read blob references"),
@@ -142,7 +141,7 @@ impl Sweeper {
             // deleter deletes them once a flush covers that (a blob stays unreferenced once it
             // is: copies refuse a source without references).
             report.orphans_released += orphans.len();
-            self.deleter.release(orphans);
+            meta.release(orphans);
         }
         report
     }

@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::backend::Backends;
 use crate::config::{Config, valid_access_key, valid_secret, valid_tenant_id};
-use crate::meta::{self, Meta, MetaError, Role};
+use crate::meta::{self, Change, Commit, Meta, MetaError, Role};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -148,21 +148,25 @@ fn valid_policy(p: &meta::Policy) -> Result<(), AdminError> {
 }
 
 /// The usage report of a tenant; with `verify`, recomputed from the index and compared.
-fn usage_report(state: &State, id: &str, verify: bool) -> Result<serde_json::Value, AdminError> {
+async fn usage_report(
+    state: &State,
+    id: &str,
+    verify: bool,
+) -> Result<serde_json::Value, AdminError> {
     let m = &state.meta;
-    let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
-    let recorded = m.usage(id, None)?;
+    let t = m.tenant(id).await?.ok_or(MetaError::NoSuchTenant)?;
+    let recorded = m.usage(id, None).await?;
     let mut buckets = serde_json::Map::new();
-    for b in m.buckets(id)? {
+    for b in m.buckets(id).await? {
         let quota = t.buckets.get(&b.name).map(|s| s.quota).unwrap_or_default();
         buckets.insert(
             b.name.clone(),
-            json!({ "usage": m.usage(id, Some(&b.name))?, "quota": quota }),
+            json!({ "usage": m.usage(id, Some(&b.name)).await?, "quota": quota }),
         );
     }
     // Open multipart uploads count against `server.max_open_uploads`; their parts' bytes are in
     // the usage already.
-    let open_uploads = m.open_uploads(id, usize::MAX)?;
+    let open_uploads = m.open_uploads(id, usize::MAX).await?;
     let mut out = json!({
         "tenant": id,
         "usage": recorded,
@@ -175,13 +179,13 @@ fn usage_report(state: &State, id: &str, verify: bool) -> Result<serde_json::Val
         "buckets": buckets,
     });
     if verify {
-        let (total, per) = m.computed_usage(id)?;
+        let (total, per) = m.computed_usage(id).await?;
         let mut drift = Vec::new();
         if total != recorded {
             drift.push(json!({ "scope": "tenant", "recorded": recorded, "computed": total }));
         }
         for (b, computed) in per {
-            let rec = m.usage(id, Some(&b))?;
+            let rec = m.usage(id, Some(&b)).await?;
             if rec != computed {
                 drift.push(json!({ "scope": format!("bucket {b}"), "recorded": rec, "computed": computed }));
             }
@@ -225,7 +229,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         .collect();
     let segs: Vec<&str> = path.iter().map(String::as_str).collect();
     if req.method() == Method::GET && segs == ["health"] {
-        state.meta.tenants()?;
+        state.meta.tenants().await?;
         // The gateway itself is up; a backend that is down affects only the tenants on it, so
         // it degrades the answer instead of failing it.
         let backends = state.backends.health().await;
@@ -266,7 +270,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["tenants"]) => Ok(json_response(
             StatusCode::OK,
-            &json!({ "tenants": m.tenants()? }),
+            &json!({ "tenants": m.tenants().await? }),
         )),
         (Method::POST, ["tenants"]) => {
             let t: NewTenant = body_json(req).await?;
@@ -300,18 +304,18 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 policy: t.policy,
                 buckets: Default::default(),
             };
-            m.create_tenant(&tenant)?;
-            m.durable().await?;
+            m.commit(&Commit::new(Change::CreateTenant(tenant.clone())))
+                .await?;
             Ok(json_response(StatusCode::CREATED, &json!(tenant)))
         }
         (Method::DELETE, ["tenants", id]) => {
-            m.delete_tenant(id)?;
-            m.durable().await?;
+            m.commit(&Commit::new(Change::DeleteTenant(id.to_string())))
+                .await?;
             Ok(json_response(StatusCode::OK, &json!({ "deleted": id })))
         }
         (Method::GET, ["tenants", id, "keys"]) => {
-            m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
-            let keys: Vec<_> = m.keys_of(id)?.iter().map(key_json).collect();
+            m.tenant(id).await?.ok_or(MetaError::NoSuchTenant)?;
+            let keys: Vec<_> = m.keys_of(id).await?.iter().map(key_json).collect();
             Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
         }
         (Method::POST, ["tenants", id, "keys"]) => {
@@ -343,20 +347,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 role: k.role.unwrap_or(Role::ReadWrite),
                 created_ms: meta::now_ms(),
             };
-            m.create_access_key(&key)?;
-            m.durable().await?;
+            m.commit(&Commit::new(Change::CreateAccessKey(key.clone())))
+                .await?;
             // The secret is shown once, here, and never again.
             let mut v = key_json(&key);
             v["secret_key"] = json!(key.secret_key);
             Ok(json_response(StatusCode::CREATED, &v))
         }
         (Method::DELETE, ["tenants", id, "keys", ak]) => {
-            match m.access_key(ak)? {
+            match m.access_key(ak).await? {
                 Some(k) if k.tenant == *id => {}
                 _ => return Err(MetaError::NoSuchAccessKey.into()),
             }
-            m.delete_access_key(ak)?;
-            m.durable().await?;
+            m.commit(&Commit::new(Change::DeleteAccessKey(ak.to_string())))
+                .await?;
             Ok(json_response(StatusCode::OK, &json!({ "deleted": ak })))
         }
         (Method::GET, ["tenants", id, "usage"]) => {
@@ -368,14 +372,13 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 .any(|p| p == "verify" || p == "verify=true" || p == "verify=1");
             Ok(json_response(
                 StatusCode::OK,
-                &usage_report(state, id, verify)?,
+                &usage_report(state, id, verify).await?,
             ))
         }
         (Method::PUT, ["tenants", id, "quota"]) => {
             let id = id.to_string();
             let q: meta::Limits = body_json(req).await?;
-            let t = m.update_tenant(&id, |t| t.quota = q)?;
-            m.durable().await?;
+            let t = m.update_tenant(&id, |t| t.quota = q).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "tenant": id, "quota": t.quota }),
@@ -385,8 +388,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             let id = id.to_string();
             let p: meta::Policy = body_json(req).await?;
             valid_policy(&p)?;
-            let t = m.update_tenant(&id, |t| t.policy = p.clone())?;
-            m.durable().await?;
+            let t = m.update_tenant(&id, |t| t.policy = p.clone()).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "tenant": id, "policy": t.policy }),
@@ -413,25 +415,27 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             }
             // Changed inside the compare-and-swap, so a concurrent change of the bucket's other
             // setting is kept.
-            let t = m.update_tenant(&id, |t| {
-                let s = t.buckets.entry(bucket.clone()).or_default();
-                if let Some(q) = quota {
-                    s.quota = q;
-                }
-                if let Some(p) = &policy {
-                    s.policy = p.clone();
-                }
-            })?;
-            m.durable().await?;
+            let t = m
+                .update_tenant(&id, |t| {
+                    let s = t.buckets.entry(bucket.clone()).or_default();
+                    if let Some(q) = quota {
+                        s.quota = q;
+                    }
+                    if let Some(p) = &policy {
+                        s.policy = p.clone();
+                    }
+                })
+                .await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "tenant": id, "bucket": bucket, "settings": t.buckets[&bucket] }),
             ))
         }
         (Method::GET, ["tenants", id, "buckets", bucket, "policy"]) => {
-            let t = m.tenant(id)?.ok_or(MetaError::NoSuchTenant)?;
+            let t = m.tenant(id).await?.ok_or(MetaError::NoSuchTenant)?;
             let own = t.buckets.get(*bucket).cloned().unwrap_or_default();
             let (effective, _, _) = crate::pipeline::policy::rules(m, &state.rules, id, bucket)
+                .await
                 .map_err(|e| AdminError::BadRequest(e.to_string()))?;
             Ok(json_response(
                 StatusCode::OK,
@@ -461,7 +465,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                         return Err(AdminError::BadRequest("a bucket needs its tenant".into()));
                     }
                     if let Some(t) = &n.tenant {
-                        m.tenant(t)?.ok_or(MetaError::NoSuchTenant)?;
+                        m.tenant(t).await?.ok_or(MetaError::NoSuchTenant)?;
                     }
                     Ok(json_response(
                         StatusCode::ACCEPTED,

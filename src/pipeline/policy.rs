@@ -208,13 +208,13 @@ impl Rules {
 }
 
 /// What is in force for one bucket: its policy, the tenant's limits and the bucket's limits.
-pub fn rules(
+pub async fn rules(
     meta: &crate::meta::Meta,
     base: &Rules,
     tenant: &str,
     bucket: &str,
 ) -> Result<(Effective, Limits, Limits), super::PipelineError> {
-    let t = meta.tenant(tenant)?;
+    let t = meta.tenant(tenant).await?;
     let own = t.as_ref().and_then(|t| t.buckets.get(bucket));
     let empty = Policy::default();
     let levels = [

@@ -4,18 +4,21 @@
 //! Committed usage lives in meta and changes only inside commit transactions; reservations live
 //! here, in memory (a crash ends the writes that held them, so none can leak across a restart).
 //! The invariant `committed + reserved ≤ limit` holds at every instant because:
-//! - a reservation is checked and taken under one lock, reading committed usage inside it;
+//! - reservations are checked and taken one at a time (`admission`): each reads what is
+//!   reserved, then what is committed, then adds itself. Commits and releases may run meanwhile;
+//!   reading reserved before committed means a commit between the two reads is counted twice
+//!   (its usage and its reservation), never not at all, so the check errs only on the safe side;
 //! - a commit grows committed usage by at most what its writer reserved (the transaction checks
 //!   the real change against the allowance and refuses with `QuotaShort` otherwise, so a
 //!   replaced version that vanished meanwhile is reserved for before the retry);
-//! - a reservation is released only after its commit, under the same lock.
+//! - a reservation is released only after its commit.
 //!
 //! Scopes without limits take no lock and reserve nothing: usage is still counted by the commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::meta::{Delta, Limits, Meta, MetaError, MetaResult, Usage};
+use crate::meta::{Commit, Delta, Limits, Meta, MetaError, MetaResult, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
@@ -38,6 +41,8 @@ type ScopeKey = (String, Option<String>);
 pub struct Quotas {
     meta: Arc<Meta>,
     reserved: Mutex<HashMap<ScopeKey, Usage>>,
+    /// Held while a reservation is checked and taken (across the read of committed usage).
+    admission: tokio::sync::Mutex<()>,
 }
 
 /// A reservation for one write; released when dropped (after the commit, or on failure).
@@ -53,11 +58,12 @@ impl Quotas {
         Arc::new(Self {
             meta,
             reserved: Mutex::new(HashMap::new()),
+            admission: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Reserves `want` in the tenant's scope and the bucket's, checking each one's limits.
-    pub fn reserve(
+    pub async fn reserve(
         self: &Arc<Self>,
         tenant: &str,
         bucket: &str,
@@ -80,7 +86,7 @@ impl Quotas {
             scopes,
             held: Usage::default(),
         };
-        r.add(want)?;
+        r.add(want).await?;
         Ok(r)
     }
 
@@ -95,8 +101,8 @@ impl Quotas {
             .collect()
     }
 
-    fn committed(&self, scope: &ScopeKey) -> MetaResult<Usage> {
-        self.meta.usage(&scope.0, scope.1.as_deref())
+    async fn committed(&self, scope: &ScopeKey) -> MetaResult<Usage> {
+        self.meta.usage(&scope.0, scope.1.as_deref()).await
     }
 }
 
@@ -109,15 +115,21 @@ fn describe(scope: &ScopeKey) -> String {
 
 impl Reservation {
     /// Grows the reservation by `more`, or fails without changing it.
-    pub fn add(&mut self, more: Usage) -> Result<(), QuotaError> {
+    pub async fn add(&mut self, more: Usage) -> Result<(), QuotaError> {
         if self.scopes.is_empty() || more == Usage::default() {
             return Ok(());
         }
         let q = self.quotas.clone();
-        let mut reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        for (scope, limits) in &self.scopes {
-            let committed = q.committed(scope)?;
-            let held = reserved.get(scope).copied().unwrap_or_default();
+        let _admission = q.admission.lock().await;
+        let held: Vec<Usage> = {
+            let reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
+            self.scopes
+                .iter()
+                .map(|(scope, _)| reserved.get(scope).copied().unwrap_or_default())
+                .collect()
+        };
+        for ((scope, limits), held) in self.scopes.iter().zip(held) {
+            let committed = q.committed(scope).await?;
             let checks = [
                 (
                     "bytes",
@@ -147,6 +159,7 @@ impl Reservation {
                 }
             }
         }
+        let mut reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
         for (scope, _) in &self.scopes {
             let e = reserved.entry(scope.clone()).or_default();
             e.bytes += more.bytes;
@@ -168,18 +181,20 @@ impl Reservation {
         }
     }
 
-    /// Runs a commit with this reservation's allowance. When the commit needs more (the version
+    /// Commits `c` with this reservation's allowance. When the commit needs more (the version
     /// it replaces changed since the write began), the difference is reserved and it is retried.
     /// The reservation is released on return, as the commit has then settled it either way.
-    pub fn commit<T>(mut self, attempt: impl Fn(&Delta) -> MetaResult<T>) -> Result<T, QuotaError> {
+    pub async fn commit(mut self, mut c: Commit) -> Result<(), QuotaError> {
         loop {
-            match attempt(&self.allowance()) {
+            c.allowance = self.allowance();
+            match self.quotas.meta.commit(&c).await {
                 Err(MetaError::QuotaShort(d)) => {
                     let a = self.allowance();
                     self.add(Usage {
                         bytes: (d.bytes - a.bytes).max(0) as u64,
                         objects: (d.objects - a.objects).max(0) as u64,
-                    })?;
+                    })
+                    .await?;
                 }
                 r => return Ok(r?),
             }
@@ -212,85 +227,118 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::testing::{meta, object};
+    use crate::meta::testing::{delete, meta, object, put as put_commit};
 
     const LIMIT: Limits = Limits {
         bytes: Some(100),
         objects: Some(3),
     };
 
-    fn put(q: &Arc<Quotas>, m: &Meta, key: &str, size: u64) -> Result<(), QuotaError> {
+    async fn put(q: &Arc<Quotas>, key: &str, size: u64) -> Result<(), QuotaError> {
         let want = Usage {
             bytes: size,
             objects: 1,
         };
-        let r = q.reserve("t", "b", LIMIT, Limits::default(), want)?;
-        r.commit(|a| m.put_object("t", "b", key, &object(size), false, a, &|_| Ok(())))?;
-        Ok(())
+        let r = q.reserve("t", "b", LIMIT, Limits::default(), want).await?;
+        r.commit(put_commit(key, object(size))).await
     }
 
-    #[test]
-    fn reservations_count_until_released() {
-        let (_d, m) = meta();
+    #[tokio::test]
+    async fn reservations_count_until_released() {
+        let (_d, m) = meta().await;
         let q = Quotas::new(m.clone());
         let want = Usage {
             bytes: 60,
             objects: 1,
         };
-        let held = q.reserve("t", "b", LIMIT, Limits::default(), want).unwrap();
+        let held = q
+            .reserve("t", "b", LIMIT, Limits::default(), want)
+            .await
+            .unwrap();
         // 60 reserved: another 60 does not fit, 40 does.
-        assert!(q.reserve("t", "b", LIMIT, Limits::default(), want).is_err());
+        assert!(
+            q.reserve("t", "b", LIMIT, Limits::default(), want)
+                .await
+                .is_err()
+        );
         drop(held);
-        put(&q, &m, "a", 60).unwrap();
-        assert!(put(&q, &m, "b", 41).is_err());
-        put(&q, &m, "b", 40).unwrap();
-        assert_eq!(m.usage("t", None).unwrap().bytes, 100);
-        assert_eq!(m.usage("t", Some("b")).unwrap().objects, 2);
+        put(&q, "a", 60).await.unwrap();
+        assert!(put(&q, "b", 41).await.is_err());
+        put(&q, "b", 40).await.unwrap();
+        assert_eq!(m.usage("t", None).await.unwrap().bytes, 100);
+        assert_eq!(m.usage("t", Some("b")).await.unwrap().objects, 2);
     }
 
-    #[test]
-    fn an_overwrite_needs_room_for_the_new_version_only_while_it_uploads() {
-        let (_d, m) = meta();
+    #[tokio::test]
+    async fn an_overwrite_needs_room_for_the_new_version_only_while_it_uploads() {
+        let (_d, m) = meta().await;
         let q = Quotas::new(m.clone());
-        put(&q, &m, "a", 90).unwrap();
+        put(&q, "a", 90).await.unwrap();
         // The replaced version is released at commit, but the new bytes must fit beside it.
-        assert!(put(&q, &m, "a", 20).is_err());
-        put(&q, &m, "a", 10).unwrap();
+        assert!(put(&q, "a", 20).await.is_err());
+        put(&q, "a", 10).await.unwrap();
         assert_eq!(
-            m.usage("t", None).unwrap(),
+            m.usage("t", None).await.unwrap(),
             Usage {
                 bytes: 10,
                 objects: 1
             }
         );
         // Deleting releases.
-        m.delete_object("t", "b", "a").unwrap();
-        assert_eq!(m.usage("t", None).unwrap(), Usage::default());
+        m.commit(&delete("a")).await.unwrap();
+        assert_eq!(m.usage("t", None).await.unwrap(), Usage::default());
     }
 
-    #[test]
-    fn a_commit_needing_more_than_reserved_reserves_the_difference_or_fails() {
-        let (_d, m) = meta();
+    #[tokio::test]
+    async fn a_commit_needing_more_than_reserved_reserves_the_difference_or_fails() {
+        let (_d, m) = meta().await;
         let q = Quotas::new(m.clone());
         // A writer that reserved nothing for its object count (as if crediting a replaced
         // version that no longer exists) must reserve it at commit, or fail.
-        let bytes_only = || {
+        let bytes_only = async || {
             let want = Usage {
                 bytes: 10,
                 objects: 0,
             };
-            q.reserve("t", "b", LIMIT, Limits::default(), want).unwrap()
+            q.reserve("t", "b", LIMIT, Limits::default(), want)
+                .await
+                .unwrap()
         };
-        let commit = |r: Reservation, key: &str| {
-            r.commit(|a| m.put_object("t", "b", key, &object(10), false, a, &|_| Ok(())))
-        };
-        commit(bytes_only(), "x").unwrap();
-        assert_eq!(m.usage("t", None).unwrap().objects, 1);
+        bytes_only()
+            .await
+            .commit(put_commit("x", object(10)))
+            .await
+            .unwrap();
+        assert_eq!(m.usage("t", None).await.unwrap().objects, 1);
         // What the commit reserved on top was released with the rest: two more objects fit.
-        put(&q, &m, "y", 10).unwrap();
-        put(&q, &m, "z", 10).unwrap();
-        let e = commit(bytes_only(), "w").unwrap_err();
+        put(&q, "y", 10).await.unwrap();
+        put(&q, "z", 10).await.unwrap();
+        let e = bytes_only()
+            .await
+            .commit(put_commit("w", object(10)))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("limited to 3 objects"), "{e}");
-        assert!(m.object("t", "b", "w").unwrap().is_none());
+        assert!(m.object("t", "b", "w").await.unwrap().is_none());
+    }
+
+    /// Writers racing for the last room of a quota: exactly as many as fit commit, and usage
+    /// never passes the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_writers_never_pass_the_limit() {
+        let (_d, m) = meta().await;
+        let q = Quotas::new(m.clone());
+        let tasks = (0..12).map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { put(&q, &format!("k{i}"), 30).await.is_ok() })
+        });
+        let ok = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|r| *r.as_ref().unwrap())
+            .count();
+        assert_eq!(ok, 3, "100 bytes fit three objects of 30");
+        assert_eq!(m.usage("t", None).await.unwrap().bytes, 90);
+        assert!(q.reserved_of("t").is_empty());
     }
 }

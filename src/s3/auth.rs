@@ -25,7 +25,7 @@ pub struct Auth(pub Arc<Meta>);
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.0.access_key(access_key)? {
+        match self.0.access_key(access_key).await? {
             Some(k) => Ok(SecretKey::from(k.secret_key)),
             None => Err(s3_error!(
                 InvalidAccessKeyId,
@@ -53,7 +53,8 @@ impl S3Access for Access {
         };
         let key = self
             .0
-            .access_key(&cred.access_key)?
+            .access_key(&cred.access_key)
+            .await?
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
         let op = cx.s3_op().name();
         let span = tracing::Span::current();

@@ -5,7 +5,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::{Gateway, caller, owner, ts};
 use crate::backend::Placement;
-use crate::meta;
+use crate::meta::{self, Change, Commit};
 
 impl Gateway {
     pub(super) async fn op_list_buckets(
@@ -16,7 +16,8 @@ impl Gateway {
         let prefix = req.input.prefix.unwrap_or_default();
         let buckets = self
             .meta
-            .buckets(&c.tenant)?
+            .buckets(&c.tenant)
+            .await?
             .into_iter()
             .filter(|b| b.name.starts_with(&prefix))
             .map(|b| Bucket {
@@ -43,15 +44,19 @@ impl Gateway {
             .and_then(|cfg| cfg.location_constraint)
             .map(|l| l.as_str().to_string())
             .filter(|l| !l.is_empty());
-        let (location, placement) = self.place_bucket(&c.tenant, constraint)?;
+        let (location, placement) = self.place_bucket(&c.tenant, constraint).await?;
         let bucket = meta::Bucket {
             name: input.bucket.clone(),
             created_ms: meta::now_ms(),
             location,
             placement: Some(placement),
         };
-        self.meta.create_bucket(&c.tenant, &bucket)?;
-        self.meta.durable().await?;
+        self.meta
+            .commit(&Commit::new(Change::CreateBucket {
+                tenant: c.tenant.clone(),
+                bucket,
+            }))
+            .await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         }))
@@ -60,13 +65,13 @@ impl Gateway {
     /// Resolves a CreateBucket LocationConstraint: none or the gateway's region means the
     /// tenant's own placement; the name of a backend the tenant may use places the bucket there
     /// (in that backend's default container, under the tenant's prefix).
-    fn place_bucket(
+    async fn place_bucket(
         &self,
         tenant: &str,
         constraint: Option<String>,
     ) -> S3Result<(String, Placement)> {
-        let record = self.meta.tenant(tenant)?;
-        let own = self.tenant_placement(tenant)?;
+        let record = self.meta.tenant(tenant).await?;
+        let own = self.tenant_placement(tenant).await?;
         let allowed = record.map(|t| t.locations).unwrap_or_default();
         let Some(l) = constraint else {
             return Ok((self.region.clone(), own));
@@ -101,7 +106,9 @@ impl Gateway {
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         let c = caller(&req)?;
-        self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        self.meta
+            .require_bucket(&c.tenant, &req.input.bucket)
+            .await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
             ..Default::default()
@@ -113,8 +120,12 @@ impl Gateway {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let c = caller(&req)?;
-        self.meta.delete_bucket(&c.tenant, &req.input.bucket)?;
-        self.meta.durable().await?;
+        self.meta
+            .commit(&Commit::new(Change::DeleteBucket {
+                tenant: c.tenant.clone(),
+                bucket: req.input.bucket.clone(),
+            }))
+            .await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -123,7 +134,10 @@ impl Gateway {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         let c = caller(&req)?;
-        let b = self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        let b = self
+            .meta
+            .require_bucket(&c.tenant, &req.input.bucket)
+            .await?;
         // S3 reports us-east-1 as an empty LocationConstraint.
         let location =
             (b.location != "us-east-1").then(|| BucketLocationConstraint::from(b.location));
@@ -139,7 +153,9 @@ impl Gateway {
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         let c = caller(&req)?;
-        self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        self.meta
+            .require_bucket(&c.tenant, &req.input.bucket)
+            .await?;
         Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
 }

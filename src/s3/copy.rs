@@ -8,12 +8,12 @@ use super::object::{
     Precondition, attrs, evaluate, no_version, precondition_failed, readable, tags_from_header,
 };
 use super::{Admitted, Gateway, caller, peer, target, ts};
-use crate::meta::{self, Object};
+use crate::meta::{self, Change, Commit, Object};
 use crate::pipeline;
 
 impl Gateway {
     /// Resolves an `x-amz-copy-source` within the caller's tenant and checks its conditions.
-    pub(super) fn copy_source(
+    pub(super) async fn copy_source(
         &self,
         tenant: &str,
         source: &CopySource,
@@ -34,7 +34,7 @@ impl Gateway {
             ));
         };
         no_version(version_id.as_deref())?;
-        let o = self.current(tenant, bucket, key)?;
+        let o = self.current(tenant, bucket, key).await?;
         // A copy must not launder what a read would refuse.
         readable(&o)?;
         match evaluate(
@@ -56,14 +56,16 @@ impl Gateway {
         let c = caller(&req)?;
         let client = peer(&req);
         let i = req.input;
-        let (src_bucket, src_key, src) = self.copy_source(
-            &c.tenant,
-            &i.copy_source,
-            i.copy_source_if_match.as_ref(),
-            i.copy_source_if_unmodified_since.as_ref(),
-            i.copy_source_if_none_match.as_ref(),
-            i.copy_source_if_modified_since.as_ref(),
-        )?;
+        let (src_bucket, src_key, src) = self
+            .copy_source(
+                &c.tenant,
+                &i.copy_source,
+                i.copy_source_if_match.as_ref(),
+                i.copy_source_if_unmodified_since.as_ref(),
+                i.copy_source_if_none_match.as_ref(),
+                i.copy_source_if_modified_since.as_ref(),
+            )
+            .await?;
         let replace_meta = i
             .metadata_directive
             .as_ref()
@@ -102,7 +104,9 @@ impl Gateway {
             policy,
             reservation,
             _ticket,
-        } = self.admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)?;
+        } = self
+            .admit(&c.tenant, &i.bucket, &i.key, Some(src.size), 1)
+            .await?;
         let target = target(&c, &i.bucket, &i.key, client);
         let scanner = self
             .scanner_for(&policy)
@@ -143,20 +147,17 @@ impl Gateway {
                 .collect(),
         )
         .await?;
-        let freed = reservation.commit(|allow| {
-            self.meta.put_object(
-                &c.tenant,
-                &i.bucket,
-                &i.key,
-                &object,
-                copied.is_empty(),
-                allow,
-                &|_| Ok(()),
-            )
-        })?;
+        reservation
+            .commit(Commit::new(Change::PutObject {
+                tenant: c.tenant.clone(),
+                bucket: i.bucket.clone(),
+                key: i.key.clone(),
+                object: object.clone(),
+                // Shared blobs must still be referenced when the copy commits.
+                shared: copied.is_empty(),
+            }))
+            .await?;
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
-        self.deleter.release(freed);
-        self.meta.durable().await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(object.etag)),

@@ -1,10 +1,22 @@
-//! DeleteObject and DeleteObjects: metadata changes; the freed blobs go to the deleter.
+//! DeleteObject and DeleteObjects: metadata changes (the commit hands the freed blobs to the
+//! deleter).
 
 use s3s::dto::*;
 use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 
+use futures::StreamExt;
+
 use super::object::no_version;
 use super::{Gateway, caller};
+use crate::meta::{Change, Commit};
+
+fn delete(tenant: &str, bucket: &str, key: &str) -> Commit {
+    Commit::new(Change::DeleteObject {
+        tenant: tenant.to_string(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+    })
+}
 
 impl Gateway {
     pub(super) async fn op_delete_object(
@@ -14,11 +26,11 @@ impl Gateway {
         let c = caller(&req)?;
         let i = &req.input;
         no_version(i.version_id.as_deref())?;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         // S3 answers 204 whether or not the key existed.
-        let freed = self.meta.delete_object(&c.tenant, &i.bucket, &i.key)?;
-        self.deleter.release(freed);
-        self.meta.durable().await?;
+        self.meta
+            .commit(&delete(&c.tenant, &i.bucket, &i.key))
+            .await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -28,7 +40,7 @@ impl Gateway {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let c = caller(&req)?;
         let i = req.input;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         if i.delete.objects.len() > 1000 {
             return Err(s3_error!(
                 MalformedXML,
@@ -38,39 +50,41 @@ impl Gateway {
         let quiet = i.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
-        for obj in i.delete.objects {
-            if obj.version_id.as_deref().is_some_and(|v| v != "null") {
-                errors.push(Error {
-                    code: Some("NoSuchVersion".into()),
+        // Several commits at a time, so that with `sync` they share flushes (group commit);
+        // answered in the order asked.
+        let (tenant, bucket) = (&c.tenant, &i.bucket);
+        let mut results = futures::stream::iter(i.delete.objects)
+            .map(|obj| async move {
+                let r = if obj.version_id.as_deref().is_some_and(|v| v != "null") {
+                    Err(s3_error!(
+                        NoSuchVersion,
+                        "The specified version does not exist."
+                    ))
+                } else {
+                    self.meta
+                        .commit(&delete(tenant, bucket, &obj.key))
+                        .await
+                        .map_err(S3Error::from)
+                };
+                (obj, r)
+            })
+            .buffered(16);
+        while let Some((obj, r)) = results.next().await {
+            match r {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(DeletedObject {
                     key: Some(obj.key),
-                    message: Some("The specified version does not exist.".into()),
                     version_id: obj.version_id,
-                });
-                continue;
-            }
-            match self.meta.delete_object(&c.tenant, &i.bucket, &obj.key) {
-                Ok(freed) => {
-                    self.deleter.release(freed);
-                    if !quiet {
-                        deleted.push(DeletedObject {
-                            key: Some(obj.key),
-                            version_id: obj.version_id,
-                            ..Default::default()
-                        });
-                    }
-                }
-                Err(e) => {
-                    let e = S3Error::from(e);
-                    errors.push(Error {
-                        code: Some(e.code().as_str().to_string()),
-                        key: Some(obj.key),
-                        message: e.message().map(str::to_string),
-                        version_id: obj.version_id,
-                    });
-                }
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(Error {
+                    code: Some(e.code().as_str().to_string()),
+                    key: Some(obj.key),
+                    message: e.message().map(str::to_string),
+                    version_id: obj.version_id,
+                }),
             }
         }
-        self.meta.durable().await?;
         Ok(S3Response::new(DeleteObjectsOutput {
             deleted: Some(deleted),
             errors: Some(errors),

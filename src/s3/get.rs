@@ -50,7 +50,7 @@ macro_rules! read_plan {
     ($gw:expr, $tenant:expr, $input:expr) => {{
         let i = $input;
         no_version(i.version_id.as_deref())?;
-        let o = $gw.current($tenant, &i.bucket, &i.key)?;
+        let o = $gw.current($tenant, &i.bucket, &i.key).await?;
         match evaluate(
             &o,
             i.if_match.as_ref(),

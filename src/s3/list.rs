@@ -8,7 +8,10 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::{Gateway, caller, owner, ts};
-use crate::meta::{ListedObject, keys};
+use crate::meta::{Cursor, ListedObject};
+
+/// Most records one engine scan of a listing reads.
+const LIST_CHUNK: usize = 1001;
 use crate::pipeline::checksum::{ALGORITHMS, get};
 
 const MAX_KEYS: usize = 1000;
@@ -87,7 +90,7 @@ fn common_prefixes(e: &Enc, p: Vec<String>) -> Vec<CommonPrefix> {
 
 impl Gateway {
     /// Lists up to `max` keys and common prefixes after `after`.
-    fn page(
+    async fn page(
         &self,
         tenant: &str,
         bucket: &str,
@@ -96,7 +99,7 @@ impl Gateway {
         after: Option<&str>,
         max: usize,
     ) -> S3Result<Page> {
-        self.meta.require_bucket(tenant, bucket)?;
+        self.meta.require_bucket(tenant, bucket).await?;
         let delimiter = delimiter.filter(|d| !d.is_empty());
         let mut page = Page {
             objects: Vec::new(),
@@ -112,19 +115,20 @@ impl Gateway {
                     .unwrap_or(false)
             })
         };
-        let mut cursor: Option<Vec<u8>> = after.map(|m| {
-            if rolled_up(m) {
-                keys::after_prefix(m.as_bytes())
-            } else {
-                m.as_bytes().to_vec()
-            }
-        });
+        let mut cursor = match after {
+            Some(m) if rolled_up(m) => Cursor::Past(m.to_string()),
+            Some(m) => Cursor::After(m.to_string()),
+            None => Cursor::Start,
+        };
         'scan: loop {
-            for item in self
+            // One more than the page holds, to know whether it is truncated.
+            let want = (max + 1 - page.objects.len() - page.prefixes.len()).min(LIST_CHUNK);
+            let chunk = self
                 .meta
-                .scan_objects(tenant, bucket, prefix, cursor.as_deref())
-            {
-                let lo = item?;
+                .list_objects(tenant, bucket, prefix, &cursor, want)
+                .await?;
+            let complete = chunk.len() < want;
+            for lo in chunk {
                 if page.objects.len() + page.prefixes.len() >= max {
                     page.truncated = max > 0;
                     break 'scan;
@@ -133,15 +137,18 @@ impl Gateway {
                     && let Some(i) = lo.key[prefix.len()..].find(d)
                 {
                     let cp = lo.key[..prefix.len() + i + d.len()].to_string();
-                    cursor = Some(keys::after_prefix(cp.as_bytes()));
+                    cursor = Cursor::Past(cp.clone());
                     page.last = Some(cp.clone());
                     page.prefixes.push(cp);
                     continue 'scan;
                 }
+                cursor = Cursor::After(lo.key.clone());
                 page.last = Some(lo.key.clone());
                 page.objects.push(lo);
             }
-            break;
+            if complete {
+                break;
+            }
         }
         Ok(page)
     }
@@ -155,14 +162,16 @@ impl Gateway {
         let enc = Enc::new(i.encoding_type.as_ref())?;
         let prefix = i.prefix.unwrap_or_default();
         let max = max_keys(i.max_keys)?;
-        let page = self.page(
-            &c.tenant,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            i.marker.as_deref().filter(|m| !m.is_empty()),
-            max,
-        )?;
+        let page = self
+            .page(
+                &c.tenant,
+                &i.bucket,
+                &prefix,
+                i.delimiter.as_deref(),
+                i.marker.as_deref().filter(|m| !m.is_empty()),
+                max,
+            )
+            .await?;
         let o = owner(&c);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
@@ -211,14 +220,16 @@ impl Gateway {
             ),
             None => i.start_after.clone().filter(|s| !s.is_empty()),
         };
-        let page = self.page(
-            &c.tenant,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            after.as_deref(),
-            max,
-        )?;
+        let page = self
+            .page(
+                &c.tenant,
+                &i.bucket,
+                &prefix,
+                i.delimiter.as_deref(),
+                after.as_deref(),
+                max,
+            )
+            .await?;
         let o = i.fetch_owner.unwrap_or(false).then(|| owner(&c));
         let key_count = (page.objects.len() + page.prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
@@ -258,14 +269,16 @@ impl Gateway {
         let enc = Enc::new(i.encoding_type.as_ref())?;
         let prefix = i.prefix.unwrap_or_default();
         let max = max_keys(i.max_keys)?;
-        let page = self.page(
-            &c.tenant,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            i.key_marker.as_deref().filter(|m| !m.is_empty()),
-            max,
-        )?;
+        let page = self
+            .page(
+                &c.tenant,
+                &i.bucket,
+                &prefix,
+                i.delimiter.as_deref(),
+                i.key_marker.as_deref().filter(|m| !m.is_empty()),
+                max,
+            )
+            .await?;
         let o = owner(&c);
         let versions = page
             .objects

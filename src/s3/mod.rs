@@ -26,7 +26,6 @@ pub use inflight::{InFlight, UploadLimits};
 pub use screen::{ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
-use crate::deleter::Deleter;
 use crate::meta::Usage;
 use crate::meta::{self, Meta};
 use crate::pipeline::policy::{self, Effective, Rules};
@@ -40,7 +39,6 @@ pub struct Parts {
     pub meta: Arc<Meta>,
     pub backend: Arc<Backends>,
     /// Deletes the blobs commits free, once those commits are on disk.
-    pub deleter: Arc<Deleter>,
     pub quotas: Arc<Quotas>,
     pub scanner: Option<Arc<Scanner>>,
     pub rules: Rules,
@@ -64,9 +62,8 @@ pub struct Gateway {
     rules: Rules,
     in_flight: Arc<inflight::InFlight>,
     /// Deletes the blobs commits free, once those commits are on disk.
-    deleter: Arc<Deleter>,
     /// Serialises "count the tenant's open uploads, then create one" (`max_open_uploads`).
-    open_uploads: Arc<std::sync::Mutex<()>>,
+    open_uploads: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Gateway {
@@ -80,25 +77,25 @@ impl Gateway {
             scanner: p.scanner,
             rules: p.rules,
             in_flight: p.in_flight,
-            deleter: p.deleter,
             open_uploads: Arc::default(),
         }
     }
 
     /// The placement of a tenant's new buckets.
-    fn tenant_placement(&self, tenant: &str) -> S3Result<Placement> {
+    async fn tenant_placement(&self, tenant: &str) -> S3Result<Placement> {
         Ok(self
             .meta
-            .tenant(tenant)?
+            .tenant(tenant)
+            .await?
             .and_then(|t| t.placement)
             .unwrap_or_else(|| self.default_placement.clone()))
     }
 
     /// Where new blobs of `bucket` go.
-    fn placement(&self, tenant: &str, bucket: &meta::Bucket) -> S3Result<Placement> {
+    async fn placement(&self, tenant: &str, bucket: &meta::Bucket) -> S3Result<Placement> {
         match &bucket.placement {
             Some(p) => Ok(p.clone()),
-            None => self.tenant_placement(tenant),
+            None => self.tenant_placement(tenant).await,
         }
     }
 }
@@ -139,7 +136,7 @@ fn target(
 impl Gateway {
     /// What every write passes before its body is read: the bucket exists, the key suits its
     /// policy, the declared size fits the policy and the quota (which is reserved).
-    fn admit(
+    async fn admit(
         &self,
         tenant: &str,
         bucket: &str,
@@ -148,9 +145,11 @@ impl Gateway {
         objects: u64,
     ) -> S3Result<Admitted> {
         let ticket = self.in_flight.enter(tenant)?;
-        let placement = self.placement(tenant, &self.meta.require_bucket(tenant, bucket)?)?;
+        let placement = self
+            .placement(tenant, &self.meta.require_bucket(tenant, bucket).await?)
+            .await?;
         let (policy, tenant_limits, bucket_limits) =
-            policy::rules(&self.meta, &self.rules, tenant, bucket)?;
+            policy::rules(&self.meta, &self.rules, tenant, bucket).await?;
         policy.check_key(key)?;
         if let Some(n) = len {
             policy.check_size(n)?;
@@ -159,9 +158,10 @@ impl Gateway {
             bytes: len.unwrap_or(0),
             objects,
         };
-        let reservation =
-            self.quotas
-                .reserve(tenant, bucket, tenant_limits, bucket_limits, want)?;
+        let reservation = self
+            .quotas
+            .reserve(tenant, bucket, tenant_limits, bucket_limits, want)
+            .await?;
         Ok(Admitted {
             placement,
             policy,

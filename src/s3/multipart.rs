@@ -11,7 +11,7 @@ use super::list::Enc;
 use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
 use super::{Admitted, Gateway, caller, owner, peer, target, ts};
-use crate::meta::{self, Checksums, Object, PartLayout, Upload};
+use crate::meta::{self, Change, Checksums, Commit, Object, PartLayout, Upload};
 use crate::pipeline::{self, Declared, checksum};
 
 /// S3's minimum size of every part but the last.
@@ -63,10 +63,25 @@ fn part_checksums(c: &Checksums) -> [Option<String>; 5] {
     ]
 }
 
+fn abort(tenant: &str, bucket: &str, key: &str, upload_id: &str) -> Commit {
+    Commit::new(Change::AbortUpload {
+        tenant: tenant.to_string(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        upload_id: upload_id.to_string(),
+    })
+}
+
 impl Gateway {
-    fn open_upload(&self, tenant: &str, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
-        self.meta.require_bucket(tenant, bucket)?;
-        Ok(self.meta.upload(tenant, bucket, key, id)?)
+    async fn open_upload(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> S3Result<Upload> {
+        self.meta.require_bucket(tenant, bucket).await?;
+        Ok(self.meta.upload(tenant, bucket, key, id).await?)
     }
 
     pub(super) async fn op_create_multipart_upload(
@@ -120,11 +135,11 @@ impl Gateway {
         };
         // What a PUT of the object would pass: the bucket, the key rules, a free object in the
         // quota. Nothing is reserved: the parts reserve their own bytes as they arrive.
-        drop(self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?);
+        drop(self.admit(&c.tenant, &i.bucket, &i.key, None, 1).await?);
         {
-            let _one_at_a_time = self.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_at_a_time = self.open_uploads.lock().await;
             let max = self.in_flight.limits().open_per_tenant;
-            if self.meta.open_uploads(&c.tenant, max)? >= max {
+            if self.meta.open_uploads(&c.tenant, max).await? >= max {
                 return Err(crate::error::custom(
                     "TooManyOpenUploads",
                     http::StatusCode::FORBIDDEN,
@@ -133,9 +148,14 @@ impl Gateway {
                     ),
                 ));
             }
-            self.meta.create_upload(&c.tenant, &i.bucket, &upload)?;
+            self.meta
+                .commit(&Commit::new(Change::CreateUpload {
+                    tenant: c.tenant.clone(),
+                    bucket: i.bucket.clone(),
+                    upload: upload.clone(),
+                }))
+                .await?;
         }
-        self.meta.durable().await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
@@ -154,7 +174,9 @@ impl Gateway {
         let client = peer(&req);
         let i = req.input;
         let n = part_number(i.part_number)?;
-        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let upload = self
+            .open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+            .await?;
         let mut declared = Declared::from_headers(&req.headers)?;
         if let Some(a) = &upload.checksum_algorithm {
             declared.want(a)?;
@@ -166,7 +188,9 @@ impl Gateway {
             policy,
             reservation,
             _ticket,
-        } = self.admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)?;
+        } = self
+            .admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)
+            .await?;
         let target = target(&c, &i.bucket, &i.key, client);
         let stored = self
             .ingest(
@@ -192,20 +216,17 @@ impl Gateway {
             segments: vec![stored.segment.clone()],
             checksums: stored.checksums.clone(),
         };
-        let freed = reservation.commit(|allow| {
-            self.meta.put_part(
-                &c.tenant,
-                &i.bucket,
-                &i.key,
-                &i.upload_id,
-                &part,
-                false,
-                allow,
-            )
-        })?;
+        reservation
+            .commit(Commit::new(Change::PutPart {
+                tenant: c.tenant.clone(),
+                bucket: i.bucket.clone(),
+                key: i.key.clone(),
+                upload_id: i.upload_id.clone(),
+                part: part.clone(),
+                shared: false,
+            }))
+            .await?;
         stored.guard.keep();
-        self.deleter.release(freed);
-        self.meta.durable().await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
@@ -225,15 +246,18 @@ impl Gateway {
         let c = caller(&req)?;
         let i = req.input;
         let n = part_number(i.part_number)?;
-        self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
-        let (_, _, src) = self.copy_source(
-            &c.tenant,
-            &i.copy_source,
-            i.copy_source_if_match.as_ref(),
-            i.copy_source_if_unmodified_since.as_ref(),
-            i.copy_source_if_none_match.as_ref(),
-            i.copy_source_if_modified_since.as_ref(),
-        )?;
+        self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+            .await?;
+        let (_, _, src) = self
+            .copy_source(
+                &c.tenant,
+                &i.copy_source,
+                i.copy_source_if_match.as_ref(),
+                i.copy_source_if_unmodified_since.as_ref(),
+                i.copy_source_if_none_match.as_ref(),
+                i.copy_source_if_modified_since.as_ref(),
+            )
+            .await?;
         let range = copy_range(i.copy_source_range.as_deref(), src.size)?;
         let all: Vec<meta::Segment> = src.segments().cloned().collect();
         // The part's ETag is the MD5 of its bytes. A whole single-part source already has it;
@@ -265,7 +289,9 @@ impl Gateway {
             reservation,
             _ticket,
             ..
-        } = self.admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)?;
+        } = self
+            .admit(&c.tenant, &i.bucket, &i.key, Some(part.size), 0)
+            .await?;
         let copied = pipeline::relocate(
             &self.backend,
             &placement,
@@ -273,20 +299,18 @@ impl Gateway {
             part.segments.iter_mut().collect(),
         )
         .await?;
-        let freed = reservation.commit(|allow| {
-            self.meta.put_part(
-                &c.tenant,
-                &i.bucket,
-                &i.key,
-                &i.upload_id,
-                &part,
-                copied.is_empty(),
-                allow,
-            )
-        })?;
+        reservation
+            .commit(Commit::new(Change::PutPart {
+                tenant: c.tenant.clone(),
+                bucket: i.bucket.clone(),
+                key: i.key.clone(),
+                upload_id: i.upload_id.clone(),
+                part: part.clone(),
+                // Shared blobs must still be referenced when the part commits.
+                shared: copied.is_empty(),
+            }))
+            .await?;
         copied.into_iter().for_each(pipeline::BlobGuard::keep);
-        self.deleter.release(freed);
-        self.meta.durable().await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(part.etag)),
@@ -304,7 +328,9 @@ impl Gateway {
         let c = caller(&req)?;
         let client = peer(&req);
         let i = req.input;
-        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let upload = self
+            .open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+            .await?;
         let requested = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if requested.is_empty() {
             return Err(s3_error!(
@@ -314,7 +340,8 @@ impl Gateway {
         }
         let stored: std::collections::HashMap<u32, meta::Part> = self
             .meta
-            .parts(&upload.upload_id)?
+            .parts(&upload.upload_id)
+            .await?
             .into_iter()
             .map(|p| (p.part_number, p))
             .collect();
@@ -417,7 +444,7 @@ impl Gateway {
             reservation,
             _ticket,
             ..
-        } = self.admit(&c.tenant, &i.bucket, &i.key, None, 1)?;
+        } = self.admit(&c.tenant, &i.bucket, &i.key, None, 1).await?;
         let target = target(&c, &i.bucket, &i.key, client);
         let segments: Vec<meta::Segment> = parts
             .iter()
@@ -439,11 +466,9 @@ impl Gateway {
             Err(e) => {
                 // An infected upload is dropped whole: its parts are released with their quota.
                 if matches!(e, pipeline::PipelineError::Infected(_)) {
-                    let freed =
-                        self.meta
-                            .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
-                    self.deleter.release(freed);
-                    self.meta.durable().await?;
+                    self.meta
+                        .commit(&abort(&c.tenant, &i.bucket, &i.key, &i.upload_id))
+                        .await?;
                 }
                 return Err(e.into());
             }
@@ -460,12 +485,14 @@ impl Gateway {
             detected_type: Some(detected),
             scan: Some(scan),
         };
-        let freed = reservation.commit(|allow| {
-            self.meta
-                .complete_upload(&c.tenant, &i.bucket, &upload, &object, allow)
-        })?;
-        self.deleter.release(freed);
-        self.meta.durable().await?;
+        reservation
+            .commit(Commit::new(Change::CompleteUpload {
+                tenant: c.tenant.clone(),
+                bucket: i.bucket.clone(),
+                upload: upload.clone(),
+                object: object.clone(),
+            }))
+            .await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
@@ -488,12 +515,10 @@ impl Gateway {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let c = caller(&req)?;
         let i = &req.input;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
-        let freed = self
-            .meta
-            .abort_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
-        self.deleter.release(freed);
-        self.meta.durable().await?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
+        self.meta
+            .commit(&abort(&c.tenant, &i.bucket, &i.key, &i.upload_id))
+            .await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -503,12 +528,15 @@ impl Gateway {
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let c = caller(&req)?;
         let i = req.input;
-        let upload = self.open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)?;
+        let upload = self
+            .open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+            .await?;
         let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
         let mut parts: Vec<meta::Part> = self
             .meta
-            .parts(&upload.upload_id)?
+            .parts(&upload.upload_id)
+            .await?
             .into_iter()
             .filter(|p| p.part_number > marker)
             .collect();
@@ -566,7 +594,7 @@ impl Gateway {
         // XML 1.0 cannot carry every key (NUL, most control characters): with
         // `encoding-type=url` every key and prefix in the answer is URL-encoded, as on S3.
         let enc = Enc::new(i.encoding_type.as_ref())?;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         let prefix = i.prefix.clone().unwrap_or_default();
         let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
@@ -582,11 +610,12 @@ impl Gateway {
         let mut prefixes: Vec<String> = Vec::new();
         let mut truncated = false;
         let (mut next_key, mut next_id) = (None, None);
-        for u in self
+        // Every open upload of the bucket from the marker: at most `max_open_uploads` per tenant.
+        let all = self
             .meta
-            .scan_uploads(&c.tenant, &i.bucket, &prefix, after_key)
-        {
-            let u = u?;
+            .list_uploads(&c.tenant, &i.bucket, &prefix, after_key, usize::MAX)
+            .await?;
+        for u in all {
             if let (Some(k), Some(id)) = (&key_marker, &id_marker)
                 && (u.key.as_str(), u.upload_id.as_str()) <= (k.as_str(), id.as_str())
             {

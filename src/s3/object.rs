@@ -232,11 +232,12 @@ pub(super) fn no_version(v: Option<&str>) -> S3Result<()> {
 }
 
 impl Gateway {
-    pub(super) fn current(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
-        self.meta.require_bucket(tenant, bucket)?;
+    pub(super) async fn current(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
+        self.meta.require_bucket(tenant, bucket).await?;
         Ok(self
             .meta
-            .object(tenant, bucket, key)?
+            .object(tenant, bucket, key)
+            .await?
             .ok_or(MetaError::NoSuchKey)?)
     }
 }

@@ -29,7 +29,9 @@ impl Gateway {
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
         let c = caller(&req)?;
-        self.meta.require_bucket(&c.tenant, &req.input.bucket)?;
+        self.meta
+            .require_bucket(&c.tenant, &req.input.bucket)
+            .await?;
         let (grants, owner) = private_acl(owner(&c));
         Ok(S3Response::new(GetBucketAclOutput { grants, owner }))
     }
@@ -40,7 +42,7 @@ impl Gateway {
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         let c = caller(&req)?;
         let i = &req.input;
-        self.current(&c.tenant, &i.bucket, &i.key)?;
+        self.current(&c.tenant, &i.bucket, &i.key).await?;
         let (grants, owner) = private_acl(owner(&c));
         Ok(S3Response::new(GetObjectAclOutput {
             grants,
@@ -50,8 +52,8 @@ impl Gateway {
     }
 
     /// Checks the bucket exists, then answers with `error` as S3 does for an unset configuration.
-    fn unset(&self, tenant: &str, bucket: &str, error: s3s::S3Error) -> s3s::S3Error {
-        match self.meta.require_bucket(tenant, bucket) {
+    async fn unset(&self, tenant: &str, bucket: &str, error: s3s::S3Error) -> s3s::S3Error {
+        match self.meta.require_bucket(tenant, bucket).await {
             Ok(_) => error,
             Err(e) => e.into(),
         }
@@ -62,11 +64,13 @@ impl Gateway {
         req: S3Request<GetBucketPolicyInput>,
     ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
         let c = caller(&req)?;
-        Err(self.unset(
-            &c.tenant,
-            &req.input.bucket,
-            s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"),
-        ))
+        Err(self
+            .unset(
+                &c.tenant,
+                &req.input.bucket,
+                s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"),
+            )
+            .await)
     }
 
     pub(super) async fn op_get_bucket_cors(
@@ -74,14 +78,16 @@ impl Gateway {
         req: S3Request<GetBucketCorsInput>,
     ) -> S3Result<S3Response<GetBucketCorsOutput>> {
         let c = caller(&req)?;
-        Err(self.unset(
-            &c.tenant,
-            &req.input.bucket,
-            s3_error!(
-                NoSuchCORSConfiguration,
-                "The CORS configuration does not exist"
-            ),
-        ))
+        Err(self
+            .unset(
+                &c.tenant,
+                &req.input.bucket,
+                s3_error!(
+                    NoSuchCORSConfiguration,
+                    "The CORS configuration does not exist"
+                ),
+            )
+            .await)
     }
 
     pub(super) async fn op_get_bucket_lifecycle_configuration(
@@ -89,14 +95,16 @@ impl Gateway {
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
         let c = caller(&req)?;
-        Err(self.unset(
-            &c.tenant,
-            &req.input.bucket,
-            s3_error!(
-                NoSuchLifecycleConfiguration,
-                "The lifecycle configuration does not exist"
-            ),
-        ))
+        Err(self
+            .unset(
+                &c.tenant,
+                &req.input.bucket,
+                s3_error!(
+                    NoSuchLifecycleConfiguration,
+                    "The lifecycle configuration does not exist"
+                ),
+            )
+            .await)
     }
 
     pub(super) async fn op_get_bucket_tagging(
@@ -104,11 +112,13 @@ impl Gateway {
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         let c = caller(&req)?;
-        Err(self.unset(
-            &c.tenant,
-            &req.input.bucket,
-            s3_error!(NoSuchTagSet, "The TagSet does not exist"),
-        ))
+        Err(self
+            .unset(
+                &c.tenant,
+                &req.input.bucket,
+                s3_error!(NoSuchTagSet, "The TagSet does not exist"),
+            )
+            .await)
     }
 
     pub(super) async fn op_get_bucket_encryption(
@@ -116,13 +126,15 @@ impl Gateway {
         req: S3Request<GetBucketEncryptionInput>,
     ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
         let c = caller(&req)?;
-        Err(self.unset(
-            &c.tenant,
-            &req.input.bucket,
-            s3_error!(
-                ServerSideEncryptionConfigurationNotFoundError,
-                "The server side encryption configuration was not found"
-            ),
-        ))
+        Err(self
+            .unset(
+                &c.tenant,
+                &req.input.bucket,
+                s3_error!(
+                    ServerSideEncryptionConfigurationNotFoundError,
+                    "The server side encryption configuration was not found"
+                ),
+            )
+            .await)
     }
 }

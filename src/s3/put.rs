@@ -8,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::object::{attrs, expected_len, precondition_failed, tags_from_header, with_protection};
 use super::{Admitted, Gateway, caller, peer, target};
 use crate::backend::Placement;
-use crate::meta::{self, MetaError, Object, PartLayout};
+use crate::meta::{self, Change, Commit, MetaError, Object, PartLayout};
 use crate::pipeline::quota::QuotaError;
 use crate::pipeline::{self, Declared};
 
@@ -68,32 +68,30 @@ impl Gateway {
             policy,
             reservation,
             _ticket,
-        } = self.admit(
-            &c.tenant,
-            &input.bucket,
-            &input.key,
-            expected_len(&req.headers),
-            1,
-        )?;
-        let (if_match, if_none_match) = (input.if_match, input.if_none_match);
-        let check = |old: Option<&Object>| -> meta::MetaResult<()> {
-            let ok = match (&if_match, &if_none_match, old) {
-                (Some(_), _, None) => false,
-                (Some(ETagCondition::ETag(e)), _, Some(o)) => {
-                    ETag::Strong(o.etag.clone()).strong_cmp(e)
-                }
-                (_, Some(_), Some(_)) => false,
-                _ => true,
-            };
-            if ok { Ok(()) } else { Err(MetaError::Conflict) }
+        } = self
+            .admit(
+                &c.tenant,
+                &input.bucket,
+                &input.key,
+                expected_len(&req.headers),
+                1,
+            )
+            .await?;
+        let precondition = match (input.if_match, input.if_none_match) {
+            (Some(ETagCondition::ETag(ETag::Strong(e))), _) => meta::Precondition::IfMatch(e),
+            (Some(ETagCondition::ETag(_)), _) => meta::Precondition::Never,
+            (Some(_), _) => meta::Precondition::Exists,
+            (None, Some(_)) => meta::Precondition::Absent,
+            (None, None) => meta::Precondition::Always,
         };
         // Fail before reading the body when the precondition is already false.
-        check(
-            self.meta
-                .object(&c.tenant, &input.bucket, &input.key)?
-                .as_ref(),
-        )
-        .map_err(|_| precondition_failed())?;
+        let current = self
+            .meta
+            .object(&c.tenant, &input.bucket, &input.key)
+            .await?;
+        if !precondition.holds(current.as_ref()) {
+            return Err(precondition_failed());
+        }
 
         let target = target(&c, &input.bucket, &input.key, client);
         let stored = self
@@ -132,25 +130,23 @@ impl Gateway {
             detected_type: stored.detected.clone(),
             scan: Some(stored.scan.clone()),
         };
-        let freed = reservation
-            .commit(|allow| {
-                self.meta.put_object(
-                    &c.tenant,
-                    &input.bucket,
-                    &input.key,
-                    &object,
-                    false,
-                    allow,
-                    &check,
-                )
-            })
+        reservation
+            .commit(
+                Commit::new(Change::PutObject {
+                    tenant: c.tenant.clone(),
+                    bucket: input.bucket.clone(),
+                    key: input.key.clone(),
+                    object: object.clone(),
+                    shared: false,
+                })
+                .when(precondition),
+            )
+            .await
             .map_err(|e| match e {
                 QuotaError::Meta(MetaError::Conflict) => precondition_failed(),
                 e => e.into(),
             })?;
         stored.guard.keep();
-        self.deleter.release(freed);
-        self.meta.durable().await?;
         let cs = object.checksums.clone();
         let out = PutObjectOutput {
             e_tag: Some(ETag::Strong(object.etag.clone())),

@@ -5,6 +5,16 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use super::object::{SCAN_TAG, check_tags, no_version};
 use super::{Gateway, caller};
+use crate::meta::{Change, Commit};
+
+fn set_tags(tenant: &str, bucket: &str, key: &str, tags: Vec<(String, String)>) -> Commit {
+    Commit::new(Change::SetTags {
+        tenant: tenant.to_string(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        tags,
+    })
+}
 
 impl Gateway {
     pub(super) async fn op_put_object_tagging(
@@ -21,9 +31,10 @@ impl Gateway {
                 .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
                 .collect(),
         )?;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
-        self.meta.set_tags(&c.tenant, &i.bucket, &i.key, tags)?;
-        self.meta.durable().await?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
+        self.meta
+            .commit(&set_tags(&c.tenant, &i.bucket, &i.key, tags))
+            .await?;
         Ok(S3Response::new(PutObjectTaggingOutput::default()))
     }
 
@@ -34,7 +45,7 @@ impl Gateway {
         let c = caller(&req)?;
         let i = &req.input;
         no_version(i.version_id.as_deref())?;
-        let o = self.current(&c.tenant, &i.bucket, &i.key)?;
+        let o = self.current(&c.tenant, &i.bucket, &i.key).await?;
         let status = o.scan_status().as_str().to_string();
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: o
@@ -57,10 +68,10 @@ impl Gateway {
         let c = caller(&req)?;
         let i = &req.input;
         no_version(i.version_id.as_deref())?;
-        self.meta.require_bucket(&c.tenant, &i.bucket)?;
+        self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         self.meta
-            .set_tags(&c.tenant, &i.bucket, &i.key, Vec::new())?;
-        self.meta.durable().await?;
+            .commit(&set_tags(&c.tenant, &i.bucket, &i.key, Vec::new()))
+            .await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 }

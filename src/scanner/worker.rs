@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
-use crate::meta::{self, Meta, MetaError, ScanStatus};
+use crate::meta::{self, Change, Commit, Cursor, Meta, MetaError, ScanStatus};
 use crate::pipeline::policy::{Rules, rules};
 use crate::pipeline::{self, scan_info};
 use crate::scanner::{Scanner, Verdict};
@@ -77,10 +77,10 @@ impl Worker {
         bucket: &str,
         key: &str,
     ) -> Result<Outcome, MetaError> {
-        let Some(o) = self.meta.object(tenant, bucket, key)? else {
+        let Some(o) = self.meta.object(tenant, bucket, key).await? else {
             return Ok(Outcome::Skipped);
         };
-        let policy = match rules(&self.meta, &self.rules, tenant, bucket) {
+        let policy = match rules(&self.meta, &self.rules, tenant, bucket).await {
             Ok((p, _, _)) => p,
             Err(e) => {
                 tracing::warn!(%tenant, %bucket, error = %e, "bucket policy unusable; not scanned");
@@ -121,14 +121,16 @@ impl Worker {
                 return Ok(Outcome::Failed);
             }
         };
-        match self
-            .meta
-            .set_scan(tenant, bucket, key, &o.etag, o.last_modified_ms, info)
-        {
-            Ok(()) => {
-                self.meta.durable().await?;
-                Ok(outcome)
-            }
+        let verdict = Commit::new(Change::SetScan {
+            tenant: tenant.to_string(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: o.etag.clone(),
+            last_modified_ms: o.last_modified_ms,
+            scan: info,
+        });
+        match self.meta.commit(&verdict).await {
+            Ok(()) => Ok(outcome),
             // Replaced meanwhile: the new version has its own verdict.
             Err(MetaError::Conflict) => Ok(Outcome::Skipped),
             Err(e) => Err(e),
@@ -155,7 +157,7 @@ impl Worker {
 
     /// One pass over the objects waiting for a scan; returns how many were settled.
     pub async fn retry_pending(&self) -> Result<usize, MetaError> {
-        let waiting = self.meta.pending_scans(1000)?;
+        let waiting = self.meta.pending_scans(1000).await?;
         if waiting.is_empty() || self.scanner.ping().await.is_err() {
             return Ok(0);
         }
@@ -226,25 +228,38 @@ impl Worker {
     async fn rescan(&self, job: &Progress) -> Result<(), MetaError> {
         let tenants = match &job.tenant {
             Some(t) => vec![t.clone()],
-            None => self.meta.tenants()?.into_iter().map(|t| t.id).collect(),
+            None => self
+                .meta
+                .tenants()
+                .await?
+                .into_iter()
+                .map(|t| t.id)
+                .collect(),
         };
         for t in tenants {
             let buckets = match &job.bucket {
                 Some(b) => vec![b.clone()],
-                None => self.meta.buckets(&t)?.into_iter().map(|b| b.name).collect(),
+                None => self
+                    .meta
+                    .buckets(&t)
+                    .await?
+                    .into_iter()
+                    .map(|b| b.name)
+                    .collect(),
             };
             for b in buckets {
                 // Keys are read a page at a time: the scan itself must not hold the iterator.
-                let mut after: Option<String> = None;
+                let mut after = Cursor::Start;
                 loop {
                     let page: Vec<(String, ScanStatus)> = self
                         .meta
-                        .scan_objects(&t, &b, "", after.as_deref().map(str::as_bytes))
-                        .take(100)
-                        .map(|r| r.map(|o| (o.key, o.object.scan_status())))
-                        .collect::<Result<_, _>>()?;
+                        .list_objects(&t, &b, "", &after, 100)
+                        .await?
+                        .into_iter()
+                        .map(|o| (o.key, o.object.scan_status()))
+                        .collect();
                     let Some((last, _)) = page.last() else { break };
-                    after = Some(last.clone());
+                    after = Cursor::After(last.clone());
                     for (key, status) in page {
                         // An infected object is already unreadable; a second verdict adds nothing.
                         let outcome = if status == ScanStatus::Infected {

@@ -1,0 +1,586 @@
+//! The one write path (DESIGN.md §10): every change to the index is a [`Commit`] — the change as
+//! data, its precondition as data, and what its writer reserved — applied by [`Meta::commit`],
+//! atomic and durable when it returns. The rules every change obeys are written here once, above
+//! the engines: usage deltas checked against the reservation, blob reference counts, the
+//! pending-scan index, preconditions. Blobs a commit frees are handed to the deleter after the
+//! commit, never before.
+//!
+//! [`Meta::commit`]: super::Meta::commit
+
+use std::collections::HashMap;
+
+use super::engine::Tree;
+use super::txn::Txn;
+use super::{MetaError, MetaResult, keys, model::*};
+
+/// What must hold of the current version for a write to apply (If-Match / If-None-Match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precondition {
+    #[default]
+    Always,
+    /// `If-Match: *`: some version exists.
+    Exists,
+    /// `If-Match: "etag"`: the current version has this strong ETag.
+    IfMatch(String),
+    /// `If-None-Match: *`: no version exists.
+    Absent,
+    /// A condition nothing satisfies (`If-Match` with a weak ETag).
+    Never,
+}
+
+impl Precondition {
+    pub fn holds(&self, current: Option<&Object>) -> bool {
+        match (self, current) {
+            (Precondition::Always, _) => true,
+            (Precondition::Exists, c) => c.is_some(),
+            (Precondition::IfMatch(e), Some(c)) => &c.etag == e,
+            (Precondition::IfMatch(_), None) => false,
+            (Precondition::Absent, c) => c.is_none(),
+            (Precondition::Never, _) => false,
+        }
+    }
+}
+
+/// A change to the index, as data.
+// One lives per request, moved by reference into the commit: boxing the records would cost an
+// allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Change {
+    CreateTenant(Tenant),
+    /// Creates the tenant or updates it, keeping its creation time (config bootstrap).
+    UpsertTenant(Tenant),
+    /// Replaces `old` by `new`; `Conflict` when the stored record is no longer `old`.
+    ReplaceTenant {
+        old: Tenant,
+        new: Tenant,
+    },
+    /// Deletes a tenant and its keys; refused while it owns buckets.
+    DeleteTenant(String),
+    CreateAccessKey(AccessKey),
+    UpsertAccessKey(AccessKey),
+    DeleteAccessKey(String),
+    CreateBucket {
+        tenant: String,
+        bucket: Bucket,
+    },
+    /// Removes an empty bucket; `BucketNotEmpty` while it holds objects or open uploads.
+    DeleteBucket {
+        tenant: String,
+        bucket: String,
+    },
+    /// Makes `object` the current version of `key`. `shared`: its blobs belong to another
+    /// object (a copy), and must still be referenced when the commit applies.
+    PutObject {
+        tenant: String,
+        bucket: String,
+        key: String,
+        object: Object,
+        shared: bool,
+    },
+    DeleteObject {
+        tenant: String,
+        bucket: String,
+        key: String,
+    },
+    /// Replaces the tags of the current version.
+    SetTags {
+        tenant: String,
+        bucket: String,
+        key: String,
+        tags: Vec<(String, String)>,
+    },
+    /// Stores a verdict on the version that was scanned (`etag`, `last_modified_ms`);
+    /// `Conflict` when the key now holds another version.
+    SetScan {
+        tenant: String,
+        bucket: String,
+        key: String,
+        etag: String,
+        last_modified_ms: i64,
+        scan: ScanInfo,
+    },
+    CreateUpload {
+        tenant: String,
+        bucket: String,
+        upload: Upload,
+    },
+    /// Records a part (replacing one with the same number). `shared` as for `PutObject`.
+    PutPart {
+        tenant: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part: Part,
+        shared: bool,
+    },
+    /// The upload and all its parts go; `object` (made of the chosen parts' segments) becomes
+    /// current. Parts not chosen and the replaced version are freed.
+    CompleteUpload {
+        tenant: String,
+        bucket: String,
+        upload: Upload,
+        object: Object,
+    },
+    AbortUpload {
+        tenant: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+}
+
+/// A change, its precondition, and how much usage it may add (what its writer reserved).
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub change: Change,
+    pub precondition: Precondition,
+    pub allowance: Delta,
+}
+
+impl Commit {
+    /// A change with no precondition and no quota bound (admin changes, deletes, workers).
+    pub fn new(change: Change) -> Self {
+        Self {
+            change,
+            precondition: Precondition::Always,
+            allowance: Delta::UNLIMITED,
+        }
+    }
+
+    pub fn when(mut self, precondition: Precondition) -> Self {
+        self.precondition = precondition;
+        self
+    }
+}
+
+/// Most parts an upload may have (S3's limit), the bound of the range its commits read.
+const MAX_PARTS: usize = 10_000;
+
+/// Applies the rules of `c` to one attempt; returns the blobs it frees.
+pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String>> {
+    let mut rules = Rules {
+        tx,
+        refs: HashMap::new(),
+        shared: false,
+    };
+    match &c.change {
+        Change::CreateTenant(t) => {
+            if rules
+                .tx
+                .get(Tree::Tenants, t.id.as_bytes())
+                .await?
+                .is_some()
+            {
+                return Err(MetaError::TenantExists);
+            }
+            rules
+                .tx
+                .put_record(Tree::Tenants, t.id.as_bytes().to_vec(), t);
+        }
+        Change::UpsertTenant(t) => {
+            let old: Option<Tenant> = rules.tx.record(Tree::Tenants, t.id.as_bytes()).await?;
+            let record = Tenant {
+                created_ms: old.map_or(t.created_ms, |o| o.created_ms),
+                ..t.clone()
+            };
+            rules
+                .tx
+                .put_record(Tree::Tenants, t.id.as_bytes().to_vec(), &record);
+        }
+        Change::ReplaceTenant { old, new } => {
+            let cur = rules.tx.get(Tree::Tenants, old.id.as_bytes()).await?;
+            match cur {
+                None => return Err(MetaError::NoSuchTenant),
+                Some(v) if v != super::encode(old) => return Err(MetaError::Conflict),
+                Some(_) => {}
+            }
+            rules
+                .tx
+                .put_record(Tree::Tenants, new.id.as_bytes().to_vec(), new);
+        }
+        Change::DeleteTenant(id) => {
+            if rules.tx.get(Tree::Tenants, id.as_bytes()).await?.is_none() {
+                return Err(MetaError::NoSuchTenant);
+            }
+            // Buckets are created under a check of their tenant, so this range stays empty.
+            if !rules
+                .tx
+                .range(Tree::Buckets, &keys::tenant_prefix(id), 1)
+                .await?
+                .is_empty()
+            {
+                return Err(MetaError::TenantNotEmpty);
+            }
+            for (k, v) in scan_all(rules.tx, Tree::AccessKeys).await? {
+                let key: AccessKey = super::decode(&v)?;
+                if key.tenant == *id {
+                    rules.tx.delete(Tree::AccessKeys, k);
+                }
+            }
+            rules.tx.delete(Tree::Tenants, id.as_bytes().to_vec());
+        }
+        Change::CreateAccessKey(k) => {
+            if rules
+                .tx
+                .get(Tree::Tenants, k.tenant.as_bytes())
+                .await?
+                .is_none()
+            {
+                return Err(MetaError::NoSuchTenant);
+            }
+            let kk = k.access_key.as_bytes();
+            if rules.tx.get(Tree::AccessKeys, kk).await?.is_some() {
+                return Err(MetaError::AccessKeyExists);
+            }
+            rules.tx.put_record(Tree::AccessKeys, kk.to_vec(), k);
+        }
+        Change::UpsertAccessKey(k) => {
+            rules
+                .tx
+                .put_record(Tree::AccessKeys, k.access_key.as_bytes().to_vec(), k);
+        }
+        Change::DeleteAccessKey(id) => {
+            if rules
+                .tx
+                .get(Tree::AccessKeys, id.as_bytes())
+                .await?
+                .is_none()
+            {
+                return Err(MetaError::NoSuchAccessKey);
+            }
+            rules.tx.delete(Tree::AccessKeys, id.as_bytes().to_vec());
+        }
+        Change::CreateBucket { tenant, bucket } => {
+            // Read (and so checked) for DeleteTenant's sake, which checks for buckets under it.
+            rules.tx.get(Tree::Tenants, tenant.as_bytes()).await?;
+            let bkey = keys::bucket(tenant, &bucket.name);
+            if rules.tx.get(Tree::Buckets, &bkey).await?.is_some() {
+                return Err(MetaError::BucketAlreadyOwned);
+            }
+            rules.tx.put_record(Tree::Buckets, bkey, bucket);
+        }
+        Change::DeleteBucket { tenant, bucket } => {
+            let bkey = keys::bucket(tenant, bucket);
+            if rules.tx.get(Tree::Buckets, &bkey).await?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            // Writers into the bucket check its record, so these ranges stay empty until the
+            // bucket is gone (engine.rs: ranges are guarded by a record).
+            let prefix = keys::bucket_prefix(tenant, bucket);
+            if !rules.tx.range(Tree::Objects, &prefix, 1).await?.is_empty()
+                || !rules.tx.range(Tree::Uploads, &prefix, 1).await?.is_empty()
+            {
+                return Err(MetaError::BucketNotEmpty);
+            }
+            rules.tx.delete(Tree::Buckets, bkey.clone());
+            rules.tx.delete(Tree::Usage, bkey);
+        }
+        Change::PutObject {
+            tenant,
+            bucket,
+            key,
+            object,
+            shared,
+        } => {
+            rules.require_bucket(tenant, bucket).await?;
+            rules.shared = *shared;
+            let okey = keys::object(tenant, bucket, key);
+            let old: Option<Object> = rules.tx.record(Tree::Objects, &okey).await?;
+            if !c.precondition.holds(old.as_ref()) {
+                return Err(MetaError::Conflict);
+            }
+            let d = object_delta(Some(object), old.as_ref());
+            rules.charge(tenant, bucket, d, &c.allowance).await?;
+            rules.pending(&okey, Some(object), old.as_ref());
+            rules.count(object.segments(), 1);
+            if let Some(old) = &old {
+                rules.count(old.segments(), -1);
+            }
+            rules.tx.put_record(Tree::Objects, okey, object);
+        }
+        Change::DeleteObject {
+            tenant,
+            bucket,
+            key,
+        } => {
+            let okey = keys::object(tenant, bucket, key);
+            let Some(old) = rules.tx.record::<Object>(Tree::Objects, &okey).await? else {
+                return Ok(Vec::new());
+            };
+            if !c.precondition.holds(Some(&old)) {
+                return Err(MetaError::Conflict);
+            }
+            let d = object_delta(None, Some(&old));
+            rules.charge(tenant, bucket, d, &Delta::UNLIMITED).await?;
+            rules.pending(&okey, None, Some(&old));
+            rules.count(old.segments(), -1);
+            rules.tx.delete(Tree::Objects, okey);
+        }
+        Change::SetTags {
+            tenant,
+            bucket,
+            key,
+            tags,
+        } => {
+            let okey = keys::object(tenant, bucket, key);
+            let mut object: Object = rules
+                .tx
+                .record(Tree::Objects, &okey)
+                .await?
+                .ok_or(MetaError::NoSuchKey)?;
+            object.tags = tags.clone();
+            rules.tx.put_record(Tree::Objects, okey, &object);
+        }
+        Change::SetScan {
+            tenant,
+            bucket,
+            key,
+            etag,
+            last_modified_ms,
+            scan,
+        } => {
+            let okey = keys::object(tenant, bucket, key);
+            let Some(old) = rules.tx.record::<Object>(Tree::Objects, &okey).await? else {
+                return Err(MetaError::Conflict);
+            };
+            if old.etag != *etag || old.last_modified_ms != *last_modified_ms {
+                return Err(MetaError::Conflict);
+            }
+            let new = Object {
+                scan: Some(scan.clone()),
+                ..old.clone()
+            };
+            rules.pending(&okey, Some(&new), Some(&old));
+            rules.tx.put_record(Tree::Objects, okey, &new);
+        }
+        Change::CreateUpload {
+            tenant,
+            bucket,
+            upload,
+        } => {
+            rules.require_bucket(tenant, bucket).await?;
+            let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
+            rules.tx.put_record(Tree::Uploads, ukey, upload);
+        }
+        Change::PutPart {
+            tenant,
+            bucket,
+            key,
+            upload_id,
+            part,
+            shared,
+        } => {
+            // Checked (so Complete and Abort, which delete it, are ordered with this commit).
+            let ukey = keys::upload(tenant, bucket, key, upload_id);
+            if rules.tx.get(Tree::Uploads, &ukey).await?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            rules.shared = *shared;
+            let pkey = keys::part(upload_id, part.part_number);
+            let old: Option<Part> = rules.tx.record(Tree::Parts, &pkey).await?;
+            let d = Delta {
+                bytes: part.size as i64 - old.as_ref().map_or(0, |p| p.size as i64),
+                objects: 0,
+            };
+            rules.charge(tenant, bucket, d, &c.allowance).await?;
+            rules.count(&part.segments, 1);
+            if let Some(old) = &old {
+                rules.count(&old.segments, -1);
+            }
+            rules.tx.put_record(Tree::Parts, pkey, part);
+        }
+        Change::AbortUpload {
+            tenant,
+            bucket,
+            key,
+            upload_id,
+        } => {
+            let ukey = keys::upload(tenant, bucket, key, upload_id);
+            if rules.tx.get(Tree::Uploads, &ukey).await?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            rules.tx.delete(Tree::Uploads, ukey);
+            let part_bytes = rules.drop_parts(upload_id).await?;
+            let d = Delta {
+                bytes: -part_bytes,
+                objects: 0,
+            };
+            rules.charge(tenant, bucket, d, &Delta::UNLIMITED).await?;
+        }
+        Change::CompleteUpload {
+            tenant,
+            bucket,
+            upload,
+            object,
+        } => {
+            let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
+            if rules.tx.get(Tree::Uploads, &ukey).await?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            rules.tx.delete(Tree::Uploads, ukey);
+            let part_bytes = rules.drop_parts(&upload.upload_id).await?;
+            let okey = keys::object(tenant, bucket, &upload.key);
+            let old: Option<Object> = rules.tx.record(Tree::Objects, &okey).await?;
+            if !c.precondition.holds(old.as_ref()) {
+                return Err(MetaError::Conflict);
+            }
+            rules.count(object.segments(), 1);
+            if let Some(old) = &old {
+                rules.count(old.segments(), -1);
+            }
+            // The parts were charged as they arrived; they now become the object.
+            let mut d = object_delta(Some(object), old.as_ref());
+            d.bytes -= part_bytes;
+            rules.charge(tenant, bucket, d, &c.allowance).await?;
+            rules.pending(&okey, Some(object), old.as_ref());
+            rules.tx.put_record(Tree::Objects, okey, object);
+        }
+    }
+    rules.settle_refs().await
+}
+
+/// Every entry of a small tree (access keys), through the attempt.
+async fn scan_all(tx: &mut Txn<'_>, tree: Tree) -> MetaResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    tx.range(tree, &[], 1_000_000).await
+}
+
+/// The usage change of replacing `old` by `new` (either may be absent).
+fn object_delta(new: Option<&Object>, old: Option<&Object>) -> Delta {
+    let size = |o: Option<&Object>| o.map_or(0, |o| o.size as i64);
+    Delta {
+        bytes: size(new) - size(old),
+        objects: i64::from(new.is_some()) - i64::from(old.is_some()),
+    }
+}
+
+/// Usage is stored as two big-endian u64: bytes, then objects.
+pub(super) fn usage_of(v: Option<&[u8]>) -> Usage {
+    let v = v.unwrap_or(&[]);
+    let num = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    Usage {
+        bytes: num(0..8),
+        objects: num(8..16),
+    }
+}
+
+pub(super) fn usage_bytes(u: Usage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&u.bytes.to_be_bytes());
+    out.extend_from_slice(&u.objects.to_be_bytes());
+    out
+}
+
+/// The rules shared by the changes, applied to one attempt.
+struct Rules<'a, 'e> {
+    tx: &'a mut Txn<'e>,
+    /// Reference-count deltas per blob, settled once at the end.
+    refs: HashMap<String, i64>,
+    /// The new references are to blobs that must already be referenced (a copy): if the source
+    /// was deleted meanwhile, its blobs may be gone, so the commit is refused instead of creating
+    /// an object without bytes.
+    shared: bool,
+}
+
+impl Rules<'_, '_> {
+    async fn require_bucket(&mut self, tenant: &str, bucket: &str) -> MetaResult<()> {
+        // Read, so checked: DeleteBucket deletes this record, so the two are ordered.
+        match self
+            .tx
+            .get(Tree::Buckets, &keys::bucket(tenant, bucket))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(MetaError::NoSuchBucket),
+        }
+    }
+
+    fn count<'s>(&mut self, segments: impl IntoIterator<Item = &'s Segment>, d: i64) {
+        for s in segments {
+            *self.refs.entry(s.blob.clone()).or_default() += d;
+        }
+    }
+
+    /// Removes every part of an upload; returns their bytes.
+    async fn drop_parts(&mut self, upload_id: &str) -> MetaResult<i64> {
+        let mut bytes = 0;
+        for (k, v) in self
+            .tx
+            .range(Tree::Parts, upload_id.as_bytes(), MAX_PARTS)
+            .await?
+        {
+            let p: Part = super::decode(&v)?;
+            bytes += p.size as i64;
+            self.count(&p.segments, -1);
+            self.tx.delete(Tree::Parts, k);
+        }
+        Ok(bytes)
+    }
+
+    /// Applies `d` to the tenant's and the bucket's usage, after checking it against `allowance`
+    /// (what the caller reserved for this commit).
+    async fn charge(
+        &mut self,
+        tenant: &str,
+        bucket: &str,
+        d: Delta,
+        allowance: &Delta,
+    ) -> MetaResult<()> {
+        if !d.within(allowance) {
+            return Err(MetaError::QuotaShort(d));
+        }
+        if d == Delta::default() {
+            return Ok(());
+        }
+        for scope in [keys::tenant_prefix(tenant), keys::bucket(tenant, bucket)] {
+            let mut u = usage_of(self.tx.get(Tree::Usage, &scope).await?.as_deref());
+            // Saturating: a drift (reported by verify) never wraps into a huge number.
+            u.bytes = u.bytes.saturating_add_signed(d.bytes);
+            u.objects = u.objects.saturating_add_signed(d.objects);
+            self.tx.put(Tree::Usage, scope, usage_bytes(u));
+        }
+        Ok(())
+    }
+
+    /// Keeps the `pending` index in step when `old` is replaced by `new` (either may be absent).
+    /// Most writes involve no pending version and so touch the index not at all.
+    fn pending(&mut self, okey: &[u8], new: Option<&Object>, old: Option<&Object>) {
+        let waits = |o: Option<&Object>| o.is_some_and(|o| o.scan_status() == ScanStatus::Pending);
+        match (waits(new), waits(old)) {
+            (true, false) => self.tx.put(Tree::Pending, okey.to_vec(), Vec::new()),
+            (false, true) => self.tx.delete(Tree::Pending, okey.to_vec()),
+            _ => {}
+        }
+    }
+
+    /// Writes the reference counts; returns the blobs no record names any more.
+    async fn settle_refs(self) -> MetaResult<Vec<String>> {
+        let mut freed = Vec::new();
+        let mut refs: Vec<(String, i64)> = self.refs.into_iter().filter(|(_, d)| *d != 0).collect();
+        refs.sort();
+        for (blob, d) in refs {
+            let cur = self
+                .tx
+                .get(Tree::Blobs, blob.as_bytes())
+                .await?
+                .map(|v| i64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            if self.shared && d > 0 && cur == 0 {
+                return Err(MetaError::NoSuchKey);
+            }
+            let next = cur + d;
+            if next <= 0 {
+                self.tx.delete(Tree::Blobs, blob.as_bytes().to_vec());
+                freed.push(blob);
+            } else {
+                self.tx
+                    .put(Tree::Blobs, blob.into_bytes(), next.to_be_bytes().to_vec());
+            }
+        }
+        Ok(freed)
+    }
+}

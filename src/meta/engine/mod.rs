@@ -1,0 +1,195 @@
+//! The engine seam (DESIGN.md §10): named trees of byte keys, kept in byte order, read with `get`
+//! and range scans and changed only by [`Engine::commit`] — a batch of writes applied atomically
+//! if, and only if, its checks still hold. Everything above it (records, usage, blob reference
+//! counts, the pending-scan index, preconditions) is written once, in `meta`, and runs on every
+//! engine unchanged. An engine knows nothing of tenants, buckets or objects.
+//!
+//! Concurrency is optimistic: the domain reads what it needs, computes the writes, and commits
+//! them together with a check of every value (and range) it read. A check that fails means
+//! another commit got there first: [`EngineError::Conflict`], and the domain reads again.
+
+pub mod postgres;
+pub mod sled;
+
+#[cfg(test)]
+mod conformance;
+
+use async_trait::async_trait;
+
+/// The named trees. Each engine keeps them apart (sled trees, a column of the PostgreSQL table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    Tenants,
+    AccessKeys,
+    Buckets,
+    Objects,
+    Uploads,
+    Parts,
+    Blobs,
+    /// Usage per tenant and per bucket.
+    Usage,
+    /// Keys of objects stored unscanned.
+    Pending,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 9] = [
+        Tree::Tenants,
+        Tree::AccessKeys,
+        Tree::Buckets,
+        Tree::Objects,
+        Tree::Uploads,
+        Tree::Parts,
+        Tree::Blobs,
+        Tree::Usage,
+        Tree::Pending,
+    ];
+
+    /// The stable name of the tree (sled's tree name; never change one, stores hold it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Tenants => "tenants",
+            Tree::AccessKeys => "access_keys",
+            Tree::Buckets => "buckets",
+            Tree::Objects => "objects",
+            Tree::Uploads => "uploads",
+            Tree::Parts => "parts",
+            Tree::Blobs => "blobs",
+            Tree::Usage => "usage",
+            Tree::Pending => "pending",
+        }
+    }
+
+    /// The stable number of the tree (PostgreSQL's `tree` column).
+    pub fn id(self) -> i16 {
+        self as i16
+    }
+}
+
+/// What a commit requires to be still true when it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// The key holds exactly this value (`None`: the key is absent).
+    Value {
+        tree: Tree,
+        key: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
+    /// The keys that start with `prefix` are exactly these, with these values, in order (empty:
+    /// nothing starts with it).
+    Range {
+        tree: Tree,
+        prefix: Vec<u8>,
+        expect: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Put {
+        tree: Tree,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        tree: Tree,
+        key: Vec<u8>,
+    },
+}
+
+impl Write {
+    pub fn target(&self) -> (Tree, &[u8]) {
+        match self {
+            Write::Put { tree, key, .. } | Write::Delete { tree, key } => (*tree, key),
+        }
+    }
+}
+
+/// Writes applied together, or not at all, if every check holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub checks: Vec<Check>,
+    pub writes: Vec<Write>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A check of the batch no longer holds (or the engine detected a concurrent change): the
+    /// caller reads again and retries.
+    #[error("a concurrent change conflicts with this commit")]
+    Conflict,
+    #[error("metadata engine: {0}")]
+    Store(String),
+}
+
+impl From<::sled::Error> for EngineError {
+    fn from(e: ::sled::Error) -> Self {
+        EngineError::Store(e.to_string())
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// The changes committed up to the moment it was taken ([`Engine::flush_ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct FlushTicket(pub u64);
+
+/// The smallest key greater than every key that starts with `prefix` (`None`: no such key, the
+/// prefix is empty or all 0xFF), for engines whose range scans need an upper bound.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// A short name for logs and `/health` (`sled`, `postgres`).
+    fn kind(&self) -> &'static str;
+
+    async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>>;
+
+    /// Up to `limit` entries whose key starts with `prefix` and is ≥ `from`, in byte order.
+    async fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Applies the writes atomically if every check holds, else `Conflict`. On return the batch
+    /// is as durable as the engine was configured to make it (sled with `sync`, PostgreSQL
+    /// always); see [`Engine::persist`] for the rest.
+    async fn commit(&self, batch: Batch) -> EngineResult<()>;
+
+    /// A ticket for the commits made so far, for [`Engine::persist`].
+    fn flush_ticket(&self) -> FlushTicket;
+
+    /// Returns once the commits of `ticket` are on disk, whatever the configuration (the deleter
+    /// calls it before it deletes the blobs they freed). Concurrent callers share flushes.
+    async fn persist(&self, ticket: FlushTicket) -> EngineResult<()>;
+
+    /// True when nothing has ever been written to `tree`.
+    async fn is_empty(&self, tree: Tree) -> EngineResult<bool> {
+        Ok(self.scan(tree, &[], &[], 1).await?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! The PostgreSQL engine: every tree in one table `portcullis_kv (tree smallint, key bytea,
+//! value bytea)`, primary key `(tree, key)`. Keys are `bytea`, so ranges and ORDER BY follow
+//! byte order whatever the database's collation (S3 listings need byte order).
+//!
+//! A commit is one READ COMMITTED transaction that first locks what it checked, in one global
+//! order (tree, key) so two commits never wait on each other in a circle: `FOR UPDATE` on keys it
+//! writes, `FOR SHARE` on keys it only read. Each statement after a lock sees the latest committed
+//! rows, so the comparisons are exact. A key checked as absent cannot be locked; it is written
+//! with a plain INSERT, which a concurrent insert of the same key turns into a unique violation
+//! (→ `Conflict`). Range checks are exact because the domain guards every range it checks with a
+//! record that writers into the range lock too (a bucket for its objects and uploads, an upload
+//! for its parts, a tenant for its buckets). Deadlocks and serialization failures are conflicts
+//! as well: the domain reads again and retries. A commit is durable when it returns
+//! (`synchronous_commit` as the server has it).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Tree, Write, prefix_end,
+};
+
+/// Bumped when the schema changes; `migrate` brings an older database up to it.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Serialises schema migrations of nodes starting together (an arbitrary, fixed lock id).
+const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
+
+/// A [`Check::Value`] as (tree, key, expected value).
+type PointCheck<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
+
+pub struct PgEngine {
+    pool: Pool,
+}
+
+impl From<tokio_postgres::Error> for EngineError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::UNIQUE_VIOLATION =>
+            {
+                EngineError::Conflict
+            }
+            // The server's message, never the connection string (it may hold a password).
+            _ => EngineError::Store(match e.as_db_error() {
+                Some(db) => format!("PostgreSQL: {}", db.message()),
+                None => format!("PostgreSQL: {e}"),
+            }),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for EngineError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            e => EngineError::Store(format!("PostgreSQL connection pool: {e}")),
+        }
+    }
+}
+
+const GET: &str = "SELECT value FROM portcullis_kv WHERE tree = $1 AND key = $2";
+const SCAN: &str = "SELECT key, value FROM portcullis_kv WHERE tree = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4";
+const SCAN_OPEN: &str =
+    "SELECT key, value FROM portcullis_kv WHERE tree = $1 AND key >= $2 ORDER BY key LIMIT $3";
+const LOCK_UPDATE: &str = "SELECT value FROM portcullis_kv WHERE tree = $1 AND key = $2 FOR UPDATE";
+const LOCK_SHARE: &str = "SELECT value FROM portcullis_kv WHERE tree = $1 AND key = $2 FOR SHARE";
+const INSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $2, $3)";
+const UPSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE: &str = "DELETE FROM portcullis_kv WHERE tree = $1 AND key = $2";
+
+impl PgEngine {
+    /// Connects (`url` as libpq's `postgres://user:password@host:port/db`), then creates or
+    /// migrates the schema under an advisory lock, so nodes starting together do it once.
+    pub async fn connect(url: &str, pool_size: usize) -> EngineResult<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| EngineError::Store(format!("meta.url is not a PostgreSQL URL: {e}")))?;
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("portcullis");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))?;
+        let this = Self { pool };
+        this.migrate().await?;
+        Ok(this)
+    }
+
+    async fn migrate(&self) -> EngineResult<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS portcullis_schema (version integer NOT NULL);
+             CREATE TABLE IF NOT EXISTS portcullis_kv (
+                 tree smallint NOT NULL,
+                 key bytea NOT NULL,
+                 value bytea NOT NULL,
+                 PRIMARY KEY (tree, key)
+             );",
+        )
+        .await?;
+        let found: Option<i32> = tx
+            .query_opt("SELECT max(version) FROM portcullis_schema", &[])
+            .await?
+            .and_then(|r| r.get(0));
+        match found {
+            None => {
+                tx.execute(
+                    "INSERT INTO portcullis_schema (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .await?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(EngineError::Store(format!(
+                    "the database holds schema version {v}, newer than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
+                )));
+            }
+            Some(_) => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn try_commit(&self, batch: &Batch) -> EngineResult<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let written = |t: Tree, k: &[u8]| batch.writes.iter().any(|w| w.target() == (t, k));
+
+        // Point checks first, locked in (tree, key) order.
+        let mut values: Vec<PointCheck<'_>> = batch
+            .checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::Value { tree, key, expect } => {
+                    Some((*tree, key.as_slice(), expect.as_deref()))
+                }
+                Check::Range { .. } => None,
+            })
+            .collect();
+        values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let lock_update = tx.prepare_cached(LOCK_UPDATE).await?;
+        let lock_share = tx.prepare_cached(LOCK_SHARE).await?;
+        let ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
+        let params: Vec<[&(dyn ToSql + Sync); 2]> = values
+            .iter()
+            .zip(&ids)
+            .map(|(v, id)| [id as _, &v.1 as _])
+            .collect();
+        // Pipelined on the one connection, executed in the order sent.
+        let locks = values.iter().zip(&params).map(|((tree, key, _), p)| {
+            let stmt = if written(*tree, key) {
+                &lock_update
+            } else {
+                &lock_share
+            };
+            tx.query_opt(stmt, p)
+        });
+        let found = futures::future::try_join_all(locks).await?;
+        for ((_, _, expect), row) in values.iter().zip(found) {
+            let have: Option<Vec<u8>> = row.map(|r| r.get(0));
+            if have.as_deref() != *expect {
+                return Err(EngineError::Conflict);
+            }
+        }
+
+        for check in &batch.checks {
+            let Check::Range {
+                tree,
+                prefix,
+                expect,
+            } = check
+            else {
+                continue;
+            };
+            let rows = scan_in(&tx, *tree, prefix, prefix, expect.len() + 1).await?;
+            if rows != *expect {
+                return Err(EngineError::Conflict);
+            }
+        }
+
+        let insert = tx.prepare_cached(INSERT).await?;
+        let upsert = tx.prepare_cached(UPSERT).await?;
+        let delete = tx.prepare_cached(DELETE).await?;
+        let absent = |t: Tree, k: &[u8]| values.iter().any(|v| (v.0, v.1, v.2) == (t, k, None));
+        let ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
+            .writes
+            .iter()
+            .zip(&ids)
+            .map(|(w, id)| match w {
+                Write::Put { key, value, .. } => vec![id as _, key as _, value as _],
+                Write::Delete { key, .. } => vec![id as _, key as _],
+            })
+            .collect();
+        let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
+            let stmt = match w {
+                Write::Put { tree, key, .. } if absent(*tree, key) => &insert,
+                Write::Put { .. } => &upsert,
+                Write::Delete { .. } => &delete,
+            };
+            tx.execute(stmt, p)
+        });
+        futures::future::try_join_all(writes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Up to `limit` rows of `tree` under `prefix` from `from`, on any client or transaction.
+async fn scan_in(
+    client: &impl deadpool_postgres::GenericClient,
+    tree: Tree,
+    prefix: &[u8],
+    from: &[u8],
+    limit: usize,
+) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let from = if from < prefix { prefix } else { from };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = match prefix_end(prefix) {
+        Some(end) => {
+            let stmt = client.prepare_cached(SCAN).await?;
+            client
+                .query(&stmt, &[&tree.id(), &from, &end, &limit])
+                .await?
+        }
+        None => {
+            let stmt = client.prepare_cached(SCAN_OPEN).await?;
+            client.query(&stmt, &[&tree.id(), &from, &limit]).await?
+        }
+    };
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[async_trait]
+impl Engine for PgEngine {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(GET).await?;
+        let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let client = self.pool.get().await?;
+        scan_in(&client, tree, prefix, from, limit).await
+    }
+
+    async fn commit(&self, batch: Batch) -> EngineResult<()> {
+        self.try_commit(&batch).await
+    }
+
+    /// Commits are durable when they return: every ticket is covered.
+    fn flush_ticket(&self) -> FlushTicket {
+        FlushTicket(0)
+    }
+
+    async fn persist(&self, _ticket: FlushTicket) -> EngineResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! One attempt at a commit: reads go to the engine and are remembered as checks, writes are
+//! buffered (and read back by later reads of the same attempt), and the whole becomes one
+//! [`Batch`] that the engine applies only if nothing it read has changed.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::engine::{Batch, Check, Engine, Tree, Write};
+use super::{MetaError, MetaResult, decode, encode};
+
+pub(crate) struct Txn<'e> {
+    engine: &'e dyn Engine,
+    /// What each key read held, checked at commit.
+    read: BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+    ranges: Vec<Check>,
+    /// `None`: delete.
+    writes: BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'e> Txn<'e> {
+    pub(crate) fn new(engine: &'e dyn Engine) -> Self {
+        Self {
+            engine,
+            read: BTreeMap::new(),
+            ranges: Vec::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) async fn get(&mut self, tree: Tree, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        let k = (tree, key.to_vec());
+        if let Some(w) = self.writes.get(&k) {
+            return Ok(w.clone());
+        }
+        if let Some(r) = self.read.get(&k) {
+            return Ok(r.clone());
+        }
+        let v = self.engine.get(tree, key).await?;
+        self.read.insert(k, v.clone());
+        Ok(v)
+    }
+
+    pub(crate) async fn record<T: DeserializeOwned>(
+        &mut self,
+        tree: Tree,
+        key: &[u8],
+    ) -> MetaResult<Option<T>> {
+        self.get(tree, key).await?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Every entry under `prefix`, checked at commit to be still exactly these. For small ranges
+    /// only (the parts of one upload, the first entry of a bucket): it reads them all.
+    pub(crate) async fn range(
+        &mut self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> MetaResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        debug_assert!(
+            !self
+                .writes
+                .keys()
+                .any(|(t, k)| *t == tree && k.starts_with(prefix)),
+            "a range is read before anything is written into it"
+        );
+        let found = self.engine.scan(tree, prefix, prefix, limit + 1).await?;
+        if found.len() > limit {
+            return Err(MetaError::Corrupt(format!(
+                "more than {limit} entries under one {} prefix",
+                tree.name()
+            )));
+        }
+        self.ranges.push(Check::Range {
+            tree,
+            prefix: prefix.to_vec(),
+            expect: found.clone(),
+        });
+        Ok(found)
+    }
+
+    pub(crate) fn put(&mut self, tree: Tree, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert((tree, key), Some(value));
+    }
+
+    pub(crate) fn put_record<T: Serialize>(&mut self, tree: Tree, key: Vec<u8>, value: &T) {
+        self.put(tree, key, encode(value));
+    }
+
+    pub(crate) fn delete(&mut self, tree: Tree, key: Vec<u8>) {
+        self.writes.insert((tree, key), None);
+    }
+
+    pub(crate) fn into_batch(self) -> Batch {
+        let mut checks: Vec<Check> = self
+            .read
+            .into_iter()
+            .map(|((tree, key), expect)| Check::Value { tree, key, expect })
+            .collect();
+        checks.extend(self.ranges);
+        let writes = self
+            .writes
+            .into_iter()
+            .map(|((tree, key), v)| match v {
+                Some(value) => Write::Put { tree, key, value },
+                None => Write::Delete { tree, key },
+            })
+            .collect();
+        Batch { checks, writes }
+    }
+}
