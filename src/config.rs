@@ -1156,6 +1156,48 @@ secret_key = "acme-dev-secret"
     }
 
     #[test]
+    fn the_postgres_config_differs_from_the_default_only_in_its_engine() {
+        let c = Config::parse(include_str!("../config/postgres.toml")).unwrap();
+        match &c.meta {
+            MetaEngine::Postgres { url, pool_size } => {
+                assert_eq!(url.0, "postgres://portcullis@127.0.0.1:5432/portcullis");
+                assert_eq!(*pool_size, 32);
+            }
+            other => panic!("{other:?}"),
+        }
+        let default = Config::parse(include_str!("../config/portcullis.toml")).unwrap();
+        assert!(matches!(default.meta, MetaEngine::Sled));
+        assert_eq!(
+            format!("{:?}", default.backends),
+            format!("{:?}", c.backends)
+        );
+    }
+
+    #[test]
+    fn meta_engine_keys_are_validated_and_the_url_never_printed() {
+        let with = |meta: &str| Config::parse(&format!("[meta]\n{meta}"));
+        let err = |meta: &str| with(meta).unwrap_err().to_string();
+        assert!(err("engine = \"mysql\"").contains("use sled or postgres"));
+        assert!(err("engine = \"postgres\"").contains("needs url or url_file"));
+        assert!(err("url = \"postgres://x@h/db\"").contains("apply to engine = \"postgres\" only"));
+        assert!(err("engine = \"postgres\"\nurl = \"mysql://h\"").contains("postgres://"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://u:hunter2-secret@db/p\n").unwrap();
+        let c = with(&format!(
+            "engine = \"postgres\"\nurl_file = \"{}\"",
+            file.display()
+        ))
+        .unwrap();
+        let MetaEngine::Postgres { url, pool_size } = &c.meta else {
+            panic!("{:?}", c.meta)
+        };
+        assert_eq!(url.0, "postgres://u:hunter2-secret@db/p");
+        assert_eq!(*pool_size, 32);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn secrets_do_not_reach_debug_output() {
         let text = include_str!("../config/portcullis.toml");
         let c = Config::parse(text).unwrap();

@@ -28,6 +28,50 @@ pub struct Setup<'a> {
     pub tail: &'a str,
 }
 
+/// The `[meta]` table of the engine the suite runs on: sled (nothing to add) unless
+/// `PORTCULLIS_TEST_ENGINE=postgres`, which gives every gateway a fresh database of its own on
+/// the test cluster (scripts/test.sh runs the suite's engine-facing half that way).
+fn test_engine_section() -> String {
+    match std::env::var("PORTCULLIS_TEST_ENGINE").as_deref() {
+        Ok("postgres") => postgres_meta(),
+        Ok("sled") | Err(_) => String::new(),
+        Ok(other) => panic!("PORTCULLIS_TEST_ENGINE={other}: use sled or postgres"),
+    }
+}
+
+/// True when the suite runs on PostgreSQL (`PORTCULLIS_TEST_ENGINE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("PORTCULLIS_TEST_ENGINE").as_deref() == Ok("postgres")
+}
+
+/// A `[meta]` table on a fresh database of the test PostgreSQL cluster.
+pub fn postgres_meta() -> String {
+    format!(
+        "[meta]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = 8\n",
+        pg_database()
+    )
+}
+
+/// Creates an empty database on the test cluster (`PORTCULLIS_TEST_PG`, set by scripts/pg.sh);
+/// its URL.
+pub fn pg_database() -> String {
+    let admin = std::env::var("PORTCULLIS_TEST_PG").expect(
+        "PORTCULLIS_TEST_PG is not set: run the tests through scripts/test.sh, or `source scripts/pg.sh` first",
+    );
+    let name = format!("it_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let out = Command::new("psql")
+        .args([admin.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
 /// A config for tests: both dev tenants, a read-only acme key, an admin token, the given extras.
 pub fn config_setup(data_dir: &Path, s: &Setup) -> String {
     let (extra_server, sweeper) = (s.server, s.sweeper);
@@ -44,6 +88,7 @@ token = "{ADMIN_TOKEN}"
 [storage]
 data_dir = "{data}"
 {storage}
+{meta}
 
 [sweeper]
 {sweeper}
@@ -70,6 +115,7 @@ secret_key = "{gs}"
 {tail}
 "#,
         storage = s.storage,
+        meta = test_engine_section(),
         acme = s.acme,
         globex = s.globex,
         tail = s.tail,
