@@ -1,22 +1,28 @@
 //! The write protocol of DESIGN.md §2 and the read path that stitches segments back together.
 //!
-//! Stages of a write, in this fixed order:
-//! 1. `Declared::from_headers` — what the client promised (Content-MD5, `x-amz-checksum-*`);
-//!    the caller checks the key against the bucket's [`policy`] and reserves [`quota`] for the
-//!    declared size (every body has one: S3, and s3s, refuse a PUT or part without it);
-//! 2. [`store`] — read the first bytes and refuse a type the policy does not accept; then stream
-//!    the body once: hash it (MD5 + requested checksums), feed the virus scanner, and write a
-//!    fresh blob — all at once. The blob is owned by a [`BlobGuard`] that deletes it unless the
-//!    write commits;
-//! 3. the scanner's verdict: only clean (or a bucket that does not scan) goes on; infected is
-//!    quarantined or deleted; no verdict follows the bucket's fallback (reject by default);
-//! 4. `Declared::verify` — compare with the trailer values that arrived after the last byte;
-//! 5. the caller commits the record in one meta transaction that settles the reservation, then
-//!    [`BlobGuard::keep`]s the blob and deletes the blobs the commit freed ([`release`]).
+//! A write, in this fixed order:
+//! 1. admit — the caller (`s3::Gateway::admit`) checks the bucket, the key against the bucket's
+//!    [`policy`] and the declared size, and reserves [`quota`] for it (every body has a length:
+//!    S3, and s3s, refuse a PUT or part without one); `Declared::from_headers` records what the
+//!    client promised (Content-MD5, `x-amz-checksum-*`);
+//! 2. [`store`] — the body once through the [`stage`]s of [`stages`] (type on the first bytes,
+//!    virus scan, digests) and into a fresh blob, all at once. The blob is owned by a
+//!    [`BlobGuard`] that deletes it unless the write commits;
+//! 3. verdicts — each stage's `finish`: only clean (or a bucket that does not scan) goes on;
+//!    infected is quarantined or deleted; no verdict follows the bucket's fallback;
+//! 4. verify — `Declared::verify` compares with the trailer values that arrived after the last
+//!    byte;
+//! 5. commit — one `meta::Commit` settles the reservation, is durable when it returns, and hands
+//!    the blobs it freed to the deleter; then [`BlobGuard::keep`].
+//!
+//! PutObject, UploadPart, CopyObject and CompleteMultipartUpload follow it; bytes already stored
+//! (a copy, a completion) are judged by [`inspect`] instead of step 2.
 
 pub mod checksum;
 pub mod policy;
 pub mod quota;
+pub mod stage;
+mod stages;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -166,7 +172,7 @@ pub fn scan_info(
 }
 
 /// What a bucket's fallback makes of an upload that could not be scanned.
-fn fallback(f: Fallback, e: PipelineError) -> Result<ScanInfo, PipelineError> {
+pub(crate) fn fallback(f: Fallback, e: PipelineError) -> Result<ScanInfo, PipelineError> {
     match f {
         Fallback::Reject => Err(e),
         Fallback::StoreUnscanned => {
@@ -180,7 +186,7 @@ fn fallback(f: Fallback, e: PipelineError) -> Result<ScanInfo, PipelineError> {
 /// bucket's fallback. An infected write is refused — moved to the quarantine when one is
 /// configured (never readable through S3), logged — and gets no record; the caller's guards
 /// delete the original blobs.
-async fn settle(
+pub(crate) async fn settle(
     backend: &Arc<Backends>,
     scanner: &Scanner,
     verdict: Result<Verdict, ScanError>,
@@ -234,8 +240,8 @@ async fn settle(
     Err(PipelineError::Infected(signature))
 }
 
-/// Streams `body` (of the declared `len`) into a new blob while hashing and scanning it
-/// (stages 2 and 3).
+/// The protocol once (stages 2 and 3 of the module's list): streams `body` (of the declared
+/// `len`) into a new blob, through every stage of [`stages::for_write`] on the way.
 pub async fn store(
     backend: &Arc<Backends>,
     placement: &Placement,
@@ -244,116 +250,65 @@ pub async fn store(
     len: u64,
     checks: Checks<'_>,
 ) -> Result<Stored, PipelineError> {
-    let Checks {
-        policy,
-        sniff,
-        content_type,
-        scanner,
-        target,
-    } = checks;
+    let w = stage::Write {
+        policy: checks.policy,
+        target: checks.target,
+        len,
+        content_type: checks.content_type,
+    };
     if len > MAX_OBJECT_SIZE {
         return Err(PipelineError::TooLarge);
     }
-    policy.check_size(len)?;
+    w.policy.check_size(len)?;
+    let blob = placement.new_blob(&w.target.tenant);
+    let own_md5 = !backend.reports_md5(&blob, Some(len));
+    let mut stages = stages::for_write(backend, declared, own_md5, checks.sniff, checks.scanner);
 
-    // The type is decided on the first bytes, before the rest is read or anything is stored.
+    // Head: the first bytes, judged before anything is stored.
+    let want = stages.iter().map(|s| s.head_len()).max().unwrap_or(0);
     let mut head: Vec<bytes::Bytes> = Vec::new();
-    let mut detected = None;
-    if sniff {
-        let mut sniffed = Vec::new();
-        while sniffed.len() < policy::SNIFF_LEN {
+    if want > 0 {
+        let mut first = Vec::with_capacity(want);
+        while first.len() < want {
             match body.next().await {
                 Some(Ok(b)) => {
-                    let room = policy::SNIFF_LEN - sniffed.len();
-                    sniffed.extend_from_slice(&b[..b.len().min(room)]);
+                    let room = want - first.len();
+                    first.extend_from_slice(&b[..b.len().min(room)]);
                     head.push(b);
                 }
                 Some(Err(e)) => return Err(BackendError::Body(e).into()),
                 None => break,
             }
         }
-        let d = policy::detect(&sniffed);
-        policy.check_type(&d, content_type, &target.key)?;
-        detected = Some(d);
-    }
-
-    // Open the scan before reading further, so an unreachable clamd fails the upload at once.
-    let mut unscanned = None;
-    let mut feed = None;
-    if let Some(s) = scanner {
-        let max = s.config().max_stream;
-        if len > max {
-            unscanned = Some(fallback(
-                policy.on_too_large_to_scan,
-                PipelineError::TooLargeToScan(max),
-            )?);
-        } else {
-            match s.start().await {
-                Ok(f) => feed = Some(f),
-                Err(e) => unscanned = Some(fallback(policy.on_scanner_unavailable, e.into())?),
-            }
+        for s in &mut stages {
+            s.head(&first, &w)?;
         }
     }
-    let (feed, sender) = feed.unzip();
-
-    let blob = placement.new_blob(&target.tenant);
-    // The backend's MD5 is used when it reports one (the local backend hashes on its writer
-    // thread, a remote S3 reports the single PUT's ETag): hashing the same bytes twice is most
-    // of a large PUT's CPU. A declared Content-MD5 is checked against it like against our own;
-    // it is already what the object's ETag will say.
-    let own_md5 = !backend.reports_md5(&blob, Some(len));
-    // The stream is handed to the backend as a `'static` box, so its state sits behind a mutex
-    // that only this one stream ever locks; it is taken back once the backend has read it all.
-    struct State {
-        md5: s3s::crypto::Md5,
-        hasher: s3s::checksum::ChecksumHasher,
-        /// The scanner failed during the upload and the bucket stores such objects unscanned:
-        /// its verdict must not be used.
-        scan_cut: Option<PipelineError>,
+    // Open: each stage may refuse before the rest is read (an unreachable scanner).
+    for s in &mut stages {
+        s.open(&w).await?;
     }
-    let state = Arc::new(std::sync::Mutex::new(State {
-        md5: s3s::crypto::Md5::new(),
-        hasher: declared.hasher(),
-        scan_cut: None,
-    }));
-    let shared = state.clone();
-    let on_unavailable = policy.on_scanner_unavailable;
+    // Stream: every chunk through every stage, then to the backend. The backend takes the
+    // stream as a `'static` box, so the stages sit behind a lock only this stream takes, once
+    // per chunk; they are taken back when the backend is done.
+    let defers_md5 = stages.iter().any(|s| s.defers_md5());
+    let shared = Arc::new(tokio::sync::Mutex::new(stages));
+    let chunks = shared.clone();
     let hashed: ByteStream = Box::pin(
         futures::stream::iter(head.into_iter().map(Ok))
             .chain(body)
             .then(move |chunk| {
-                let shared = shared.clone();
-                let sender = sender.clone();
+                let chunks = chunks.clone();
                 async move {
                     let bytes = chunk?;
-                    let feed_scanner = {
-                        let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-                        if own_md5 {
-                            st.md5.update(&bytes);
-                        }
-                        st.hasher.update(&bytes);
-                        st.scan_cut.is_none()
-                    };
-                    if feed_scanner
-                        && let Some(tx) = &sender
-                        && !tx.send(bytes.clone()).await
-                    {
-                        let e = PipelineError::ScannerUnavailable(
-                            "the virus scanner stopped during the upload".into(),
-                        );
-                        if on_unavailable == Fallback::Reject {
-                            return Err(stop(e));
-                        }
-                        shared.lock().unwrap_or_else(|e| e.into_inner()).scan_cut = Some(e);
+                    for s in chunks.lock().await.iter_mut() {
+                        s.chunk(&bytes).await.map_err(stop)?;
                     }
                     Ok(bytes)
                 }
             }),
     );
-    // With a scan running, clamd only starts on the bytes once the stream has ended and then
-    // keeps a core busy for most of the upload's time; an MD5 the backend would compute on our
-    // CPU is taken off the transfer and computed from the stored blob during that wait.
-    let written = if feed.is_some() {
+    let written = if defers_md5 {
         backend.put_unhashed(&blob, hashed, Some(len)).await?
     } else {
         backend.put(&blob, hashed, Some(len)).await?
@@ -365,49 +320,27 @@ pub async fn store(
     if written.len != len {
         return Err(PipelineError::IncompleteBody);
     }
-    let (md5, hasher, scan_cut) = {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            std::mem::take(&mut st.md5),
-            std::mem::take(&mut st.hasher),
-            st.scan_cut.take(),
-        )
-    };
+    // Finish: the verdicts on the stored blob.
     let segment = Segment {
         blob,
         offset: 0,
         len,
     };
-    let md5 = async {
-        match (own_md5, written.md5) {
-            (true, _) => Ok(md5.finalize()),
-            (false, Some(m)) => Ok(m),
-            // Not reported (put unhashed, or an encrypted bucket's ETag): read the blob back.
-            (false, None) => md5_of(backend, &segment.blob, len).await,
-        }
+    let done = stage::Written {
+        segment: &segment,
+        backend_md5: written.md5,
     };
-    let scan = async {
-        match (scanner, feed, scan_cut) {
-            (_, _, Some(e)) => fallback(Fallback::StoreUnscanned, e),
-            (Some(s), Some(feed), None) => {
-                let verdict = Ok(feed.finish().await);
-                let segments = std::slice::from_ref(&segment);
-                settle(backend, s, verdict, policy, segments, target).await
-            }
-            _ => Ok(unscanned.unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None))),
-        }
-    };
-    // The verdict's error comes first: an infected blob may be gone before it is hashed.
-    let (md5, scan) = tokio::join!(md5, scan);
-    let scan = scan?;
-    let md5 = md5?;
+    let mut stages = std::mem::take(&mut *shared.lock().await);
+    let found = stage::finish_all(&mut stages, &w, &done).await?;
     Ok(Stored {
         guard,
+        md5: found.md5.expect("the digest stage always runs"),
+        checksums: found.checksums.unwrap_or_default(),
+        detected: found.detected,
+        scan: found
+            .scan
+            .unwrap_or_else(|| scan_info(ScanStatus::NotScanned, None, None)),
         segment,
-        md5,
-        checksums: checksum::from_s3s(hasher.finalize()),
-        detected,
-        scan,
     })
 }
 
@@ -463,7 +396,11 @@ fn source_failed(blob: &str, e: crate::backend::StdError) -> BackendError {
 }
 
 /// The MD5 of a stored blob, read back from its backend.
-async fn md5_of(backend: &Arc<Backends>, blob: &str, len: u64) -> Result<[u8; 16], PipelineError> {
+pub(crate) async fn md5_of(
+    backend: &Arc<Backends>,
+    blob: &str,
+    len: u64,
+) -> Result<[u8; 16], PipelineError> {
     let mut md5 = s3s::crypto::Md5::new();
     let mut stream = backend.get(blob, 0..len).await?;
     while let Some(chunk) = stream.next().await {

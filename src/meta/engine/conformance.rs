@@ -19,7 +19,21 @@ enum Place {
 impl Place {
     async fn open(&self) -> Arc<dyn Engine> {
         match self {
-            Place::Sled(dir) => Arc::new(SledEngine::open(dir.path(), true, 8 << 20).unwrap()),
+            Place::Sled(dir) => {
+                // sled's flusher thread lets go of the directory's lock a moment after the last
+                // handle is dropped (a restarted process never meets that).
+                let mut tries = 0;
+                loop {
+                    match SledEngine::open(dir.path(), true, 8 << 20) {
+                        Ok(e) => return Arc::new(e),
+                        Err(_) if tries < 100 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
             Place::Postgres(url) => Arc::new(PgEngine::connect(url, 8).await.unwrap()),
         }
     }
