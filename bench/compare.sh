@@ -6,6 +6,8 @@
 #   portcullis      Portcullis, local backend, storage.sync = false (s3s-fs does not fsync either)
 #   portcullis-s3   Portcullis, s3 backend in front of that same s3s-fs (the issue-4 row: its
 #                   64 MiB throughput against direct)
+#   portcullis-pg   Portcullis, local backend, metadata on PostgreSQL (a private cluster from
+#                   scripts/pg.sh, fsync off like the rest of this table)
 #   portcullis-sync Portcullis, local backend, shipped default storage.sync = true (full run only)
 # and prints absolute numbers plus, for each Portcullis row, ratios to direct and to s3s-proxy
 # measured in the same run, and the peak RSS of each server process.
@@ -102,6 +104,17 @@ TARGETS=("direct http://127.0.0.1:$FS_PORT $FS_PID"
          "portcullis http://127.0.0.1:$PC_PORT $PC_PID")
 pc portcullis-s3 false s3fs
 TARGETS+=("portcullis-s3 http://127.0.0.1:$PC_PORT $PC_PID")
+# shellcheck source=scripts/pg.sh
+source scripts/pg.sh
+PIDS+=("$PORTCULLIS_PG_PID")
+psql -q "$PORTCULLIS_TEST_PG" -c "CREATE DATABASE bench"
+start_portcullis portcullis-pg "sync = false
+$(bench_tenant)
+[meta]
+engine = \"postgres\"
+url = \"${PORTCULLIS_TEST_PG%/*}/bench\"
+pool_size = 32"
+TARGETS+=("portcullis-pg http://127.0.0.1:$PC_PORT $PC_PID")
 if [ "$QUICK" = 0 ]; then
   pc portcullis-sync true
   TARGETS+=("portcullis-sync http://127.0.0.1:$PC_PORT $PC_PID")

@@ -10,6 +10,7 @@ pub mod error;
 pub mod jobs;
 pub mod limit;
 pub mod meta;
+pub mod model;
 pub mod pace;
 pub mod pipeline;
 pub mod s3;

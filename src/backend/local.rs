@@ -22,6 +22,11 @@ pub struct LocalBackend {
     root: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    /// An exclusive lock on `root/.lock`, taken by [`Backend::recover`] and held while the
+    /// backend lives: recovery deletes every temporary, which is only safe when no other process
+    /// writes here. sled's own lock used to guarantee that; the metadata may now be elsewhere
+    /// (PostgreSQL).
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 /// The directory of temporaries; never a container.
@@ -35,6 +40,7 @@ impl LocalBackend {
             root: root.to_path_buf(),
             tmp,
             fsync,
+            lock: std::sync::Mutex::new(None),
         })
     }
 
@@ -250,8 +256,16 @@ impl Backend for LocalBackend {
     }
 
     async fn recover(&self) -> Result<usize, BackendError> {
-        // The data directory is exclusive to this process (sled locks it), so every temporary
-        // present at start-up belongs to a write that died with a previous process.
+        let lock = std::fs::File::create(self.root.join(".lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(BackendError::Io(std::io::Error::other(format!(
+                "{} is in use by another Portcullis process ({e}); give each gateway its own data directory",
+                self.root.display()
+            ))));
+        }
+        *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(lock);
+        // The directory is now exclusive to this process, so every temporary present at
+        // start-up belongs to a write that died with a previous process.
         let mut n = 0;
         let mut dir = fs::read_dir(&self.tmp).await?;
         while let Some(entry) = dir.next_entry().await? {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use crate::model::Placement;
 pub use options::{AzureAuth, BackendConfig, BackendKind, Secret};
 
 pub type StdError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -148,15 +149,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn recover(&self) -> Result<usize, BackendError> {
         Ok(0)
     }
-}
-
-/// Where a tenant's or a bucket's new blobs go.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Placement {
-    pub backend: String,
-    pub container: String,
-    #[serde(default)]
-    pub prefix: String,
 }
 
 impl Placement {

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use super::engine::Tree;
 use super::txn::Txn;
-use super::{MetaError, MetaResult, keys, model::*};
+use super::{MetaError, MetaResult, keys};
+use crate::model::*;
 
 /// What must hold of the current version for a write to apply (If-Match / If-None-Match).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,7 +12,6 @@
 pub mod commit;
 pub mod engine;
 mod keys;
-pub mod model;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -22,9 +21,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+pub use crate::model::*;
 pub use commit::{Change, Commit, Precondition};
 pub use engine::{Engine, EngineError, FlushTicket, Tree};
-pub use model::*;
 
 use commit::{usage_bytes, usage_of};
 use txn::Txn;

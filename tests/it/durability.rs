@@ -433,6 +433,30 @@ async fn acknowledged_writes_keep_their_bytes_across_kill_9_with_sync() {
     crash_rounds(true, 100).await;
 }
 
+/// A second gateway on a data directory in use is refused at start, naming the directory: its
+/// start-up would delete the first one's temporaries (and, on sled, the store is locked too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_serves_one_gateway_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(dir.path(), "");
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("portcullis.toml"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let out = String::from_utf8_lossy(&second.stdout).to_string()
+        + &String::from_utf8_lossy(&second.stderr);
+    assert!(
+        out.contains("in use") || out.contains("lock"),
+        "the refusal says why: {out}"
+    );
+    // The first one is untouched.
+    let s3 = client(&p.endpoint(), ACME);
+    s3.create_bucket().bucket("still").send().await.unwrap();
+    p.stop();
+}
+
 /// `serve --data-dir DIR`, started from another working directory with a config that names no
 /// data directory: the metadata and the local backend's blobs both go under DIR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

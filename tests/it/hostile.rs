@@ -77,9 +77,9 @@ async fn hostile_keys_are_opaque_names() {
         .collect();
     // `meta` is there on the embedded engine only.
     let own: &[&str] = if top.iter().any(|t| t == "meta") {
-        &["blobs", "meta", "tmp"]
+        &[".lock", "blobs", "meta", "tmp"]
     } else {
-        &["blobs", "tmp"]
+        &[".lock", "blobs", "tmp"]
     };
     assert_eq!(top, own, "only the gateway's own directories");
     assert_eq!(walk(&dir.join("tmp")), 0);

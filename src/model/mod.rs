@@ -1,12 +1,20 @@
-//! The records stored in meta. Each value is written as one version byte followed by JSON, so a
-//! later format can be read next to this one; new optional fields use `#[serde(default)]`.
+//! The shared vocabulary: the records the index stores (tenants, keys, buckets, objects,
+//! uploads, parts, usage, scan verdicts) and the data they carry (placement, policy, limits).
+//! It imports nothing of ours, so every module can point down to it; behaviour lives with the
+//! module that owns it (`impl Placement` in `backend`, `impl Policy` in `pipeline::policy`).
+//!
+//! Each record is written as one version byte followed by JSON, so a later format can be read
+//! next to this one; new optional fields use `#[serde(default)]`.
+
+mod placement;
+mod policy;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::backend::Placement;
-pub use crate::pipeline::policy::{Limits, Policy};
+pub use placement::Placement;
+pub use policy::{Fallback, Limits, Policy, ScanMode};
 
 /// Current value format version.
 pub const FORMAT_V1: u8 = 1;
