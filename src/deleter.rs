@@ -43,7 +43,7 @@ impl DeleterWorker {
     /// did), then the deletes.
     pub async fn run(mut self, stop: CancellationToken, reporter: Reporter) {
         loop {
-            let (mut ticket, mut batch) = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 Some(b) = self.rx.recv() => b,
                 () = stop.cancelled() => match self.rx.try_recv() {
@@ -51,13 +51,16 @@ impl DeleterWorker {
                     Err(_) => return,
                 },
             };
-            while let Ok((t, more)) = self.rx.try_recv() {
-                ticket = ticket.max(t);
-                batch.extend(more);
+            let (mut ticket, mut batch, mut seq) = (first.ticket, first.blobs, first.seq);
+            while let Ok(more) = self.rx.try_recv() {
+                ticket = ticket.max(more.ticket);
+                batch.extend(more.blobs);
+                seq = seq.max(more.seq);
             }
             if let Err(e) = self.meta.persist(ticket).await {
                 tracing::error!(error = %e, blobs = batch.len(), "metadata flush failed; released blobs are left to the sweeper");
                 reporter.pass(Err(format!("metadata flush failed: {e}")));
+                self.meta.deleted_up_to(seq);
                 continue;
             }
             let n = batch.len();
@@ -68,6 +71,7 @@ impl DeleterWorker {
                     tracing::warn!(%blob, error = %e, "could not delete a released blob");
                 }
             }
+            self.meta.deleted_up_to(seq);
             reporter.pass(if failed == 0 {
                 Ok(())
             } else {

@@ -88,6 +88,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Returns once the deleter is done with every blob released so far.
+    pub async fn drain_deleter(&self) {
+        self.meta.drained().await;
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to 30 s) and flushes the metadata.
     pub async fn shutdown(mut self) {
         self.stop.cancel();

@@ -15,6 +15,7 @@ mod keys;
 mod txn;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -149,8 +150,13 @@ pub enum Cursor {
     Past(String),
 }
 
-/// Blobs freed by commits, with the ticket of the flush that makes their freeing durable.
-pub type Released = (FlushTicket, Vec<String>);
+/// Blobs freed by commits, with the ticket of the flush that makes their freeing durable, and
+/// their place in the queue (for [`Meta::drained`]).
+pub struct Released {
+    pub ticket: FlushTicket,
+    pub blobs: Vec<String>,
+    pub seq: u64,
+}
 
 /// Most entries one engine scan reads for a worker's pass over a whole tree.
 const SCAN_PAGE: usize = 1000;
@@ -160,6 +166,9 @@ pub struct Meta {
     released: mpsc::UnboundedSender<Released>,
     /// The deleter's end of `released`, until it takes it.
     release_queue: Mutex<Option<mpsc::UnboundedReceiver<Released>>>,
+    /// Batches queued so far, and the last one the deleter has finished with.
+    released_seq: std::sync::atomic::AtomicU64,
+    deleted_seq: tokio::sync::watch::Sender<u64>,
 }
 
 impl Meta {
@@ -169,6 +178,8 @@ impl Meta {
             engine,
             released: tx,
             release_queue: Mutex::new(Some(rx)),
+            released_seq: Default::default(),
+            deleted_seq: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -199,8 +210,34 @@ impl Meta {
         if blobs.is_empty() {
             return;
         }
+        let seq = self.released_seq.fetch_add(1, Ordering::SeqCst) + 1;
         // A send fails only once the deleter has stopped: the blobs stay for the sweeper.
-        let _ = self.released.send((self.engine.flush_ticket(), blobs));
+        let _ = self.released.send(Released {
+            ticket: self.engine.flush_ticket(),
+            blobs,
+            seq,
+        });
+    }
+
+    /// Called by the deleter once it is done with every batch up to `seq` (deleted, or left to
+    /// the sweeper).
+    pub fn deleted_up_to(&self, seq: u64) {
+        self.deleted_seq.send_if_modified(|d| {
+            let newer = seq > *d;
+            if newer {
+                *d = seq;
+            }
+            newer
+        });
+    }
+
+    /// Returns once the deleter is done with every blob released before the call: an event
+    /// to wait on instead of a sleep (tests, shutdown).
+    pub async fn drained(&self) {
+        let target = self.released_seq.load(Ordering::SeqCst);
+        let mut rx = self.deleted_seq.subscribe();
+        // Err: the deleter is gone; nothing more will be deleted.
+        let _ = rx.wait_for(|d| *d >= target).await;
     }
 
     /// Applies one change: atomic, durable when it returns (as configured), its rules applied

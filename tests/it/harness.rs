@@ -168,6 +168,11 @@ impl Gw {
         format!("http://{}", self.addr)
     }
 
+    /// Waits until the deleter is done with every blob released so far.
+    pub async fn drain(&self) {
+        self._running.drain_deleter().await;
+    }
+
     pub fn client(&self, key: (&str, &str)) -> aws_sdk_s3::Client {
         client(&self.endpoint(), key)
     }
@@ -564,6 +569,19 @@ pub fn xml_code(body: &str) -> &str {
         .nth(1)
         .and_then(|s| s.split("</Code>").next())
         .unwrap_or("")
+}
+
+/// Waits (up to 10 s) until `done` holds: for effects that follow an answer in the background
+/// without an event to wait on (a rejected body's blob deleted by its guard).
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The tenant's usage report, verified against the index, once no write of it is in flight

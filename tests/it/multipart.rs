@@ -244,7 +244,7 @@ async fn completion_rules_are_enforced() {
         data(1000, 2)
     );
     // The unused part 1 was released with the upload.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    gw.drain().await;
     assert_eq!(crate::objects::walk(&gw.dir.path().join("blobs")), 1);
 }
 
@@ -303,7 +303,7 @@ async fn abort_releases_parts_and_unknown_uploads_fail() {
         ),
         "NoSuchUpload"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    gw.drain().await;
     assert_eq!(crate::objects::walk(&gw.dir.path().join("blobs")), 0);
     s3.delete_bucket().bucket("mp-bkt").send().await.unwrap();
 }
@@ -498,7 +498,7 @@ async fn the_sweeper_aborts_abandoned_uploads() {
         ),
         "NoSuchUpload"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    gw.drain().await;
     assert_eq!(
         crate::objects::walk(&gw.dir.path().join("blobs")),
         0,
