@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a private PostgreSQL cluster for the tests: Debian's package (installed when missing),
-# its own data directory and a free port on 127.0.0.1, fsync off (test data only).
-#   source scripts/pg.sh            # exports PORTCULLIS_TEST_PG and PORTCULLIS_PG_PID
+# its own data directory and a free port on 127.0.0.1, fsync off (test data only: a crash of the
+# server process loses nothing, a crash of the machine would).
+#   source scripts/pg.sh            # exports PORTCULLIS_TEST_PG, PORTCULLIS_PG_PID and
+#                                   # PORTCULLIS_PG_DIR (with stop.sh and start.sh)
 #   kill "$PORTCULLIS_PG_PID"       # stops it (scripts/test.sh does on exit)
 # Tests isolate themselves by database (one per test), not by cluster.
 set -euo pipefail
@@ -28,12 +30,25 @@ else
   AS=()
 fi
 "${AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync >"$PG_DIR/initdb.log" 2>&1
-"${AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >/dev/null
+# start.sh starts the cluster again after stop.sh (tests of a dead database use both).
+cat >"$PG_DIR/start.sh" <<START
+#!/usr/bin/env bash
+set -e
+${AS[*]} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \\
+  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c full_page_writes=off -c max_connections=400" >/dev/null
+head -1 "$PG_DIR/data/postmaster.pid"
+START
+# stop.sh stops it at once, as a crash would (no checkpoint; clients see their connections die).
+cat >"$PG_DIR/stop.sh" <<STOP
+#!/usr/bin/env bash
+${AS[*]} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null
+STOP
+bash "$PG_DIR/start.sh" >/dev/null
 "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
   -c "CREATE ROLE portcullis LOGIN SUPERUSER" >/dev/null
 
 PORTCULLIS_PG_PID="$(head -1 "$PG_DIR/data/postmaster.pid")"
 export PORTCULLIS_PG_PID
+export PORTCULLIS_PG_DIR="$PG_DIR"
 export PORTCULLIS_TEST_PG="postgres://portcullis@127.0.0.1:$PG_PORT/postgres"
 echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT (pid $PORTCULLIS_PG_PID, $PG_DIR)" >&2

@@ -73,6 +73,7 @@ impl From<MetaError> for S3Error {
                     "The metadata store is unavailable. Please retry."
                 )
             }
+            MetaError::Contended => s3_error!(SlowDown, "Please reduce your request rate."),
             e @ (MetaError::Corrupt(_) | MetaError::QuotaShort(_)) => {
                 internal("metadata store failed", &e)
             }

@@ -59,6 +59,10 @@ pub enum MetaError {
     /// updated, or If-Match / If-None-Match failed).
     #[error("the object changed while it was being updated")]
     Conflict,
+    /// The records the commit needs kept changing under it (many writers on one key): it gave
+    /// up after [`MAX_ATTEMPTS`] attempts rather than spin.
+    #[error("too many concurrent changes to the same records")]
+    Contended,
     /// The commit would grow usage by more than the caller reserved (the version it replaces
     /// changed meanwhile); the caller reserves the difference and retries.
     #[error("the commit needs more quota than was reserved")]
@@ -157,6 +161,9 @@ pub struct Released {
     pub blobs: Vec<String>,
     pub seq: u64,
 }
+
+/// How many times a commit is attempted before it gives up with `Contended`.
+const MAX_ATTEMPTS: u32 = 64;
 
 /// Most entries one engine scan reads for a worker's pass over a whole tree.
 const SCAN_PAGE: usize = 1000;
@@ -258,9 +265,12 @@ impl Meta {
                 }
                 Err(EngineError::Conflict) => {
                     attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(MetaError::Contended);
+                    }
                     if attempt > 3 {
                         // Many writers on one record: spread their retries.
-                        let ms = rand::random_range(0..(1u64 << attempt.min(8)));
+                        let ms = rand::random_range(0..(1u64 << attempt.min(5)));
                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     }
                 }
@@ -762,6 +772,47 @@ mod tests {
         assert_eq!(m.usage("t", Some("b")).await.unwrap(), want);
         // Recorded usage is never recomputed over.
         assert_eq!(m.backfill_usage().await.unwrap(), 0);
+    }
+
+    /// A fake engine (named as such): every commit conflicts, a state two real writers can
+    /// hold each other in only for a moment. The commit gives up instead of spinning forever.
+    struct AlwaysConflicts(engine::sled::SledEngine);
+
+    #[async_trait::async_trait]
+    impl Engine for AlwaysConflicts {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        async fn get(&self, t: Tree, k: &[u8]) -> engine::EngineResult<Option<Vec<u8>>> {
+            self.0.get(t, k).await
+        }
+        async fn scan(
+            &self,
+            t: Tree,
+            p: &[u8],
+            f: &[u8],
+            l: usize,
+        ) -> engine::EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.0.scan(t, p, f, l).await
+        }
+        async fn commit(&self, _: engine::Batch) -> engine::EngineResult<()> {
+            Err(EngineError::Conflict)
+        }
+        fn flush_ticket(&self) -> FlushTicket {
+            self.0.flush_ticket()
+        }
+        async fn persist(&self, t: FlushTicket) -> engine::EngineResult<()> {
+            self.0.persist(t).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_that_always_conflicts_gives_up_as_contended() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = engine::sled::SledEngine::open(dir.path(), false, 8 << 20).unwrap();
+        let m = Meta::new(Arc::new(AlwaysConflicts(sled)));
+        let e = m.commit(&delete("k")).await.unwrap_err();
+        assert!(matches!(e, MetaError::Contended), "{e}");
     }
 
     /// A part committed while Complete reads the upload's parts must not outlive the upload:

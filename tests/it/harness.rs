@@ -26,6 +26,8 @@ pub struct Setup<'a> {
     pub globex: &'a str,
     /// Tables appended at the end (`[backends.*]`).
     pub tail: &'a str,
+    /// A `[meta]` table; empty: the suite's engine (`PORTCULLIS_TEST_ENGINE`).
+    pub meta: &'a str,
 }
 
 /// The `[meta]` table of the engine the suite runs on: sled (nothing to add) unless
@@ -115,7 +117,11 @@ secret_key = "{gs}"
 {tail}
 "#,
         storage = s.storage,
-        meta = test_engine_section(),
+        meta = if s.meta.is_empty() {
+            test_engine_section()
+        } else {
+            s.meta.to_string()
+        },
         acme = s.acme,
         globex = s.globex,
         tail = s.tail,

@@ -11,6 +11,7 @@ mod bench_smoke;
 mod buckets;
 mod compat;
 mod durability;
+mod engines;
 mod hostile;
 mod listing;
 mod multipart;
