@@ -621,7 +621,19 @@ pub(crate) mod testing {
     /// A store with tenant `t` and its bucket `b`.
     pub(crate) async fn meta() -> (tempfile::TempDir, Arc<Meta>) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Arc::new(Meta::open(dir.path(), false, 8 << 20).unwrap());
+        let m = Meta::open(dir.path(), false, 8 << 20).unwrap();
+        (dir, seeded(m).await)
+    }
+
+    /// The same on a fresh database of the test PostgreSQL cluster.
+    pub(crate) async fn meta_on_postgres() -> Arc<Meta> {
+        let url = engine::conformance::fresh_pg_database().await;
+        let e = engine::postgres::PgEngine::connect(&url, 8).await.unwrap();
+        seeded(Meta::new(Arc::new(e))).await
+    }
+
+    async fn seeded(m: Meta) -> Arc<Meta> {
+        let m = Arc::new(m);
         m.commit(&Commit::new(Change::CreateTenant(Tenant {
             id: "t".into(),
             display_name: "t".into(),
@@ -645,7 +657,7 @@ pub(crate) mod testing {
         }))
         .await
         .unwrap();
-        (dir, m)
+        m
     }
 
     pub(crate) fn object(size: u64) -> Object {
@@ -820,6 +832,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_part_racing_complete_is_either_in_the_object_or_refused() {
         let (_d, m) = meta().await;
+        part_races_complete(m).await;
+        part_races_complete(testing::meta_on_postgres().await).await;
+    }
+
+    async fn part_races_complete(m: Arc<Meta>) {
         for round in 0..50 {
             let id = ulid::Ulid::new().to_string();
             let upload = Upload {

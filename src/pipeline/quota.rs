@@ -327,6 +327,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_writers_never_pass_the_limit() {
         let (_d, m) = meta().await;
+        racing_writers(m).await;
+        racing_writers(crate::meta::testing::meta_on_postgres().await).await;
+    }
+
+    async fn racing_writers(m: Arc<Meta>) {
         let q = Quotas::new(m.clone());
         let tasks = (0..12).map(|i| {
             let q = q.clone();

@@ -12,7 +12,7 @@ pub mod postgres;
 pub mod sled;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 use async_trait::async_trait;
 

@@ -13,6 +13,7 @@
 //! as well: the domain reads again and retries. A commit is durable when it returns
 //! (`synchronous_commit` as the server has it).
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -146,7 +147,8 @@ impl PgEngine {
     async fn try_commit(&self, batch: &Batch) -> EngineResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let written = |t: Tree, k: &[u8]| batch.writes.iter().any(|w| w.target() == (t, k));
+        let targets: HashSet<(Tree, &[u8])> = batch.writes.iter().map(Write::target).collect();
+        let written = |t: Tree, k: &[u8]| targets.contains(&(t, k));
 
         // Point checks first, locked in (tree, key) order.
         let mut values: Vec<PointCheck<'_>> = batch
@@ -203,7 +205,11 @@ impl PgEngine {
         let insert = tx.prepare_cached(INSERT).await?;
         let upsert = tx.prepare_cached(UPSERT).await?;
         let delete = tx.prepare_cached(DELETE).await?;
-        let absent = |t: Tree, k: &[u8]| values.iter().any(|v| (v.0, v.1, v.2) == (t, k, None));
+        let absent: HashSet<(Tree, &[u8])> = values
+            .iter()
+            .filter(|v| v.2.is_none())
+            .map(|v| (v.0, v.1))
+            .collect();
         let ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
             .writes
@@ -216,7 +222,9 @@ impl PgEngine {
             .collect();
         let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
             let stmt = match w {
-                Write::Put { tree, key, .. } if absent(*tree, key) => &insert,
+                Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => {
+                    &insert
+                }
                 Write::Put { .. } => &upsert,
                 Write::Delete { .. } => &delete,
             };
