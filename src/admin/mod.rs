@@ -79,6 +79,13 @@ impl AdminError {
                 MetaError::TenantExists
                 | MetaError::AccessKeyExists
                 | MetaError::TenantNotEmpty => (StatusCode::CONFLICT, e.to_string()),
+                MetaError::Engine(_) | MetaError::Contended => {
+                    tracing::error!(error = %e, "admin request failed");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the metadata store is unavailable; retry".to_string(),
+                    )
+                }
                 _ => {
                     tracing::error!(error = %e, "admin request failed");
                     (
@@ -229,7 +236,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         .collect();
     let segs: Vec<&str> = path.iter().map(String::as_str).collect();
     if req.method() == Method::GET && segs == ["health"] {
-        state.meta.tenants().await?;
+        // Without its index the gateway serves nothing: 503, so a load balancer takes the node
+        // out until the store is back.
+        let meta = match state.meta.tenants().await {
+            Ok(_) => json!({ "engine": state.meta.engine_kind(), "ok": true }),
+            Err(e) => {
+                return Ok(json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({
+                        "status": "unavailable",
+                        "meta": { "engine": state.meta.engine_kind(), "ok": false, "error": e.to_string() },
+                    }),
+                ));
+            }
+        };
         // The gateway itself is up; a backend that is down affects only the tenants on it, so
         // it degrades the answer instead of failing it.
         let backends = state.backends.health().await;
@@ -250,6 +270,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             StatusCode::OK,
             &json!({
                 "status": status,
+                "meta": meta,
                 "backends": backends,
                 "scanner": scanner,
                 "writes_in_flight": state.in_flight.total(),

@@ -104,6 +104,20 @@ async fn a_dead_database_is_a_retryable_error_and_the_gateway_recovers_with_it()
         started.elapsed()
     );
 
+    let health = |code: u16| async move {
+        let r = reqwest::get(format!("http://{}/health", gw.admin))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let h = health(503).await;
+    assert_eq!(h["meta"]["ok"], false, "{h}");
+    assert!(
+        !h.to_string().contains(&pg.url),
+        "the URL stays out of /health"
+    );
+
     pg.script("start.sh");
     let deadline = Instant::now() + Duration::from_secs(20);
     while put("after", b"back").await.is_err() {
@@ -133,6 +147,7 @@ async fn a_dead_database_is_a_retryable_error_and_the_gateway_recovers_with_it()
         .await
         .unwrap();
     assert_eq!(body_of(got).await, b"kept");
+    assert_eq!(health(200).await["meta"]["engine"], "postgres");
     // Nothing reserved or charged for the refused write, and its blob is gone.
     let usage = idle_usage(gw.admin, "acme").await;
     assert_eq!(usage["usage"]["objects"], 2, "{usage}");
