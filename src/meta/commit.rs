@@ -207,9 +207,8 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             // Buckets are created under a check of their tenant, so this range stays empty.
             if !rules
                 .tx
-                .range(Tree::Buckets, &keys::tenant_prefix(id), 1)
+                .is_empty(Tree::Buckets, &keys::tenant_prefix(id))
                 .await?
-                .is_empty()
             {
                 return Err(MetaError::TenantNotEmpty);
             }
@@ -269,8 +268,8 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             // Writers into the bucket check its record, so these ranges stay empty until the
             // bucket is gone (engine.rs: ranges are guarded by a record).
             let prefix = keys::bucket_prefix(tenant, bucket);
-            if !rules.tx.range(Tree::Objects, &prefix, 1).await?.is_empty()
-                || !rules.tx.range(Tree::Uploads, &prefix, 1).await?.is_empty()
+            if !rules.tx.is_empty(Tree::Objects, &prefix).await?
+                || !rules.tx.is_empty(Tree::Uploads, &prefix).await?
             {
                 return Err(MetaError::BucketNotEmpty);
             }

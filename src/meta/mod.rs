@@ -15,7 +15,6 @@ mod keys;
 mod txn;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -170,11 +169,12 @@ const SCAN_PAGE: usize = 1000;
 
 pub struct Meta {
     engine: Arc<dyn Engine>,
-    released: mpsc::UnboundedSender<Released>,
+    /// The queue to the deleter, and how many batches were sent on it: numbered and sent under
+    /// one lock, so batches arrive in number order (what [`Meta::drained`] relies on).
+    released: Mutex<(u64, mpsc::UnboundedSender<Released>)>,
     /// The deleter's end of `released`, until it takes it.
     release_queue: Mutex<Option<mpsc::UnboundedReceiver<Released>>>,
-    /// Batches queued so far, and the last one the deleter has finished with.
-    released_seq: std::sync::atomic::AtomicU64,
+    /// The last batch the deleter has finished with.
     deleted_seq: tokio::sync::watch::Sender<u64>,
 }
 
@@ -183,9 +183,8 @@ impl Meta {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
             engine,
-            released: tx,
+            released: Mutex::new((0, tx)),
             release_queue: Mutex::new(Some(rx)),
-            released_seq: Default::default(),
             deleted_seq: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -217,13 +216,12 @@ impl Meta {
         if blobs.is_empty() {
             return;
         }
-        let seq = self.released_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let ticket = self.engine.flush_ticket();
+        let mut queue = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        queue.0 += 1;
+        let seq = queue.0;
         // A send fails only once the deleter has stopped: the blobs stay for the sweeper.
-        let _ = self.released.send(Released {
-            ticket: self.engine.flush_ticket(),
-            blobs,
-            seq,
-        });
+        let _ = queue.1.send(Released { ticket, blobs, seq });
     }
 
     /// Called by the deleter once it is done with every batch up to `seq` (deleted, or left to
@@ -239,9 +237,9 @@ impl Meta {
     }
 
     /// Returns once the deleter is done with every blob released before the call: an event
-    /// to wait on instead of a sleep (tests, shutdown).
+    /// to wait on instead of a sleep.
     pub async fn drained(&self) {
-        let target = self.released_seq.load(Ordering::SeqCst);
+        let target = self.released.lock().unwrap_or_else(|e| e.into_inner()).0;
         let mut rx = self.deleted_seq.subscribe();
         // Err: the deleter is gone; nothing more will be deleted.
         let _ = rx.wait_for(|d| *d >= target).await;
@@ -784,6 +782,33 @@ mod tests {
         assert_eq!(m.usage("t", Some("b")).await.unwrap(), want);
         // Recorded usage is never recomputed over.
         assert_eq!(m.backfill_usage().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_or_tenant_with_many_entries_is_not_empty() {
+        let (_d, m) = meta().await;
+        for k in ["a", "b", "c"] {
+            m.commit(&put(k, object(1))).await.unwrap();
+        }
+        let delete_bucket = Commit::new(Change::DeleteBucket {
+            tenant: "t".into(),
+            bucket: "b".into(),
+        });
+        let e = m.commit(&delete_bucket).await.unwrap_err();
+        assert!(matches!(e, MetaError::BucketNotEmpty), "{e}");
+        let e = m
+            .commit(&Commit::new(Change::DeleteTenant("t".into())))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MetaError::TenantNotEmpty), "{e}");
+        for k in ["a", "b", "c"] {
+            m.commit(&delete(k)).await.unwrap();
+        }
+        m.commit(&delete_bucket).await.unwrap();
+        m.commit(&Commit::new(Change::DeleteTenant("t".into())))
+            .await
+            .unwrap();
+        assert!(m.tenant("t").await.unwrap().is_none());
     }
 
     /// A fake engine (named as such): every commit conflicts, a state two real writers can

@@ -50,8 +50,8 @@ impl<'e> Txn<'e> {
         self.get(tree, key).await?.map(|v| decode(&v)).transpose()
     }
 
-    /// Every entry under `prefix`, checked at commit to be still exactly these. For small ranges
-    /// only (the parts of one upload, the first entry of a bucket): it reads them all.
+    /// Every entry under `prefix` (at most `limit`, else `Corrupt`), checked at commit to be
+    /// still exactly these. For small, bounded ranges only (the parts of one upload).
     pub(crate) async fn range(
         &mut self,
         tree: Tree,
@@ -78,6 +78,20 @@ impl<'e> Txn<'e> {
             expect: found.clone(),
         });
         Ok(found)
+    }
+
+    /// True when nothing starts with `prefix`; then checked at commit to be still so. (When
+    /// something does, the caller refuses the change, and nothing needs checking.)
+    pub(crate) async fn is_empty(&mut self, tree: Tree, prefix: &[u8]) -> MetaResult<bool> {
+        if !self.engine.scan(tree, prefix, prefix, 1).await?.is_empty() {
+            return Ok(false);
+        }
+        self.ranges.push(Check::Range {
+            tree,
+            prefix: prefix.to_vec(),
+            expect: Vec::new(),
+        });
+        Ok(true)
     }
 
     pub(crate) fn put(&mut self, tree: Tree, key: Vec<u8>, value: Vec<u8>) {

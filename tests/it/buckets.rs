@@ -49,23 +49,28 @@ async fn delete_bucket_refuses_objects_and_open_uploads() {
     let gw = Gw::start().await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("full").send().await.unwrap();
-    s3.put_object()
-        .bucket("full")
-        .key("a")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    // Several objects: one is enough to refuse, and more must not change the answer.
+    for key in ["a", "b", "c"] {
+        s3.put_object()
+            .bucket("full")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
     assert_eq!(
         code(s3.delete_bucket().bucket("full").send().await),
         "BucketNotEmpty"
     );
-    s3.delete_object()
-        .bucket("full")
-        .key("a")
-        .send()
-        .await
-        .unwrap();
+    for key in ["a", "b", "c"] {
+        s3.delete_object()
+            .bucket("full")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
     s3.create_multipart_upload()
         .bucket("full")
         .key("big")
