@@ -396,6 +396,10 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             key,
             upload_id,
         } => {
+            // Parts are found by the id as a prefix: only a whole id may name them.
+            if upload_id.len() != keys::ULID_LEN {
+                return Err(MetaError::NoSuchUpload);
+            }
             let ukey = keys::upload(tenant, bucket, key, upload_id);
             if rules.tx.get(Tree::Uploads, &ukey).await?.is_none() {
                 return Err(MetaError::NoSuchUpload);
