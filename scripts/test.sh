@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-clients.sh
 source scripts/pg.sh
-trap 'kill "$PORTCULLIS_PG_PID" 2>/dev/null || true' EXIT
+trap 'bash "$PORTCULLIS_PG_DIR/stop.sh" 2>/dev/null || kill "$PORTCULLIS_PG_PID" 2>/dev/null; rm -rf "$PORTCULLIS_PG_DIR"' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
