@@ -9,14 +9,15 @@ wait_port() {
 }
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
-# start_portcullis NAME TOML: starts the release binary on $WORK/NAME.toml, which holds its
+# start_portcullis NAME TOML: starts the release binary ($PC_BIN, default this checkout's) on
+# $WORK/NAME.toml, which holds its
 # listen address, `[storage] data_dir = $WORK/NAME-data`, then TOML (more [storage] keys first,
 # then any tables). Sets PC_PORT and PC_PID.
 start_portcullis() {
   PC_PORT=$(free_port)
   printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\n%s\n' \
     "$PC_PORT" "$WORK/$1-data" "$2" >"$WORK/$1.toml"
-  target/release/portcullis serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  "${PC_BIN:-target/release/portcullis}" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
   PC_PID=$!; PIDS+=("$PC_PID"); wait_port "$PC_PORT"
 }
 # bench_tenant [TENANT_KEYS]: the one tenant a bench gateway serves, keyed $AK / $SK.

@@ -27,15 +27,16 @@ cargo build --release --locked -p portcullis -p portcullis-loadgen
 cp target/release/portcullis "$WORK/portcullis-head"
 LOADGEN=target/release/loadgen
 
-start() { # name binary
-  local port; port=$(free_port)
+# Not in a command substitution: PIDS must be this shell's, for the cleanup to stop them.
+start() { # name binary; sets PORT
+  PORT=$(free_port)
   printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\nsync = false\n%s\n' \
-    "$port" "$WORK/$1-data" "$(bench_tenant)" >"$WORK/$1.toml"
+    "$PORT" "$WORK/$1-data" "$(bench_tenant)" >"$WORK/$1.toml"
   "$2" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PIDS+=("$!"); wait_port "$port"; echo "$port"
+  PIDS+=("$!"); wait_port "$PORT"
 }
-BASE_PORT=$(start base "$WORK/portcullis-base")
-HEAD_PORT=$(start head "$WORK/portcullis-head")
+start base "$WORK/portcullis-base"; BASE_PORT=$PORT
+start head "$WORK/portcullis-head"; HEAD_PORT=$PORT
 
 run() { # label port workload size concurrency ops
   "$LOADGEN" --endpoint "http://127.0.0.1:$2" --access-key "$AK" --secret-key "$SK" \

@@ -458,25 +458,17 @@ fn object_delta(new: Option<&Object>, old: Option<&Object>) -> Delta {
     }
 }
 
-/// Usage is stored as two big-endian u64: bytes, then objects.
+/// Usage is stored as engine counters ([`super::engine::Write::Add`]): bytes, then objects.
 pub(super) fn usage_of(v: Option<&[u8]>) -> Usage {
-    let v = v.unwrap_or(&[]);
-    let num = |r: std::ops::Range<usize>| {
-        v.get(r)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_be_bytes)
-    };
+    let [bytes, objects] = super::engine::counters(v);
     Usage {
-        bytes: num(0..8),
-        objects: num(8..16),
+        bytes: bytes.max(0) as u64,
+        objects: objects.max(0) as u64,
     }
 }
 
 pub(super) fn usage_bytes(u: Usage) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
-    out.extend_from_slice(&u.bytes.to_be_bytes());
-    out.extend_from_slice(&u.objects.to_be_bytes());
-    out
+    super::engine::counters_value([u.bytes as i64, u.objects as i64])
 }
 
 /// The rules shared by the changes, applied to one attempt.
@@ -540,12 +532,11 @@ impl Rules<'_, '_> {
         if d == Delta::default() {
             return Ok(());
         }
+        // Added, not read and rewritten: every commit of a tenant changes its usage, and
+        // commits that only add commute (no conflict, whatever the concurrency). Clamped at zero
+        // by the engine, so a drift (reported by verify) never wraps into a huge number.
         for scope in [keys::tenant_prefix(tenant), keys::bucket(tenant, bucket)] {
-            let mut u = usage_of(self.tx.get(Tree::Usage, &scope).await?.as_deref());
-            // Saturating: a drift (reported by verify) never wraps into a huge number.
-            u.bytes = u.bytes.saturating_add_signed(d.bytes);
-            u.objects = u.objects.saturating_add_signed(d.objects);
-            self.tx.put(Tree::Usage, scope, usage_bytes(u));
+            self.tx.add(Tree::Usage, scope, [d.bytes, d.objects]);
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ pub(crate) struct Txn<'e> {
     ranges: Vec<Check>,
     /// `None`: delete.
     writes: BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+    /// Counter additions, never read back by the attempt.
+    adds: BTreeMap<(Tree, Vec<u8>), [i64; 2]>,
 }
 
 impl<'e> Txn<'e> {
@@ -26,6 +28,7 @@ impl<'e> Txn<'e> {
             read: BTreeMap::new(),
             ranges: Vec::new(),
             writes: BTreeMap::new(),
+            adds: BTreeMap::new(),
         }
     }
 
@@ -102,6 +105,13 @@ impl<'e> Txn<'e> {
         self.put(tree, key, encode(value));
     }
 
+    /// Adds to the counters of `key` ([`Write::Add`]): no read, no check.
+    pub(crate) fn add(&mut self, tree: Tree, key: Vec<u8>, delta: [i64; 2]) {
+        let sum = self.adds.entry((tree, key)).or_default();
+        sum[0] += delta[0];
+        sum[1] += delta[1];
+    }
+
     pub(crate) fn delete(&mut self, tree: Tree, key: Vec<u8>) {
         self.writes.insert((tree, key), None);
     }
@@ -113,7 +123,11 @@ impl<'e> Txn<'e> {
             .map(|((tree, key), expect)| Check::Value { tree, key, expect })
             .collect();
         checks.extend(self.ranges);
-        let writes = self
+        debug_assert!(
+            !self.adds.keys().any(|k| self.writes.contains_key(k)),
+            "a key is either added to or written, not both"
+        );
+        let mut writes: Vec<Write> = self
             .writes
             .into_iter()
             .map(|((tree, key), v)| match v {
@@ -121,6 +135,12 @@ impl<'e> Txn<'e> {
                 None => Write::Delete { tree, key },
             })
             .collect();
+        writes.extend(
+            self.adds
+                .into_iter()
+                .filter(|(_, d)| *d != [0, 0])
+                .map(|((tree, key), delta)| Write::Add { tree, key, delta }),
+        );
         Batch { checks, writes }
     }
 }

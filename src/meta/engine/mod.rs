@@ -95,14 +95,43 @@ pub enum Write {
         tree: Tree,
         key: Vec<u8>,
     },
+    /// Adds to a pair of counters stored as two big-endian i64 (an absent key counts as zeros),
+    /// each clamped at zero. Adds commute, so they need no check: many writers can add to one
+    /// key (a tenant's usage) without conflicting, only waiting their turn.
+    Add {
+        tree: Tree,
+        key: Vec<u8>,
+        delta: [i64; 2],
+    },
 }
 
 impl Write {
     pub fn target(&self) -> (Tree, &[u8]) {
         match self {
-            Write::Put { tree, key, .. } | Write::Delete { tree, key } => (*tree, key),
+            Write::Put { tree, key, .. }
+            | Write::Delete { tree, key }
+            | Write::Add { tree, key, .. } => (*tree, key),
         }
     }
+}
+
+/// The counters of a [`Write::Add`] value (missing bytes count as zeros).
+pub fn counters(v: Option<&[u8]>) -> [i64; 2] {
+    let v = v.unwrap_or(&[]);
+    let num = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_be_bytes)
+    };
+    [num(0..8), num(8..16)]
+}
+
+/// The value of a [`Write::Add`] key holding `c`.
+pub fn counters_value(c: [i64; 2]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&c[0].to_be_bytes());
+    out.extend_from_slice(&c[1].to_be_bytes());
+    out
 }
 
 /// Writes applied together, or not at all, if every check holds.

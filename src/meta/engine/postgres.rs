@@ -78,6 +78,13 @@ const INSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $
 const UPSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $2, $3) \
      ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const DELETE: &str = "DELETE FROM portcullis_kv WHERE tree = $1 AND key = $2";
+/// `Write::Add`: two big-endian i64 counters, added to in place under the row's lock (a
+/// concurrent add waits and then adds to the newer row; nothing conflicts).
+const ADD: &str = "INSERT INTO portcullis_kv (tree, key, value) \
+     VALUES ($1, $2, int8send(GREATEST($3::bigint, 0)) || int8send(GREATEST($4::bigint, 0))) \
+     ON CONFLICT (tree, key) DO UPDATE SET value = \
+     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 1 for 8), 'hex'))::bit(64)::bigint + $3, 0)) || \
+     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 9 for 8), 'hex'))::bit(64)::bigint + $4, 0))";
 
 impl PgEngine {
     /// Connects (`url` as libpq's `postgres://user:password@host:port/db`), then creates or
@@ -205,6 +212,7 @@ impl PgEngine {
         let insert = tx.prepare_cached(INSERT).await?;
         let upsert = tx.prepare_cached(UPSERT).await?;
         let delete = tx.prepare_cached(DELETE).await?;
+        let add = tx.prepare_cached(ADD).await?;
         let absent: HashSet<(Tree, &[u8])> = values
             .iter()
             .filter(|v| v.2.is_none())
@@ -218,6 +226,9 @@ impl PgEngine {
             .map(|(w, id)| match w {
                 Write::Put { key, value, .. } => vec![id as _, key as _, value as _],
                 Write::Delete { key, .. } => vec![id as _, key as _],
+                Write::Add { key, delta, .. } => {
+                    vec![id as _, key as _, &delta[0] as _, &delta[1] as _]
+                }
             })
             .collect();
         let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
@@ -227,6 +238,7 @@ impl PgEngine {
                 }
                 Write::Put { .. } => &upsert,
                 Write::Delete { .. } => &delete,
+                Write::Add { .. } => &add,
             };
             tx.execute(stmt, p)
         });

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Tree, Write};
+use super::{
+    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Tree, Write, counters,
+    counters_value,
+};
 
 pub struct SledEngine {
     db: sled::Db,
@@ -137,6 +140,12 @@ impl Engine for SledEngine {
                             }
                             Write::Delete { tree, key } => {
                                 tx[*tree as usize].remove(key.as_slice())?;
+                            }
+                            Write::Add { tree, key, delta } => {
+                                let t = &tx[*tree as usize];
+                                let [a, b] = counters(t.get(key.as_slice())?.as_deref());
+                                let sum = [(a + delta[0]).max(0), (b + delta[1]).max(0)];
+                                t.insert(key.as_slice(), counters_value(sum))?;
                             }
                         }
                     }
