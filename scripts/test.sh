@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # engine. The backends, clamd, client-compatibility and connection-handling suites stay on sled.
 ON_POSTGRES='test(/^(admin|auth|buckets|hostile|listing|multipart|objects)::/)
   | test(/^protection::(concurrent_uploads|refusals|a_refused_upload|type_policies|a_body_without)/)
-  | test(/^security::(completion_raced|create_multipart_upload_is_admitted)/)
+  | test(/^security::(completion_raced|create_multipart_upload_is_admitted|debug_logging)/)
   | (test(/^durability::/) - test(/large_bodies/))'
 
 if cargo nextest --version >/dev/null 2>&1; then

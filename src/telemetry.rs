@@ -6,12 +6,15 @@
 //! `RUST_LOG` *adds to* the default filter instead of replacing it: `RUST_LOG=debug` raises the
 //! level of everything the default does not name, and s3s stays off. Only a directive that names
 //! s3s itself (`RUST_LOG=s3s=debug`, the documented switch, for debugging signatures on a test
-//! key) turns it on; the same holds for sled and hyper.
+//! key) turns it on; the same holds for sled, hyper and tokio-postgres (whose debug lines print
+//! statement parameters, i.e. records with secret keys).
 
 use tracing_subscriber::EnvFilter;
 
 /// The default filter.
-pub const DEFAULT_FILTER: &str = "info,s3s=off,sled=warn,hyper=warn";
+/// tokio-postgres logs every statement's parameters at debug — record values, secret keys among
+/// them — so it stays at warn unless a directive names it, like s3s.
+pub const DEFAULT_FILTER: &str = "info,s3s=off,sled=warn,hyper=warn,tokio_postgres=warn";
 
 /// The target a directive names, or `None` for a bare level (`debug`), which names none.
 fn target(directive: &str) -> Option<&str> {
@@ -73,6 +76,7 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(sub, || {
             tracing::debug!(target: "s3s::ops::signature", "authorization=AWS4-HMAC-SHA256 secret");
+            tracing::debug!(target: "tokio_postgres::query", "parameters: [\"secret_key\"]");
             tracing::debug!(target: "portcullis::server", "own debug line");
         });
         String::from_utf8(out.lock().unwrap().clone()).unwrap()
@@ -96,7 +100,7 @@ mod tests {
         for spec in ["debug", "trace", "portcullis=debug", "debug,sled=info"] {
             let out = printed(Some(spec));
             assert!(out.contains("own debug line"), "{spec}: {out}");
-            assert!(!out.contains("secret"), "{spec} let s3s log: {out}");
+            assert!(!out.contains("secret"), "{spec} let s3s or tokio-postgres log: {out}");
         }
         // Only naming s3s turns it on.
         assert!(printed(Some("debug,s3s=debug")).contains("secret"));
