@@ -53,7 +53,10 @@ impl From<tokio_postgres::Error> for EngineError {
             // The server's message, never the connection string (it may hold a password).
             _ => EngineError::Store(match e.as_db_error() {
                 Some(db) => format!("PostgreSQL: {}", db.message()),
-                None => format!("PostgreSQL: {e}"),
+                None => match std::error::Error::source(&e) {
+                    Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+                    None => format!("PostgreSQL: {e}"),
+                },
             }),
         }
     }
