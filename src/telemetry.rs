@@ -100,7 +100,10 @@ mod tests {
         for spec in ["debug", "trace", "portcullis=debug", "debug,sled=info"] {
             let out = printed(Some(spec));
             assert!(out.contains("own debug line"), "{spec}: {out}");
-            assert!(!out.contains("secret"), "{spec} let s3s or tokio-postgres log: {out}");
+            assert!(
+                !out.contains("secret"),
+                "{spec} let s3s or tokio-postgres log: {out}"
+            );
         }
         // Only naming s3s turns it on.
         assert!(printed(Some("debug,s3s=debug")).contains("secret"));
