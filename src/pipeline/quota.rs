@@ -4,7 +4,7 @@
 //! Committed usage lives in meta and changes only inside commit transactions; reservations live
 //! here, in memory (a crash ends the writes that held them, so none can leak across a restart).
 //! The invariant `committed + reserved ≤ limit` holds at every instant because:
-//! - reservations are checked and taken one at a time (`admission`): each reads what is
+//! - a tenant's reservations are checked and taken one at a time (`admission`): each reads what is
 //!   reserved, then what is committed, then adds itself. Commits and releases may run meanwhile;
 //!   reading reserved before committed means a commit between the two reads is counted twice
 //!   (its usage and its reservation), never not at all, so the check errs only on the safe side;
@@ -41,8 +41,10 @@ type ScopeKey = (String, Option<String>);
 pub struct Quotas {
     meta: Arc<Meta>,
     reserved: Mutex<HashMap<ScopeKey, Usage>>,
-    /// Held while a reservation is checked and taken (across the read of committed usage).
-    admission: tokio::sync::Mutex<()>,
+    /// Per tenant (its scope and its buckets' are the only ones a reservation touches), held
+    /// while a reservation is checked and taken, across the read of committed usage: tenants
+    /// never wait for each other's admissions.
+    admission: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A reservation for one write; released when dropped (after the commit, or on failure).
@@ -58,7 +60,7 @@ impl Quotas {
         Arc::new(Self {
             meta,
             reserved: Mutex::new(HashMap::new()),
-            admission: tokio::sync::Mutex::new(()),
+            admission: Mutex::new(HashMap::new()),
         })
     }
 
@@ -120,7 +122,11 @@ impl Reservation {
             return Ok(());
         }
         let q = self.quotas.clone();
-        let _admission = q.admission.lock().await;
+        let turn = {
+            let mut lanes = q.admission.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.entry(self.scopes[0].0.0.clone()).or_default().clone()
+        };
+        let _admission = turn.lock().await;
         let held: Vec<Usage> = {
             let reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
             self.scopes

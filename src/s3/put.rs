@@ -84,13 +84,16 @@ impl Gateway {
             (None, Some(_)) => meta::Precondition::Absent,
             (None, None) => meta::Precondition::Always,
         };
-        // Fail before reading the body when the precondition is already false.
-        let current = self
-            .meta
-            .object(&c.tenant, &input.bucket, &input.key)
-            .await?;
-        if !precondition.holds(current.as_ref()) {
-            return Err(precondition_failed());
+        // Fail before reading the body when the precondition is already false (the commit
+        // checks it again; an unconditional PUT reads nothing here).
+        if precondition != meta::Precondition::Always {
+            let current = self
+                .meta
+                .object(&c.tenant, &input.bucket, &input.key)
+                .await?;
+            if !precondition.holds(current.as_ref()) {
+                return Err(precondition_failed());
+            }
         }
 
         let target = target(&c, &input.bucket, &input.key, client);

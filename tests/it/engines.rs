@@ -32,14 +32,8 @@ impl Cluster {
         );
         let line = String::from_utf8(out.stdout).unwrap();
         let (admin, dir) = line.trim().split_once(' ').unwrap();
-        let psql = Command::new("psql")
-            .args([admin, "-qc", "CREATE DATABASE gw"])
-            .status()
-            .unwrap();
-        assert!(psql.success());
-        let (base, _) = admin.rsplit_once('/').unwrap();
         Self {
-            url: format!("{base}/gw"),
+            url: create_database(admin),
             dir: dir.to_string(),
         }
     }

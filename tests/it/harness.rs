@@ -60,9 +60,14 @@ pub fn pg_database() -> String {
     let admin = std::env::var("PORTCULLIS_TEST_PG").expect(
         "PORTCULLIS_TEST_PG is not set: run the tests through scripts/test.sh, or `source scripts/pg.sh` first",
     );
+    create_database(&admin)
+}
+
+/// Creates an empty database on the cluster of the `admin` URL; the new database's URL.
+pub fn create_database(admin: &str) -> String {
     let name = format!("it_{}", ulid::Ulid::new().to_string().to_lowercase());
     let out = Command::new("psql")
-        .args([admin.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+        .args([admin, "-qc", &format!("CREATE DATABASE {name}")])
         .output()
         .expect("psql runs");
     assert!(
