@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::backend::{AzureAuth, BackendConfig, BackendKind, Placement, Secret};
+pub use crate::cluster::ClusterOptions;
 use crate::meta::{BucketSettings, DatabaseUrl, Limits, MetaEngine, Policy, Role};
 use crate::pace::PaceOptions;
 use crate::s3::UploadLimits;
@@ -48,6 +49,8 @@ mod raw {
         pub meta: Meta,
         #[serde(default)]
         pub sweeper: Sweeper,
+        #[serde(default)]
+        pub cluster: Cluster,
         #[serde(default)]
         pub backends: std::collections::BTreeMap<String, Backend>,
         #[serde(default)]
@@ -160,6 +163,16 @@ mod raw {
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(deny_unknown_fields)]
+    pub struct Cluster {
+        pub node_id: Option<String>,
+        pub heartbeat_ms: Option<u64>,
+        pub node_timeout_ms: Option<u64>,
+        pub lease_secs: Option<u64>,
+        pub fast_reserve_mb: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct Sweeper {
         pub interval_secs: Option<u64>,
         pub grace_secs: Option<u64>,
@@ -229,6 +242,8 @@ pub struct Config {
     /// Which metadata engine holds the index.
     pub meta: MetaEngine,
     pub sweeper: SweeperConfig,
+    /// This node's name and the timings of its membership of the nodes sharing the store.
+    pub cluster: ClusterOptions,
     /// Every backend, the implicit `local` one included.
     pub backends: Vec<BackendConfig>,
     /// Where tenants without a placement of their own write.
@@ -562,6 +577,48 @@ fn scanner(
         max_stream: max_stream_mb * 1024 * 1024,
         quarantine,
         retry_interval: Duration::from_secs(sc.retry_secs.unwrap_or(30).max(1)),
+    })
+}
+
+fn cluster(c: raw::Cluster) -> Result<ClusterOptions, ConfigError> {
+    let bad = |what: &str| ConfigError::Invalid(format!("[cluster] {what}"));
+    let d = ClusterOptions::default();
+    let node_id = match c.node_id {
+        Some(id) => {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+            if !ok {
+                return Err(bad(
+                    "node_id must be 1 to 64 characters of letters, digits, '-', '_' and '.'",
+                ));
+            }
+            id
+        }
+        None => d.node_id,
+    };
+    let heartbeat = c.heartbeat_ms.map_or(d.heartbeat, Duration::from_millis);
+    let node_timeout = c
+        .node_timeout_ms
+        .map_or(d.node_timeout, Duration::from_millis);
+    if heartbeat < Duration::from_millis(100) {
+        return Err(bad("heartbeat_ms must be at least 100"));
+    }
+    if node_timeout < 3 * heartbeat {
+        return Err(bad(
+            "node_timeout_ms must be at least three heartbeats (a node is not declared dead for one late beat)",
+        ));
+    }
+    Ok(ClusterOptions {
+        node_id,
+        heartbeat,
+        node_timeout,
+        lease: c.lease_secs.map_or(d.lease, Duration::from_secs),
+        fast_reserve_bytes: c
+            .fast_reserve_mb
+            .map_or(d.fast_reserve_bytes, |mb| mb << 20),
     })
 }
 
@@ -928,6 +985,7 @@ impl Config {
             sync: raw.storage.sync.unwrap_or(true),
             meta_cache_bytes: raw.storage.meta_cache_mb.unwrap_or(128).max(8) * 1024 * 1024,
             meta: meta_engine(raw.meta)?,
+            cluster: cluster(raw.cluster)?,
             sweeper,
             backends,
             default_placement,

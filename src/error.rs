@@ -74,9 +74,18 @@ impl From<MetaError> for S3Error {
                 )
             }
             MetaError::Contended => s3_error!(SlowDown, "Please reduce your request rate."),
-            e @ (MetaError::Corrupt(_) | MetaError::QuotaShort(_)) => {
-                internal("metadata store failed", &e)
+            MetaError::Fenced => {
+                record(&MetaError::Fenced);
+                s3_error!(
+                    ServiceUnavailable,
+                    "This gateway node is rejoining its cluster. Please retry."
+                )
             }
+            e @ (MetaError::Corrupt(_)
+            | MetaError::QuotaShort(_)
+            | MetaError::LeaseHeld(_)
+            | MetaError::GateNeeded
+            | MetaError::OverQuota { .. }) => internal("metadata store failed", &e),
             e @ (MetaError::NoSuchTenant
             | MetaError::TenantExists
             | MetaError::AccessKeyExists

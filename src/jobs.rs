@@ -24,6 +24,8 @@ pub struct WorkerState {
     pub last_pass_ms: Option<i64>,
     /// The error of the last pass, if it failed.
     pub last_error: Option<String>,
+    /// Another node holds this worker's lease: this one waits, passing nothing.
+    pub standby: bool,
 }
 
 /// The state of every worker, shared with the admin API.
@@ -51,6 +53,7 @@ impl Reporter {
     /// Records one pass and how it ended.
     pub fn pass(&self, result: Result<(), String>) {
         self.board.update(self.name, |s| {
+            s.standby = false;
             s.passes += 1;
             s.last_pass_ms = Some(crate::meta::now_ms());
             match result {
@@ -61,6 +64,13 @@ impl Reporter {
                 }
             }
         });
+    }
+}
+
+impl Reporter {
+    /// Records that another node holds the worker's lease: no pass was due here.
+    pub fn standby(&self) {
+        self.board.update(self.name, |s| s.standby = true);
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod deleter;
 pub mod error;

@@ -50,6 +50,8 @@ pub enum StartError {
     Tls(String),
     #[error("virtual-host domain: {0}")]
     Domain(String),
+    #[error("joining the cluster: {0}")]
+    Cluster(String),
     #[error(
         "{0} of config/portcullis.toml, which is published, and {1} is not a loopback address. Set your own: \
          `admin.token` (or `token_file`) to a random string of at least 16 characters, and for each \
@@ -188,6 +190,58 @@ fn tls_acceptor(t: &TlsConfig) -> Result<TlsAcceptor, StartError> {
 /// Refuses the published development credentials on any listener that is not on loopback
 /// (declared in the file, or left in the metadata store by an earlier start with the shipped
 /// file).
+/// Registers this process in the store's node registry. A `local` backend keeps its blobs on one
+/// machine, so a node that writes to one refuses to share the store with other live nodes (and
+/// other nodes refuse to join it).
+async fn join(
+    meta: &Arc<Meta>,
+    config: &Config,
+    s3_addr: SocketAddr,
+) -> Result<Arc<crate::cluster::Node>, StartError> {
+    let meta_err = |source| StartError::Meta {
+        path: meta_place(config),
+        source,
+    };
+    let is_local = |name: &str| {
+        config
+            .backends
+            .iter()
+            .any(|b| b.name == name && matches!(b.kind, crate::backend::BackendKind::Local { .. }))
+    };
+    let local = is_local(&config.default_placement.backend)
+        || config
+            .tenants
+            .iter()
+            .any(|t| is_local(&t.placement.backend));
+    let node = crate::cluster::Node::join(
+        meta.clone(),
+        config.cluster.clone(),
+        s3_addr.to_string(),
+        local,
+    )
+    .await
+    .map_err(meta_err)?;
+    let now = meta::now_ms();
+    let others: Vec<_> = meta
+        .nodes()
+        .await
+        .map_err(meta_err)?
+        .into_iter()
+        .filter(|n| n.instance != node.instance() && n.expires_ms >= now)
+        .collect();
+    if let Some(other) = others.iter().find(|n| local || n.local_backend) {
+        node.leave().await;
+        return Err(StartError::Cluster(format!(
+            "node {} ({}) shares this metadata store, and {} writes to a `local` backend, whose blobs only one machine has. \
+             Run one node per store with a local backend, or put every node on a shared backend (s3, azure, gcs)",
+            other.node_id,
+            other.s3_addr,
+            if local { "this node" } else { "that node" }
+        )));
+    }
+    Ok(node)
+}
+
 async fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), StartError> {
     let exposed = std::iter::once(config.listen)
         .chain(config.admin.as_ref().map(|a| a.listen))
@@ -260,10 +314,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
 
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let s3_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let node = join(&meta, &config, s3_addr).await?;
     let scanner = config.scanner.clone().map(crate::scanner::Scanner::new);
     let rules = crate::pipeline::policy::Rules::new(config.policy.clone(), scanner.is_some());
     let worker = scanner.clone().map(|s| {
-        crate::scanner::worker::Worker::new(meta.clone(), backends.clone(), s, rules.clone())
+        crate::scanner::worker::Worker::new(
+            meta.clone(),
+            backends.clone(),
+            s,
+            rules.clone(),
+            node.clone(),
+        )
     });
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -272,7 +343,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // Last to stop: what the last requests and sweeps freed is still deleted.
         workers.spawn("deleter", true, |stop, r| deleter.run(stop, r));
     }
-    let quotas = crate::pipeline::quota::Quotas::new(meta.clone());
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    workers.spawn("heartbeat", true, |stop, r| node.clone().run(stop, r));
+    let quotas = crate::pipeline::quota::Quotas::new(meta.clone(), node.clone());
     let in_flight = Arc::new(crate::s3::InFlight::new(config.uploads));
     let mut builder = S3ServiceBuilder::new(Gateway::new(crate::s3::Parts {
         meta: meta.clone(),
@@ -297,18 +370,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         s3_config,
     ))));
     let service = builder.build();
-
-    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let s3_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
 
     let s3 = S3Front {
         service,
@@ -337,9 +398,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.default_placement.clone(),
     );
     let s = sweeper.clone();
-    workers.spawn("sweeper", false, |stop, r| s.run(stop, r));
+    let n = node.clone();
+    workers.spawn("sweeper", false, |stop, r| s.run(n, stop, r));
     if let Some(w) = worker.clone() {
-        workers.spawn("scan-retries", false, |stop, r| w.run(stop, r));
+        workers.spawn("scan-retries", false, |stop, r| w.clone().run(stop, r));
+        workers.spawn("rescans", false, |stop, r| w.run_rescans(stop, r));
     }
 
     let admin_addr = match &config.admin {
@@ -362,8 +425,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 worker,
                 scanner,
                 rules,
-                quotas,
                 in_flight,
+                node: node.clone(),
                 workers: workers.board(),
                 config: config.clone(),
             };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backends, Placement};
+use crate::cluster::Node;
 use crate::jobs::Reporter;
 use crate::meta::{self, Change, Commit, Meta};
 
@@ -146,12 +147,25 @@ impl Sweeper {
         report
     }
 
-    /// Runs [`Sweeper::sweep_once`] every interval until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken, reporter: Reporter) {
+    /// Runs [`Sweeper::sweep_once`] every interval until `stop` is cancelled, on one node of
+    /// the cluster at a time (the `sweeper` lease; a dead holder's lease expires and another
+    /// node takes over).
+    pub async fn run(self, node: Arc<Node>, stop: CancellationToken, reporter: Reporter) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(self.cfg.interval) => {}
+            }
+            match node.lease("sweeper", self.cfg.interval).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    reporter.standby();
+                    continue;
+                }
+                Err(e) => {
+                    reporter.pass(Err(e.to_string()));
+                    continue;
+                }
             }
             let r = self.sweep_once().await;
             reporter.pass(Ok(()));

@@ -4,12 +4,13 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | /health | liveness, metadata store and every backend's state (no token needed) |
+//! | GET | /health | liveness, metadata store, every backend's state, the nodes of the cluster and their leases (no token needed) |
 //! | GET, POST | /tenants | list, create `{"id", "display_name"?, "backend"?, "backend_container"?, "backend_prefix"?, "locations"?}` |
 //! | DELETE | /tenants/{id} | delete (refused while it owns buckets) |
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
 //! | DELETE | /tenants/{id}/keys/{access_key} | revoke |
 //! | POST | /sweep | run one sweeper pass now |
+//! | GET | /cluster | the nodes sharing the metadata store (heard from within the node timeout) and the leases they hold |
 //! | GET | /workers | every background worker (sweeper, deleter, scan-retries): running or stopped, passes, last pass, last error |
 //! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads, its writes in flight and what they hold reserved; `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
@@ -46,9 +47,10 @@ pub struct State {
     pub scanner: Option<Arc<crate::scanner::Scanner>>,
     /// What every bucket's policy resolves against (as the S3 side uses it).
     pub rules: crate::pipeline::policy::Rules,
-    /// Reservations and writes in flight, for usage and health reports.
-    pub quotas: Arc<crate::pipeline::quota::Quotas>,
+    /// Writes in flight, for usage and health reports.
     pub in_flight: Arc<crate::s3::InFlight>,
+    /// This node's membership of the nodes sharing the store.
+    pub node: Arc<crate::cluster::Node>,
     /// The background workers' state.
     pub workers: crate::jobs::Board,
     pub config: Config,
@@ -182,7 +184,7 @@ async fn usage_report(
         // Writes between admission and answer, and what they hold reserved per limited scope:
         // 0 and {} once the tenant is idle, whatever failed before.
         "writes_in_flight": state.in_flight.of(id),
-        "reserved": state.quotas.reserved_of(id),
+        "reserved": m.reserved_of(id).await?.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "buckets": buckets,
     });
     if verify {
@@ -261,6 +263,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             None => None,
         };
         let scanner_ok = scanner.as_ref().is_none_or(|s| s["ok"] == json!(true));
+        let cluster = match state.node.view().await {
+            Ok(v) => json!(v),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
         let status = if backends.iter().all(|b| b.ok) && scanner_ok {
             "ok"
         } else {
@@ -275,6 +281,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 "scanner": scanner,
                 "writes_in_flight": state.in_flight.total(),
                 "workers": state.workers.snapshot(),
+                "cluster": cluster,
             }),
         ));
     }
@@ -469,9 +476,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 .as_ref()
                 .ok_or_else(|| AdminError::BadRequest("no scanner is configured".into()))?;
             match (method, rest) {
-                (Method::GET, []) => {
-                    Ok(json_response(StatusCode::OK, &json!({ "jobs": w.jobs() })))
-                }
+                (Method::GET, []) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "jobs": w.jobs().await? }),
+                )),
                 (Method::POST, []) => {
                     let has_body = req
                         .headers()
@@ -490,7 +498,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                     }
                     Ok(json_response(
                         StatusCode::ACCEPTED,
-                        &json!(w.start_rescan(n.tenant, n.bucket)),
+                        &json!(w.start_rescan(n.tenant, n.bucket).await?),
                     ))
                 }
                 (Method::POST, ["pending"]) => {
@@ -500,13 +508,17 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                         &json!({ "settled": settled }),
                     ))
                 }
-                (Method::GET, [id]) => match w.job(id) {
+                (Method::GET, [id]) => match w.job(id).await? {
                     Some(p) => Ok(json_response(StatusCode::OK, &json!(p))),
                     None => Err(AdminError::NotFound),
                 },
                 _ => Err(AdminError::NotFound),
             }
         }
+        (Method::GET, ["cluster"]) => Ok(json_response(
+            StatusCode::OK,
+            &json!(state.node.view().await?),
+        )),
         (Method::GET, ["workers"]) => Ok(json_response(
             StatusCode::OK,
             &json!({ "workers": state.workers.snapshot() }),

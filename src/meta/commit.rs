@@ -129,6 +129,8 @@ pub enum Change {
         key: String,
         upload_id: String,
     },
+    /// Shared state of the nodes (registry, leases, reservations, jobs): `meta::coord`.
+    Coord(super::coord::Coord),
 }
 
 /// A change, its precondition, and how much usage it may add (what its writer reserved).
@@ -137,6 +139,8 @@ pub struct Commit {
     pub change: Change,
     pub precondition: Precondition,
     pub allowance: Delta,
+    /// The writer's reservation, given back by this commit ([`super::coord::Settle`]).
+    pub settle: Option<super::coord::Settle>,
 }
 
 impl Commit {
@@ -146,7 +150,14 @@ impl Commit {
             change,
             precondition: Precondition::Always,
             allowance: Delta::UNLIMITED,
+            settle: None,
         }
+    }
+
+    /// True for changes that need not be on disk when they return (coordination state: a
+    /// crash ends what it describes).
+    pub(super) fn ephemeral(&self) -> bool {
+        matches!(self.change, Change::Coord(_))
     }
 
     pub fn when(mut self, precondition: Precondition) -> Self {
@@ -165,7 +176,11 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
         refs: HashMap::new(),
         shared: false,
     };
+    if let Some(s) = &c.settle {
+        super::coord::settle(rules.tx, s).await?;
+    }
     match &c.change {
+        Change::Coord(coord) => super::coord::apply(rules.tx, coord).await?,
         Change::CreateTenant(t) => {
             if rules
                 .tx

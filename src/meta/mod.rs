@@ -10,6 +10,7 @@
 //! unreferenced blob once it is older than the grace period.
 
 pub mod commit;
+pub mod coord;
 pub mod engine;
 mod keys;
 mod txn;
@@ -66,6 +67,26 @@ pub enum MetaError {
     /// changed meanwhile); the caller reserves the difference and retries.
     #[error("the commit needs more quota than was reserved")]
     QuotaShort(Delta),
+    /// This node was declared dead by the others (no heartbeat within the node timeout) and its
+    /// reservations were reaped: what it reserved can no longer be settled.
+    #[error("this gateway node lost its membership of the cluster (missed heartbeats)")]
+    Fenced,
+    /// A lease is held by another node (the holder's instance).
+    #[error("lease held by {0}")]
+    LeaseHeld(String),
+    /// A fast quota admission cannot decide: the caller takes the gate and asks again.
+    #[error("the quota admission needs the scope's gate")]
+    GateNeeded,
+    #[error(
+        "{scope} is limited to {limit} {what}; {used} are stored or being uploaded and this request needs {need} more"
+    )]
+    OverQuota {
+        scope: String,
+        what: &'static str,
+        limit: u64,
+        used: u64,
+        need: u64,
+    },
 }
 
 impl From<EngineError> for MetaError {
@@ -253,7 +274,9 @@ impl Meta {
         loop {
             let mut tx = Txn::new(&*self.engine);
             let freed = commit::apply(&mut tx, c).await?;
-            match self.engine.commit(tx.into_batch()).await {
+            let mut batch = tx.into_batch();
+            batch.ephemeral = c.ephemeral();
+            match self.engine.commit(batch).await {
                 Ok(()) => {
                     // Taken now, after the commit: the flush this ticket waits for covers it.
                     // With `sync` the commit's own flush usually does, and the deleter flushes

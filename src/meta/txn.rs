@@ -45,6 +45,21 @@ impl<'e> Txn<'e> {
         Ok(v)
     }
 
+    /// Reads without a check: for reads whose staleness the caller's rules make safe (the
+    /// quota admission's sums, `meta::coord`).
+    pub(crate) async fn peek(&self, tree: Tree, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        Ok(self.engine.get(tree, key).await?)
+    }
+
+    /// Every entry under `prefix`, without a check (see [`Txn::peek`]); small trees only.
+    pub(crate) async fn peek_scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> MetaResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.engine.scan(tree, prefix, prefix, 1_000_000).await?)
+    }
+
     pub(crate) async fn record<T: DeserializeOwned>(
         &mut self,
         tree: Tree,
@@ -141,6 +156,10 @@ impl<'e> Txn<'e> {
                 .filter(|(_, d)| *d != [0, 0])
                 .map(|((tree, key), delta)| Write::Add { tree, key, delta }),
         );
-        Batch { checks, writes }
+        Batch {
+            checks,
+            writes,
+            ephemeral: false,
+        }
     }
 }

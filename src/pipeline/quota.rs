@@ -1,24 +1,30 @@
 //! Exact quotas (DESIGN.md §6): a write reserves what it may add before a byte is stored, and the
 //! commit settles it.
 //!
-//! Committed usage lives in meta and changes only inside commit transactions; reservations live
-//! here, in memory (a crash ends the writes that held them, so none can leak across a restart).
-//! The invariant `committed + reserved ≤ limit` holds at every instant because:
-//! - a tenant's reservations are checked and taken one at a time (`admission`): each reads what is
-//!   reserved, then what is committed, then adds itself. Commits and releases may run meanwhile;
-//!   reading reserved before committed means a commit between the two reads is counted twice
-//!   (its usage and its reservation), never not at all, so the check errs only on the safe side;
+//! Committed usage and reservations both live in the shared store, so every node sharing it
+//! admits exactly what one node would: the rules, and why they are exact, are
+//! `meta::coord::Coord::Reserve`'s. Here:
+//! - a node takes one admission of a tenant at a time (`admission`), which bounds what the other
+//!   nodes can admit unseen;
+//! - an admission first tries the fast way (no gate, with a margin for the other nodes), and
+//!   takes the scope's gate (a lease) when that cannot decide — near the limit, for a write
+//!   larger than the fast bound, or while the gate is held;
 //! - a commit grows committed usage by at most what its writer reserved (the transaction checks
 //!   the real change against the allowance and refuses with `QuotaShort` otherwise, so a
-//!   replaced version that vanished meanwhile is reserved for before the retry);
-//! - a reservation is released only after its commit.
+//!   replaced version that vanished meanwhile is reserved for before the retry), and gives the
+//!   reservation back in the same batch ([`crate::meta::coord::Settle`]);
+//! - a write that ends without a commit gives its reservation back when dropped; a node that
+//!   dies leaves its reservations to be reaped with its record.
 //!
 //! Scopes without limits take no lock and reserve nothing: usage is still counted by the commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::meta::{Commit, Delta, Limits, Meta, MetaError, MetaResult, Usage};
+use crate::cluster::Node;
+use crate::meta::coord::{Admission, Coord, Scope, Settle, gate_lease};
+use crate::meta::{Change, Commit, Delta, Limits, Meta, MetaError, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
@@ -36,30 +42,34 @@ pub enum QuotaError {
     Meta(#[from] MetaError),
 }
 
-type ScopeKey = (String, Option<String>);
+/// How long an admission waits for a gate another node holds before it answers SlowDown.
+const GATE_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Quotas {
     meta: Arc<Meta>,
-    reserved: Mutex<HashMap<ScopeKey, Usage>>,
+    node: Arc<Node>,
     /// Per tenant (its scope and its buckets' are the only ones a reservation touches), held
-    /// while a reservation is checked and taken, across the read of committed usage: tenants
-    /// never wait for each other's admissions.
-    admission: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// for writing while a reservation is decided: tenants never wait for each other's
+    /// admissions. A reservation given back holds it for reading until the store has it, so the
+    /// node's next admission of the tenant sees it given back.
+    admission: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
-/// A reservation for one write; released when dropped (after the commit, or on failure).
+/// A reservation for one write; given back by its commit, or when dropped.
 pub struct Reservation {
     quotas: Arc<Quotas>,
     /// The limited scopes this write counts against.
-    scopes: Vec<(ScopeKey, Limits)>,
+    scopes: Vec<(Scope, Limits)>,
+    /// The node instance the reservation rows belong to.
+    instance: String,
     held: Usage,
 }
 
 impl Quotas {
-    pub fn new(meta: Arc<Meta>) -> Arc<Self> {
+    pub fn new(meta: Arc<Meta>, node: Arc<Node>) -> Arc<Self> {
         Arc::new(Self {
             meta,
-            reserved: Mutex::new(HashMap::new()),
+            node,
             admission: Mutex::new(HashMap::new()),
         })
     }
@@ -75,43 +85,77 @@ impl Quotas {
     ) -> Result<Reservation, QuotaError> {
         let mut scopes = Vec::new();
         if !tenant_limits.is_unlimited() {
-            scopes.push(((tenant.to_string(), None), tenant_limits));
+            let t = Scope {
+                tenant: tenant.to_string(),
+                bucket: None,
+            };
+            scopes.push((t, tenant_limits));
         }
         if !bucket_limits.is_unlimited() {
-            scopes.push((
-                (tenant.to_string(), Some(bucket.to_string())),
-                bucket_limits,
-            ));
+            let b = Scope {
+                tenant: tenant.to_string(),
+                bucket: Some(bucket.to_string()),
+            };
+            scopes.push((b, bucket_limits));
         }
         let mut r = Reservation {
             quotas: self.clone(),
             scopes,
+            instance: self.node.instance(),
             held: Usage::default(),
         };
         r.add(want).await?;
         Ok(r)
     }
 
-    /// What `tenant`'s writes hold reserved now, per limited scope (`tenant t`, `bucket b`):
-    /// empty once they all ended, so a leaked reservation shows in the usage report.
-    pub fn reserved_of(&self, tenant: &str) -> BTreeMap<String, Usage> {
-        let reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        reserved
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|(scope, u)| (describe(scope), *u))
-            .collect()
+    fn lane(&self, tenant: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut lanes = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.entry(tenant.to_string()).or_default().clone()
     }
 
-    async fn committed(&self, scope: &ScopeKey) -> MetaResult<Usage> {
-        self.meta.usage(&scope.0, scope.1.as_deref()).await
+    /// Takes the gate of every scope (in order), waiting while other nodes hold them.
+    async fn take_gates(&self, r: &Reservation) -> Result<(), QuotaError> {
+        let deadline = tokio::time::Instant::now() + GATE_WAIT;
+        for (scope, _) in &r.scopes {
+            let mut pause = Duration::from_millis(1);
+            loop {
+                let take = Coord::TakeLease {
+                    name: scope.gate_name(),
+                    key: gate_lease(scope),
+                    holder: r.instance.clone(),
+                    ttl_ms: self.node.options().node_timeout.as_millis() as i64,
+                };
+                match self.meta.commit(&Commit::new(Change::Coord(take))).await {
+                    Ok(()) => break,
+                    Err(MetaError::LeaseHeld(_)) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
+                    Err(MetaError::LeaseHeld(_)) => {
+                        self.free_gates(r).await;
+                        return Err(MetaError::Contended.into());
+                    }
+                    Err(e) => {
+                        self.free_gates(r).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-}
 
-fn describe(scope: &ScopeKey) -> String {
-    match &scope.1 {
-        Some(b) => format!("bucket {b}"),
-        None => format!("tenant {}", scope.0),
+    async fn free_gates(&self, r: &Reservation) {
+        for (scope, _) in &r.scopes {
+            let free = Coord::FreeLease {
+                key: gate_lease(scope),
+                holder: r.instance.clone(),
+            };
+            // A gate that cannot be freed expires with the node timeout.
+            if let Err(e) = self.meta.commit(&Commit::new(Change::Coord(free))).await {
+                tracing::warn!(error = %e, "could not free a quota gate");
+            }
+        }
     }
 }
 
@@ -122,58 +166,57 @@ impl Reservation {
             return Ok(());
         }
         let q = self.quotas.clone();
-        let turn = {
-            let mut lanes = q.admission.lock().unwrap_or_else(|e| e.into_inner());
-            lanes.entry(self.scopes[0].0.0.clone()).or_default().clone()
+        let _admission = q.lane(&self.scopes[0].0.tenant).write_owned().await;
+        let reserve = |how| {
+            Commit::new(Change::Coord(Coord::Reserve {
+                instance: self.instance.clone(),
+                scopes: self.scopes.clone(),
+                want: more,
+                how,
+            }))
         };
-        let _admission = turn.lock().await;
-        let held: Vec<Usage> = {
-            let reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
-            self.scopes
-                .iter()
-                .map(|(scope, _)| reserved.get(scope).copied().unwrap_or_default())
-                .collect()
+        let fast = q.node.fast_reserve_bytes().filter(|f| more.bytes <= *f);
+        let mut decided = match fast {
+            Some(fast_bytes) => {
+                q.meta
+                    .commit(&reserve(Admission::Fast { fast_bytes }))
+                    .await
+            }
+            None => Err(MetaError::GateNeeded),
         };
-        for ((scope, limits), held) in self.scopes.iter().zip(held) {
-            let committed = q.committed(scope).await?;
-            let checks = [
-                (
-                    "bytes",
-                    limits.bytes,
-                    committed.bytes + held.bytes,
-                    more.bytes,
-                ),
-                (
-                    "objects",
-                    limits.objects,
-                    committed.objects + held.objects,
-                    more.objects,
-                ),
-            ];
-            for (what, limit, used, need) in checks {
-                if let Some(limit) = limit
-                    && need > 0
-                    && used + need > limit
-                {
-                    return Err(QuotaError::Exceeded {
-                        scope: describe(scope),
-                        what,
-                        limit,
-                        used,
-                        need,
-                    });
-                }
+        // The gate may be lost to expiry between its take and the admission: take it again.
+        for _ in 0..3 {
+            if !matches!(decided, Err(MetaError::GateNeeded)) {
+                break;
+            }
+            q.take_gates(self).await?;
+            decided = q.meta.commit(&reserve(Admission::Gated)).await;
+            if !matches!(decided, Ok(())) {
+                q.free_gates(self).await;
             }
         }
-        let mut reserved = q.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        for (scope, _) in &self.scopes {
-            let e = reserved.entry(scope.clone()).or_default();
-            e.bytes += more.bytes;
-            e.objects += more.objects;
+        match decided {
+            Ok(()) => {
+                self.held.bytes += more.bytes;
+                self.held.objects += more.objects;
+                Ok(())
+            }
+            Err(MetaError::OverQuota {
+                scope,
+                what,
+                limit,
+                used,
+                need,
+            }) => Err(QuotaError::Exceeded {
+                scope,
+                what,
+                limit,
+                used,
+                need,
+            }),
+            Err(MetaError::GateNeeded) => Err(MetaError::Contended.into()),
+            Err(e) => Err(e.into()),
         }
-        self.held.bytes += more.bytes;
-        self.held.objects += more.objects;
-        Ok(())
     }
 
     /// How much the commit may grow usage by.
@@ -187,12 +230,17 @@ impl Reservation {
         }
     }
 
-    /// Commits `c` with this reservation's allowance. When the commit needs more (the version
-    /// it replaces changed since the write began), the difference is reserved and it is retried.
-    /// The reservation is released on return, as the commit has then settled it either way.
+    /// Commits `c` with this reservation's allowance, giving the reservation back in the same
+    /// batch. When the commit needs more (the version it replaces changed since the write
+    /// began), the difference is reserved and it is retried.
     pub async fn commit(mut self, mut c: Commit) -> Result<(), QuotaError> {
         loop {
             c.allowance = self.allowance();
+            c.settle = (!self.scopes.is_empty()).then(|| Settle {
+                instance: self.instance.clone(),
+                scopes: self.scopes.iter().map(|(s, _)| s.clone()).collect(),
+                held: self.held,
+            });
             match self.quotas.meta.commit(&c).await {
                 Err(MetaError::QuotaShort(d)) => {
                     let a = self.allowance();
@@ -202,31 +250,46 @@ impl Reservation {
                     })
                     .await?;
                 }
-                r => return Ok(r?),
+                Ok(()) => {
+                    self.held = Usage::default();
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
 }
 
 impl Drop for Reservation {
+    /// A write that ended without its commit gives its reservation back, retrying in the
+    /// background while the store is unreachable (until then the quota errs on the safe side).
     fn drop(&mut self) {
         if self.scopes.is_empty() || self.held == Usage::default() {
             return;
         }
-        let mut reserved = self
+        let give_back = Commit::new(Change::Coord(Coord::Unreserve {
+            instance: self.instance.clone(),
+            scopes: self.scopes.iter().map(|(s, _)| s.clone()).collect(),
+            held: self.held,
+        }));
+        let meta = self.quotas.meta.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let turn = self
             .quotas
-            .reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (scope, _) in &self.scopes {
-            if let Some(e) = reserved.get_mut(scope) {
-                e.bytes = e.bytes.saturating_sub(self.held.bytes);
-                e.objects = e.objects.saturating_sub(self.held.objects);
-                if *e == Usage::default() {
-                    reserved.remove(scope);
-                }
+            .lane(&self.scopes[0].0.tenant)
+            .try_read_owned()
+            .ok();
+        rt.spawn(async move {
+            let _turn = turn;
+            let mut pause = Duration::from_millis(50);
+            while let Err(e) = meta.commit(&give_back).await {
+                tracing::warn!(error = %e, "could not give back a quota reservation; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
-        }
+        });
     }
 }
 
@@ -234,6 +297,14 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
     use crate::meta::testing::{delete, meta, object, put as put_commit};
+
+    async fn quotas(m: &Arc<Meta>) -> Arc<Quotas> {
+        let opts = crate::cluster::ClusterOptions::default();
+        let node = Node::join(m.clone(), opts, "test".into(), false)
+            .await
+            .unwrap();
+        Quotas::new(m.clone(), node)
+    }
 
     const LIMIT: Limits = Limits {
         bytes: Some(100),
@@ -252,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn reservations_count_until_released() {
         let (_d, m) = meta().await;
-        let q = Quotas::new(m.clone());
+        let q = quotas(&m).await;
         let want = Usage {
             bytes: 60,
             objects: 1,
@@ -278,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn an_overwrite_needs_room_for_the_new_version_only_while_it_uploads() {
         let (_d, m) = meta().await;
-        let q = Quotas::new(m.clone());
+        let q = quotas(&m).await;
         put(&q, "a", 90).await.unwrap();
         // The replaced version is released at commit, but the new bytes must fit beside it.
         assert!(put(&q, "a", 20).await.is_err());
@@ -298,7 +369,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_needing_more_than_reserved_reserves_the_difference_or_fails() {
         let (_d, m) = meta().await;
-        let q = Quotas::new(m.clone());
+        let q = quotas(&m).await;
         // A writer that reserved nothing for its object count (as if crediting a replaced
         // version that no longer exists) must reserve it at commit, or fail.
         let bytes_only = async || {
@@ -338,7 +409,7 @@ mod tests {
     }
 
     async fn racing_writers(m: Arc<Meta>) {
-        let q = Quotas::new(m.clone());
+        let q = quotas(&m).await;
         let tasks = (0..12).map(|i| {
             let q = q.clone();
             tokio::spawn(async move { put(&q, &format!("k{i}"), 30).await.is_ok() })
@@ -350,6 +421,119 @@ mod tests {
             .count();
         assert_eq!(ok, 3, "100 bytes fit three objects of 30");
         assert_eq!(m.usage("t", None).await.unwrap().bytes, 90);
-        assert!(q.reserved_of("t").is_empty());
+        assert!(m.reserved_of("t").await.unwrap().is_empty());
+    }
+
+    /// Nodes sharing one store, with heartbeats running so that they admit fast when they can.
+    async fn nodes(m: &Arc<Meta>, n: usize) -> Vec<(Arc<Node>, Arc<Quotas>)> {
+        let opts = crate::cluster::ClusterOptions {
+            heartbeat: Duration::from_millis(100),
+            node_timeout: Duration::from_millis(600),
+            fast_reserve_bytes: 10,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for i in 0..n {
+            let node = Node::join(m.clone(), opts.clone(), format!("n{i}"), false)
+                .await
+                .unwrap();
+            out.push((node.clone(), Quotas::new(m.clone(), node)));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for (node, _) in &out {
+            node.beat().await.unwrap();
+        }
+        out
+    }
+
+    /// Three nodes, 60 writers spread over them, a quota that fits 20 objects: exactly 20
+    /// commit, whichever way each admission went (fast while far from the limit, gated near it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_on_three_nodes_get_exactly_the_room_there_is() {
+        let (_d, m) = meta().await;
+        three_nodes(m).await;
+        three_nodes(crate::meta::testing::meta_on_postgres().await).await;
+    }
+
+    async fn three_nodes(m: Arc<Meta>) {
+        let nodes = nodes(&m, 3).await;
+        assert!(
+            nodes[0].0.fast_reserve_bytes().is_some(),
+            "the fast way is open"
+        );
+        const ROOM: Limits = Limits {
+            bytes: Some(1000),
+            objects: Some(20),
+        };
+        let tasks = (0..60).map(|i| {
+            let q = nodes[i % 3].1.clone();
+            tokio::spawn(async move {
+                let want = Usage {
+                    bytes: 5,
+                    objects: 1,
+                };
+                let r = q.reserve("t", "b", ROOM, Limits::default(), want).await?;
+                r.commit(put_commit(&format!("k{i}"), object(5))).await
+            })
+        });
+        let results: Vec<_> = futures::future::join_all(tasks).await;
+        let ok = results
+            .iter()
+            .filter(|r| r.as_ref().unwrap().is_ok())
+            .count();
+        for r in &results {
+            if let Err(e) = r.as_ref().unwrap() {
+                assert!(e.to_string().contains("limited to 20 objects"), "{e}");
+            }
+        }
+        assert_eq!(ok, 20);
+        assert_eq!(m.usage("t", None).await.unwrap().objects, 20);
+        assert!(m.reserved_of("t").await.unwrap().is_empty());
+    }
+
+    /// A node that dies holding a reservation: the others reap it once its heartbeat is overdue,
+    /// which frees the room; if it was only paused, it can no longer commit (fenced).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_nodes_reservation_expires_and_it_is_fenced() {
+        let (_d, m) = meta().await;
+        let nodes = nodes(&m, 2).await;
+        let ((_, alive), (dead, paused)) = (&nodes[0], &nodes[1]);
+        let want = Usage {
+            bytes: 60,
+            objects: 1,
+        };
+        let held = paused
+            .reserve("t", "b", LIMIT, Limits::default(), want)
+            .await
+            .unwrap();
+        assert!(
+            alive
+                .reserve("t", "b", LIMIT, Limits::default(), want)
+                .await
+                .is_err()
+        );
+        assert_eq!(m.reserved_of("t").await.unwrap().len(), 1);
+        // `dead` beats no more; the live node's heartbeat reaps it after the timeout.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(nodes[0].0.beat().await.unwrap(), 1);
+        assert!(m.reserved_of("t").await.unwrap().is_empty());
+        let mine = alive
+            .reserve("t", "b", LIMIT, Limits::default(), want)
+            .await
+            .unwrap();
+        let late = held.commit(put_commit("late", object(60))).await;
+        assert!(
+            matches!(late, Err(QuotaError::Meta(MetaError::Fenced))),
+            "{:?}",
+            late.err()
+        );
+        assert!(m.object("t", "b", "late").await.unwrap().is_none());
+        mine.commit(put_commit("k", object(60))).await.unwrap();
+        // The paused node, back, joins again as a new instance and works.
+        let before = dead.instance();
+        dead.beat().await.unwrap();
+        assert_ne!(dead.instance(), before);
+        m.commit(&delete("k")).await.unwrap();
+        put(paused, "again", 60).await.unwrap();
     }
 }

@@ -5,21 +5,27 @@
 //! - A rescan job (admin API) re-checks every scanned object of the gateway, a tenant or a
 //!   bucket, e.g. after a signature update, and reports its progress. Objects found infected are
 //!   marked so and become unreadable; the event is logged like a refused upload.
+//!
+//! Both run on one node at a time: the retries under the `scan-retries` lease, each rescan job
+//! under its own lease in the shared job record, which holds its progress and a cursor saved
+//! after every object. Any node shows a job's progress; when the node running it dies, its lease
+//! expires and another node resumes it from the cursor.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backends;
+use crate::cluster::Node;
+use crate::meta::coord::{Coord, JobRecord};
 use crate::meta::{self, Change, Commit, Cursor, Meta, MetaError, ScanStatus};
 use crate::pipeline::policy::{Rules, rules};
 use crate::pipeline::{self, scan_info};
 use crate::scanner::{Scanner, Verdict};
 
 /// The progress of one rescan job, as the admin API reports it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Progress {
     pub id: String,
     pub tenant: Option<String>,
@@ -34,7 +40,15 @@ pub struct Progress {
     pub failed: u64,
     /// In buckets that do not scan, or replaced while being scanned.
     pub skipped: u64,
+    /// The node instance running it now (none once finished).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Where it has got to: the last object done, as (tenant, bucket, key).
+    #[serde(default)]
+    pub cursor: Option<(String, String, String)>,
 }
+
+const RESCAN: &str = "rescan";
 
 /// What one scan of a stored object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +65,7 @@ pub struct Worker {
     backends: Arc<Backends>,
     scanner: Arc<Scanner>,
     rules: Rules,
-    jobs: Arc<Mutex<BTreeMap<String, Progress>>>,
+    node: Arc<Node>,
 }
 
 impl Worker {
@@ -60,13 +74,14 @@ impl Worker {
         backends: Arc<Backends>,
         scanner: Arc<Scanner>,
         rules: Rules,
+        node: Arc<Node>,
     ) -> Self {
         Self {
             meta,
             backends,
             scanner,
             rules,
-            jobs: Arc::new(Mutex::new(BTreeMap::new())),
+            node,
         }
     }
 
@@ -145,6 +160,17 @@ impl Worker {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+            match self.node.lease("scan-retries", every).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    reporter.standby();
+                    continue;
+                }
+                Err(e) => {
+                    reporter.pass(Err(e.to_string()));
+                    continue;
+                }
+            }
             match self.retry_pending().await {
                 Ok(_) => reporter.pass(Ok(())),
                 Err(e) => {
@@ -173,8 +199,13 @@ impl Worker {
         Ok(settled)
     }
 
-    /// Starts a rescan of everything (or one tenant, or one bucket) in the background.
-    pub fn start_rescan(&self, tenant: Option<String>, bucket: Option<String>) -> Progress {
+    /// Records a rescan of everything (or one tenant, or one bucket); the `rescans` worker of
+    /// some node runs it.
+    pub async fn start_rescan(
+        &self,
+        tenant: Option<String>,
+        bucket: Option<String>,
+    ) -> Result<Progress, MetaError> {
         let p = Progress {
             id: ulid::Ulid::new().to_string(),
             tenant,
@@ -182,51 +213,110 @@ impl Worker {
             started_ms: meta::now_ms(),
             ..Default::default()
         };
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p.id.clone(), p.clone());
-        let me = self.clone();
-        let job = p.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.rescan(&job).await {
-                tracing::error!(job = %job.id, error = %e, "rescan failed");
-            }
-            me.update(&job.id, |p| p.finished_ms = Some(meta::now_ms()));
-        });
+        let job = JobRecord {
+            id: p.id.clone(),
+            kind: RESCAN.into(),
+            holder: None,
+            expires_ms: 0,
+            done: false,
+            state: serde_json::to_value(&p).expect("progress serializes"),
+        };
+        self.save(job, false).await?;
+        Ok(p)
+    }
+
+    async fn save(&self, job: JobRecord, claim: bool) -> Result<(), MetaError> {
+        let ttl_ms = self.node.options().lease.as_millis() as i64;
+        let save = Coord::SaveJob { job, claim, ttl_ms };
+        self.meta.commit(&Commit::new(Change::Coord(save))).await
+    }
+
+    fn progress(job: &JobRecord) -> Progress {
+        let mut p: Progress = serde_json::from_value(job.state.clone()).unwrap_or_default();
+        p.node = if job.done { None } else { job.holder.clone() };
         p
     }
 
-    pub fn jobs(&self) -> Vec<Progress> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    pub async fn jobs(&self) -> Result<Vec<Progress>, MetaError> {
+        Ok(self
+            .meta
+            .jobs(RESCAN)
+            .await?
+            .iter()
+            .map(Self::progress)
+            .collect())
     }
 
-    pub fn job(&self, id: &str) -> Option<Progress> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+    pub async fn job(&self, id: &str) -> Result<Option<Progress>, MetaError> {
+        Ok(self
+            .meta
+            .job(id)
+            .await?
+            .filter(|j| j.kind == RESCAN)
+            .map(|j| Self::progress(&j)))
     }
 
-    fn update(&self, id: &str, f: impl FnOnce(&mut Progress)) {
-        if let Some(p) = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(id)
-        {
-            f(p);
+    /// The `rescans` worker: takes every job that no live node runs, and runs it.
+    pub async fn run_rescans(self, stop: CancellationToken, reporter: crate::jobs::Reporter) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.node.options().heartbeat) => {}
+            }
+            let jobs = match self.meta.jobs(RESCAN).await {
+                Ok(j) => j,
+                Err(e) => {
+                    reporter.pass(Err(e.to_string()));
+                    continue;
+                }
+            };
+            let now = meta::now_ms();
+            for job in jobs {
+                if job.done || (job.holder.is_some() && job.expires_ms > now) {
+                    continue;
+                }
+                let me = self.node.instance();
+                let claim = JobRecord {
+                    holder: Some(me.clone()),
+                    ..job.clone()
+                };
+                match self.save(claim, true).await {
+                    Ok(()) => {}
+                    Err(MetaError::LeaseHeld(_)) => continue,
+                    Err(e) => {
+                        reporter.pass(Err(e.to_string()));
+                        continue;
+                    }
+                }
+                // The stored state, which a claim of an abandoned job keeps.
+                let Ok(Some(job)) = self.meta.job(&job.id).await else {
+                    continue;
+                };
+                let id = job.id.clone();
+                tracing::info!(job = %id, "running a rescan");
+                let r = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = self.rescan(job) => r,
+                };
+                match r {
+                    Ok(()) => reporter.pass(Ok(())),
+                    // Taken over (this node was too slow to renew): the other node finishes it.
+                    Err(MetaError::LeaseHeld(_)) => {}
+                    Err(e) => {
+                        tracing::error!(job = %id, error = %e, "rescan failed");
+                        reporter.pass(Err(e.to_string()));
+                    }
+                }
+            }
         }
     }
 
-    async fn rescan(&self, job: &Progress) -> Result<(), MetaError> {
-        let tenants = match &job.tenant {
+    /// Runs a claimed job from its cursor, saving progress and cursor after every object
+    /// (which renews the lease).
+    async fn rescan(&self, mut job: JobRecord) -> Result<(), MetaError> {
+        let mut p = Self::progress(&job);
+        let resume = p.cursor.clone();
+        let tenants = match &p.tenant {
             Some(t) => vec![t.clone()],
             None => self
                 .meta
@@ -237,7 +327,10 @@ impl Worker {
                 .collect(),
         };
         for t in tenants {
-            let buckets = match &job.bucket {
+            if resume.as_ref().is_some_and(|(rt, _, _)| t < *rt) {
+                continue;
+            }
+            let buckets = match &p.bucket {
                 Some(b) => vec![b.clone()],
                 None => self
                     .meta
@@ -248,8 +341,18 @@ impl Worker {
                     .collect(),
             };
             for b in buckets {
-                // Keys are read a page at a time: the scan itself must not hold the iterator.
                 let mut after = Cursor::Start;
+                if let Some((rt, rb, rk)) = &resume
+                    && *rt == t
+                {
+                    if b < *rb {
+                        continue;
+                    }
+                    if b == *rb {
+                        after = Cursor::After(rk.clone());
+                    }
+                }
+                // Keys are read a page at a time: the scan itself must not hold the iterator.
                 loop {
                     let page: Vec<(String, ScanStatus)> = self
                         .meta
@@ -267,19 +370,23 @@ impl Worker {
                         } else {
                             self.scan_object(&t, &b, &key).await?
                         };
-                        self.update(&job.id, |p| {
-                            p.seen += 1;
-                            match outcome {
-                                Outcome::Clean => p.clean += 1,
-                                Outcome::Infected => p.infected += 1,
-                                Outcome::Failed => p.failed += 1,
-                                Outcome::Skipped => p.skipped += 1,
-                            }
-                        });
+                        p.seen += 1;
+                        match outcome {
+                            Outcome::Clean => p.clean += 1,
+                            Outcome::Infected => p.infected += 1,
+                            Outcome::Failed => p.failed += 1,
+                            Outcome::Skipped => p.skipped += 1,
+                        }
+                        p.cursor = Some((t.clone(), b.clone(), key));
+                        job.state = serde_json::to_value(&p).expect("progress serializes");
+                        self.save(job.clone(), false).await?;
                     }
                 }
             }
         }
-        Ok(())
+        p.finished_ms = Some(meta::now_ms());
+        job.state = serde_json::to_value(&p).expect("progress serializes");
+        job.done = true;
+        self.save(job, false).await
     }
 }

@@ -79,6 +79,7 @@ fn put(tree: Tree, key: &[u8], value: &[u8]) -> Write {
 async fn put_all(e: &dyn Engine, tree: Tree, keys: &[&[u8]]) {
     let writes = keys.iter().map(|k| put(tree, k, b"v")).collect();
     e.commit(Batch {
+        ephemeral: false,
         checks: vec![],
         writes,
     })
@@ -178,6 +179,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
     both(async |place| {
         let e = place.open().await;
         let claim = |v: &[u8]| Batch {
+            ephemeral: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -193,6 +195,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
         let seen = e.get(Tree::Buckets, b"k").await.unwrap();
         assert_eq!(seen.as_deref(), Some(&b"first"[..]));
         let replace = Batch {
+            ephemeral: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -212,6 +215,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
         ));
         // Nothing of a refused batch is applied.
         let refused = Batch {
+            ephemeral: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -233,6 +237,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
         put_all(&*e, Tree::Parts, &[b"u1/1"]).await;
         let seen = e.scan(Tree::Parts, b"u1/", b"", 10).await.unwrap();
         let guarded = || Batch {
+            ephemeral: false,
             checks: vec![Check::Range {
                 tree: Tree::Parts,
                 prefix: b"u1/".to_vec(),
@@ -246,6 +251,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
             Err(EngineError::Conflict)
         ));
         e.commit(Batch {
+            ephemeral: false,
             checks: vec![],
             writes: vec![Write::Delete {
                 tree: Tree::Parts,
@@ -256,6 +262,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
         .unwrap();
         e.commit(guarded()).await.unwrap();
         let empty = Batch {
+            ephemeral: false,
             checks: vec![Check::Range {
                 tree: Tree::Parts,
                 prefix: b"u3/".to_vec(),
@@ -283,6 +290,7 @@ async fn concurrent_commits_lose_no_update() {
                             .as_deref()
                             .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
                         let batch = Batch {
+                            ephemeral: false,
                             checks: vec![Check::Value {
                                 tree: Tree::Usage,
                                 key: b"n".to_vec(),
@@ -334,6 +342,7 @@ async fn concurrent_adds_commute_and_clamp_at_zero() {
     both(async |place| {
         let e = place.open().await;
         let add = |delta: [i64; 2]| Batch {
+            ephemeral: false,
             checks: vec![],
             writes: vec![Write::Add {
                 tree: Tree::Usage,
@@ -359,6 +368,7 @@ async fn concurrent_adds_commute_and_clamp_at_zero() {
         assert_eq!(counters(v.as_deref()), [0, 119], "clamped at zero");
         // An absent key starts from zero.
         e.commit(Batch {
+            ephemeral: false,
             checks: vec![],
             writes: vec![Write::Add {
                 tree: Tree::Usage,

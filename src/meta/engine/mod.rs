@@ -30,10 +30,18 @@ pub enum Tree {
     Usage,
     /// Keys of objects stored unscanned.
     Pending,
+    /// The gateway nodes sharing this store, each with its heartbeat (`cluster`).
+    Nodes,
+    /// Leases: who does which piece of shared work until when (workers, quota gates).
+    Leases,
+    /// Quota reservations of writes in flight, one counter pair per scope and node.
+    Reservations,
+    /// Background jobs (rescans) with their progress, resumable by any node.
+    Jobs,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Tenants,
         Tree::AccessKeys,
         Tree::Buckets,
@@ -43,6 +51,10 @@ impl Tree {
         Tree::Blobs,
         Tree::Usage,
         Tree::Pending,
+        Tree::Nodes,
+        Tree::Leases,
+        Tree::Reservations,
+        Tree::Jobs,
     ];
 
     /// The stable name of the tree (sled's tree name; never change one, stores hold it).
@@ -57,6 +69,10 @@ impl Tree {
             Tree::Blobs => "blobs",
             Tree::Usage => "usage",
             Tree::Pending => "pending",
+            Tree::Nodes => "nodes",
+            Tree::Leases => "leases",
+            Tree::Reservations => "reservations",
+            Tree::Jobs => "jobs",
         }
     }
 
@@ -139,6 +155,9 @@ pub fn counters_value(c: [i64; 2]) -> Vec<u8> {
 pub struct Batch {
     pub checks: Vec<Check>,
     pub writes: Vec<Write>,
+    /// Need not be on disk when the commit returns (coordination state a crash ends anyway:
+    /// heartbeats, leases, reservations), so no flush is waited for.
+    pub ephemeral: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -157,6 +157,10 @@ impl PgEngine {
     async fn try_commit(&self, batch: &Batch) -> EngineResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if batch.ephemeral {
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+                .await?;
+        }
         let targets: HashSet<(Tree, &[u8])> = batch.writes.iter().map(Write::target).collect();
         let written = |t: Tree, k: &[u8]| targets.contains(&(t, k));
 

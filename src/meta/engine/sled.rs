@@ -156,7 +156,7 @@ impl Engine for SledEngine {
                     TransactionError::Storage(e) => e.into(),
                 })?;
         }
-        if self.sync {
+        if self.sync && !batch.ephemeral {
             self.persist(self.flush_ticket()).await?;
         }
         Ok(())

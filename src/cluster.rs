@@ -1,0 +1,288 @@
+//! This process's membership of the nodes that share one metadata store: its registration and
+//! heartbeat, the reaping of dead nodes, and the worker leases (ARCHITECTURE.md "Several
+//! nodes"). The records themselves, and the rules of every change to them, are `meta::coord`'s.
+//!
+//! A node is one *instance* (`<node_id>/<ULID>`, new at every start): a restarted node never
+//! inherits what its previous life reserved or leased. A node that misses heartbeats for
+//! `node_timeout` is reaped by the others; if it was only paused, it finds its record gone,
+//! is fenced (what it had reserved can no longer commit) and joins again as a new instance.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Reporter;
+use crate::meta::coord::{Coord, Lease, NodeRecord, worker_lease};
+use crate::meta::{Change, Commit, Meta, MetaError, MetaResult, now_ms};
+
+/// `[cluster]`: the node's name and its timings.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Default: the host name and a random suffix.
+    pub node_id: String,
+    pub heartbeat: Duration,
+    /// A node unheard of for this long is dead: its reservations and leases are freed.
+    pub node_timeout: Duration,
+    /// How long a worker's lease lasts beyond its pass interval.
+    pub lease: Duration,
+    /// Largest write admitted without the quota gate (see `meta::coord::Coord::Reserve`).
+    pub fast_reserve_bytes: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            fast_reserve_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The host name and six random characters.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let suffix: String = ulid::Ulid::new().to_string()[20..].to_lowercase();
+    format!("{host}-{suffix}")
+}
+
+pub struct Node {
+    meta: Arc<Meta>,
+    opts: ClusterOptions,
+    record: Mutex<NodeRecord>,
+    /// When the current instance registered, and when a heartbeat last succeeded.
+    joined: Mutex<(Instant, Instant)>,
+}
+
+/// The cluster as one node sees it, for `/health` and the admin API.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub this: String,
+    /// Nodes heard from within the node timeout.
+    pub nodes: Vec<NodeView>,
+    /// Leases held now (expired ones left out).
+    pub leases: Vec<LeaseView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub instance: String,
+    pub node_id: String,
+    pub s3_addr: String,
+    pub started_ms: i64,
+    pub seen_ms_ago: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseView {
+    pub name: String,
+    pub holder: String,
+    pub expires_in_ms: i64,
+}
+
+impl Node {
+    /// Registers this process as a new instance of `opts.node_id`.
+    pub async fn join(
+        meta: Arc<Meta>,
+        opts: ClusterOptions,
+        s3_addr: String,
+        local_backend: bool,
+    ) -> MetaResult<Arc<Self>> {
+        let now = now_ms();
+        let record = NodeRecord {
+            instance: new_instance(&opts.node_id),
+            node_id: opts.node_id.clone(),
+            started_ms: now,
+            seen_ms: now,
+            expires_ms: now + opts.node_timeout.as_millis() as i64,
+            s3_addr,
+            local_backend,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        meta.commit(&Commit::new(Change::Coord(Coord::Heartbeat {
+            node: record.clone(),
+            renew: false,
+        })))
+        .await?;
+        tracing::info!(instance = %record.instance, "joined the cluster");
+        Ok(Arc::new(Self {
+            meta,
+            opts,
+            record: Mutex::new(record),
+            joined: Mutex::new((Instant::now(), Instant::now())),
+        }))
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
+    }
+
+    /// This process's current instance.
+    pub fn instance(&self) -> String {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .instance
+            .clone()
+    }
+
+    /// The bound of a fast (ungated) quota admission, or `None` while this node may not admit
+    /// fast: in its first two heartbeats (until every other node counts it), and whenever its
+    /// own heartbeat is late (it may be about to be reaped).
+    pub fn fast_reserve_bytes(&self) -> Option<u64> {
+        let (joined, beat) = *self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        let hb = self.opts.heartbeat;
+        (joined.elapsed() >= 2 * hb && beat.elapsed() <= 2 * hb)
+            .then_some(self.opts.fast_reserve_bytes)
+    }
+
+    /// One heartbeat: renews this node's record (joining again if it was reaped), then reaps
+    /// the nodes whose records expired.
+    pub async fn beat(&self) -> MetaResult<usize> {
+        let now = now_ms();
+        let mut rec = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        rec.seen_ms = now;
+        rec.expires_ms = now + self.opts.node_timeout.as_millis() as i64;
+        let renewed = self
+            .meta
+            .commit(&Commit::new(Change::Coord(Coord::Heartbeat {
+                node: rec.clone(),
+                renew: true,
+            })))
+            .await;
+        match renewed {
+            Ok(()) => {
+                self.joined.lock().unwrap_or_else(|e| e.into_inner()).1 = Instant::now();
+            }
+            Err(MetaError::Fenced) => {
+                let old = rec.instance.clone();
+                rec.instance = new_instance(&self.opts.node_id);
+                rec.started_ms = now;
+                self.meta
+                    .commit(&Commit::new(Change::Coord(Coord::Heartbeat {
+                        node: rec.clone(),
+                        renew: false,
+                    })))
+                    .await?;
+                tracing::error!(%old, new = %rec.instance, "this node was declared dead by the others (missed heartbeats); its writes in flight fail, and it joined again");
+                *self.joined.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (Instant::now(), Instant::now());
+            }
+            Err(e) => return Err(e),
+        }
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = rec;
+        let mut reaped = 0;
+        for n in self.meta.nodes().await? {
+            if n.expires_ms < now {
+                tracing::warn!(instance = %n.instance, "reaping a node that stopped sending heartbeats; its reservations are freed");
+                self.meta
+                    .commit(&Commit::new(Change::Coord(Coord::Reap { node: n })))
+                    .await?;
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// The heartbeat worker. On stop it leaves the cluster (its record goes at once, so its
+    /// leases and reservations need not wait for the timeout).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, reporter: Reporter) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.opts.heartbeat) => {}
+            }
+            match self.beat().await {
+                Ok(_) => reporter.pass(Ok(())),
+                Err(e) => {
+                    tracing::error!(error = %e, "heartbeat failed");
+                    reporter.pass(Err(e.to_string()));
+                }
+            }
+        }
+        self.leave().await;
+    }
+
+    /// Removes this node's record (and with it its reservations) now.
+    pub async fn leave(&self) {
+        let rec = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = self
+            .meta
+            .commit(&Commit::new(Change::Coord(Coord::Reap { node: rec })))
+            .await;
+    }
+
+    /// Takes or renews the lease of worker `name` for `hold` plus the lease margin: true if this
+    /// node holds it now, false if another live node does.
+    pub async fn lease(&self, name: &str, hold: Duration) -> MetaResult<bool> {
+        let take = Coord::TakeLease {
+            name: format!("worker {name}"),
+            key: worker_lease(name),
+            holder: self.instance(),
+            ttl_ms: (hold + self.opts.lease).as_millis() as i64,
+        };
+        match self.meta.commit(&Commit::new(Change::Coord(take))).await {
+            Ok(()) => Ok(true),
+            Err(MetaError::LeaseHeld(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The nodes heard from recently and the leases held now.
+    pub async fn view(&self) -> MetaResult<ClusterView> {
+        let now = now_ms();
+        let nodes = self
+            .meta
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.expires_ms >= now)
+            .map(|n| NodeView {
+                seen_ms_ago: now - n.seen_ms,
+                instance: n.instance,
+                node_id: n.node_id,
+                s3_addr: n.s3_addr,
+                started_ms: n.started_ms,
+            })
+            .collect();
+        let leases = self
+            .meta
+            .leases()
+            .await?
+            .into_iter()
+            .filter_map(|l: Lease| {
+                let holder = l.holder?;
+                (l.expires_ms > now).then(|| LeaseView {
+                    name: l.name,
+                    holder,
+                    expires_in_ms: l.expires_ms - now,
+                })
+            })
+            .collect();
+        Ok(ClusterView {
+            this: self.instance(),
+            nodes,
+            leases,
+        })
+    }
+}
+
+fn new_instance(node_id: &str) -> String {
+    format!("{node_id}/{}", ulid::Ulid::new())
+}
