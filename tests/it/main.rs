@@ -9,6 +9,7 @@ mod auth;
 mod backends;
 mod bench_smoke;
 mod buckets;
+mod cluster;
 mod compat;
 mod durability;
 mod engines;
