@@ -43,13 +43,18 @@ impl Default for ClusterOptions {
     }
 }
 
-/// The host name and six random characters.
-pub fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name (`node` if it has none).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
+        .unwrap_or_else(|| "node".into())
+}
+
+/// The host name and six random characters.
+pub fn default_node_id() -> String {
+    let host = host_name();
     let suffix: String = ulid::Ulid::new().to_string()[20..].to_lowercase();
     format!("{host}-{suffix}")
 }
@@ -94,7 +99,7 @@ impl Node {
         meta: Arc<Meta>,
         opts: ClusterOptions,
         s3_addr: String,
-        local_backend: bool,
+        local_data: Option<String>,
     ) -> MetaResult<Arc<Self>> {
         let now = now_ms();
         let record = NodeRecord {
@@ -104,7 +109,7 @@ impl Node {
             seen_ms: now,
             expires_ms: now + opts.node_timeout.as_millis() as i64,
             s3_addr,
-            local_backend,
+            local_data,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         meta.commit(&Commit::new(Change::Coord(Coord::Heartbeat {

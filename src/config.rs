@@ -1232,6 +1232,33 @@ secret_key = "acme-dev-secret"
     }
 
     #[test]
+    fn the_cluster_example_nodes_differ_only_in_name_and_addresses() {
+        let nodes = [
+            include_str!("../config/cluster/node-1.toml"),
+            include_str!("../config/cluster/node-2.toml"),
+            include_str!("../config/cluster/node-3.toml"),
+        ]
+        .map(|t| Config::parse(t).unwrap());
+        let ids: Vec<&str> = nodes.iter().map(|c| c.cluster.node_id.as_str()).collect();
+        assert_eq!(ids, ["gw-1", "gw-2", "gw-3"]);
+        for c in &nodes {
+            assert!(matches!(c.meta, MetaEngine::Postgres { .. }));
+            assert_eq!(c.default_placement.backend, "shared");
+            let shared = |c: &Config| {
+                let b = c.backends.iter().find(|b| b.name == "shared").unwrap();
+                format!("{b:?}")
+            };
+            assert_eq!(shared(c), shared(&nodes[0]));
+            assert_eq!(
+                format!("{:?}", c.tenants),
+                format!("{:?}", nodes[0].tenants)
+            );
+        }
+        assert!(Config::parse("[cluster]\nnode_id = \"a/b\"").is_err());
+        assert!(Config::parse("[cluster]\nheartbeat_ms = 1000\nnode_timeout_ms = 2000").is_err());
+    }
+
+    #[test]
     fn meta_engine_keys_are_validated_and_the_url_never_printed() {
         let with = |meta: &str| Config::parse(&format!("[meta]\n{meta}"));
         let err = |meta: &str| with(meta).unwrap_err().to_string();

@@ -202,22 +202,29 @@ async fn join(
         path: meta_place(config),
         source,
     };
-    let is_local = |name: &str| {
-        config
-            .backends
-            .iter()
-            .any(|b| b.name == name && matches!(b.kind, crate::backend::BackendKind::Local { .. }))
+    // The directories of the local backends this node writes to (its default placement or a
+    // configured tenant's), as `<host>:<path>`.
+    let local_dir = |name: &str| {
+        config.backends.iter().find_map(|b| match &b.kind {
+            crate::backend::BackendKind::Local { path, .. } if b.name == name => {
+                let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                Some(format!(
+                    "{}:{}",
+                    crate::cluster::host_name(),
+                    path.display()
+                ))
+            }
+            _ => None,
+        })
     };
-    let local = is_local(&config.default_placement.backend)
-        || config
-            .tenants
-            .iter()
-            .any(|t| is_local(&t.placement.backend));
+    let local = std::iter::once(&config.default_placement.backend)
+        .chain(config.tenants.iter().map(|t| &t.placement.backend))
+        .find_map(|b| local_dir(b));
     let node = crate::cluster::Node::join(
         meta.clone(),
         config.cluster.clone(),
         s3_addr.to_string(),
-        local,
+        local.clone(),
     )
     .await
     .map_err(meta_err)?;
@@ -229,14 +236,23 @@ async fn join(
         .into_iter()
         .filter(|n| n.instance != node.instance() && n.expires_ms >= now)
         .collect();
-    if let Some(other) = others.iter().find(|n| local || n.local_backend) {
+    // A live record with this node's own local directory is a previous life of this node (it
+    // was killed; this process holds the directory's lock now): not another node.
+    let conflict = |n: &&crate::meta::coord::NodeRecord| {
+        (local.is_some() || n.local_data.is_some()) && n.local_data != local
+    };
+    if let Some(other) = others.iter().find(conflict) {
         node.leave().await;
         return Err(StartError::Cluster(format!(
             "node {} ({}) shares this metadata store, and {} writes to a `local` backend, whose blobs only one machine has. \
              Run one node per store with a local backend, or put every node on a shared backend (s3, azure, gcs)",
             other.node_id,
             other.s3_addr,
-            if local { "this node" } else { "that node" }
+            if local.is_some() {
+                "this node"
+            } else {
+                "that node"
+            }
         )));
     }
     Ok(node)

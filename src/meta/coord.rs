@@ -33,9 +33,10 @@ pub struct NodeRecord {
     pub seen_ms: i64,
     pub expires_ms: i64,
     pub s3_addr: String,
-    /// It writes to a `local` backend (so it must be the only node).
+    /// `<host>:<directory>` of the `local` backend it writes to, if any (then it must be the
+    /// only node, but for dead instances of itself, which held the same directory).
     #[serde(default)]
-    pub local_backend: bool,
+    pub local_data: Option<String>,
     pub version: String,
 }
 

@@ -300,7 +300,7 @@ mod tests {
 
     async fn quotas(m: &Arc<Meta>) -> Arc<Quotas> {
         let opts = crate::cluster::ClusterOptions::default();
-        let node = Node::join(m.clone(), opts, "test".into(), false)
+        let node = Node::join(m.clone(), opts, "test".into(), None)
             .await
             .unwrap();
         Quotas::new(m.clone(), node)
@@ -434,7 +434,7 @@ mod tests {
         };
         let mut out = Vec::new();
         for i in 0..n {
-            let node = Node::join(m.clone(), opts.clone(), format!("n{i}"), false)
+            let node = Node::join(m.clone(), opts.clone(), format!("n{i}"), None)
                 .await
                 .unwrap();
             out.push((node.clone(), Quotas::new(m.clone(), node)));
