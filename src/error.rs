@@ -55,6 +55,10 @@ impl From<MetaError> for S3Error {
                 BucketNotEmpty,
                 "The bucket you tried to delete is not empty (objects or open multipart uploads)"
             ),
+            MetaError::BucketBusy => s3_error!(
+                BucketNotEmpty,
+                "The bucket you tried to delete has uploads in progress; retry once they finish"
+            ),
             MetaError::NoSuchKey => s3_error!(NoSuchKey, "The specified key does not exist."),
             MetaError::NoSuchUpload => s3_error!(
                 NoSuchUpload,

@@ -170,7 +170,12 @@ async fn usage_report(
         let quota = t.buckets.get(&b.name).map(|s| s.quota).unwrap_or_default();
         buckets.insert(
             b.name.clone(),
-            json!({ "usage": m.usage(id, Some(&b.name)).await?, "quota": quota }),
+            json!({
+                "usage": m.usage(id, Some(&b.name)).await?,
+                "quota": quota,
+                // On every node: DeleteBucket is refused while this is not 0.
+                "writes_in_flight": m.bucket_writes_in_flight(id, &b.name).await?,
+            }),
         );
     }
     // Open multipart uploads count against `server.max_open_uploads`; their parts' bytes are in

@@ -127,6 +127,32 @@ impl Scope {
     }
 }
 
+/// The prefix of the rows counting, per instance, the writes in flight into one bucket (every
+/// write between admission and commit, limited or not). DeleteBucket is refused while they sum
+/// to more than zero.
+fn in_flight_rows(tenant: &str, bucket: &str) -> Vec<u8> {
+    let mut k = [&[2u8][..], &keys::bucket_prefix(tenant, bucket)].concat();
+    k.push(0);
+    k
+}
+
+fn in_flight_row(tenant: &str, bucket: &str, instance: &str) -> Vec<u8> {
+    let mut k = in_flight_rows(tenant, bucket);
+    k.extend_from_slice(instance.as_bytes());
+    k
+}
+
+/// Writes in flight into `tenant`'s `bucket`, on every node, as the store says now.
+pub(super) async fn writes_in_flight(tx: &Txn<'_>, tenant: &str, bucket: &str) -> MetaResult<i64> {
+    let rows = tx
+        .peek_scan(Tree::Reservations, &in_flight_rows(tenant, bucket))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|(_, v)| super::engine::counters(Some(v))[0])
+        .sum())
+}
+
 /// How an admission decides ([`Coord::Reserve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -154,7 +180,14 @@ pub enum Coord {
     },
     /// Frees the lease if `holder` has it.
     FreeLease { key: Vec<u8>, holder: String },
-    /// Reserves `want` in every scope for `instance`.
+    /// Counts a write without a limited scope as in flight into its bucket, on `instance`.
+    Enter {
+        instance: String,
+        tenant: String,
+        bucket: String,
+    },
+    /// Reserves `want` in every scope for `instance` (and with `enter`, counts the write as in
+    /// flight into `bucket`).
     ///
     /// Why this is exact (committed + reserved ≤ limit in every scope, at every instant): every
     /// node takes its admissions of one tenant one at a time (a local lock), and commits move a
@@ -174,12 +207,15 @@ pub enum Coord {
         scopes: Vec<(Scope, Limits)>,
         want: Usage,
         how: Admission,
+        enter: Option<(String, String)>,
     },
-    /// Gives back what `instance` reserved (a write that ended without a commit).
+    /// Gives back what `instance` reserved, and its count in flight (a write that ended without
+    /// a commit).
     Unreserve {
         instance: String,
         scopes: Vec<Scope>,
         held: Usage,
+        leave: Option<(String, String)>,
     },
     /// Creates a job or stores its new state. `holder`: who must hold its lease (the writer);
     /// with `claim`, takes the lease for `ttl_ms` if free, expired, or already the writer's.
@@ -197,6 +233,8 @@ pub struct Settle {
     pub instance: String,
     pub scopes: Vec<Scope>,
     pub held: Usage,
+    /// The write's bucket, counted in flight until this commit.
+    pub leave: Option<(String, String)>,
 }
 
 fn neg(u: Usage) -> [i64; 2] {
@@ -212,6 +250,7 @@ async fn require_member(tx: &mut Txn<'_>, instance: &str) -> MetaResult<()> {
 }
 
 pub(super) async fn settle(tx: &mut Txn<'_>, s: &Settle) -> MetaResult<()> {
+    leave(tx, &s.instance, s.leave.as_ref());
     if s.held == Usage::default() {
         return Ok(());
     }
@@ -220,6 +259,12 @@ pub(super) async fn settle(tx: &mut Txn<'_>, s: &Settle) -> MetaResult<()> {
         tx.add(Tree::Reservations, scope.row(&s.instance), neg(s.held));
     }
     Ok(())
+}
+
+fn leave(tx: &mut Txn<'_>, instance: &str, bucket: Option<&(String, String)>) {
+    if let Some((t, b)) = bucket {
+        tx.add(Tree::Reservations, in_flight_row(t, b, instance), [-1, 0]);
+    }
 }
 
 pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
@@ -269,12 +314,27 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
             tx.put_record(Tree::Leases, key.clone(), &lease);
         }
         Coord::FreeLease { key, holder } => free_lease(tx, key, holder).await?,
+        Coord::Enter {
+            instance,
+            tenant,
+            bucket,
+        } => {
+            tx.add(
+                Tree::Reservations,
+                in_flight_row(tenant, bucket, instance),
+                [1, 0],
+            );
+        }
         Coord::Reserve {
             instance,
             scopes,
             want,
             how,
+            enter,
         } => {
+            if let Some((t, b)) = enter {
+                tx.add(Tree::Reservations, in_flight_row(t, b, instance), [1, 0]);
+            }
             require_member(tx, instance).await?;
             let others = match how {
                 Admission::Fast { .. } => {
@@ -358,7 +418,9 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
             instance,
             scopes,
             held,
+            leave: bucket,
         } => {
+            leave(tx, instance, bucket.as_ref());
             for scope in scopes {
                 tx.add(Tree::Reservations, scope.row(instance), neg(*held));
             }
@@ -465,6 +527,12 @@ impl Meta {
             }
         }
         Ok(out)
+    }
+
+    /// Writes in flight into a bucket, on every node (admitted, not yet committed or failed).
+    pub async fn bucket_writes_in_flight(&self, tenant: &str, bucket: &str) -> MetaResult<u64> {
+        let tx = Txn::new(&*self.engine);
+        Ok(writes_in_flight(&tx, tenant, bucket).await?.max(0) as u64)
     }
 
     pub async fn jobs(&self, kind: &str) -> MetaResult<Vec<JobRecord>> {

@@ -41,6 +41,9 @@ pub enum MetaError {
     BucketAlreadyOwned,
     #[error("bucket not empty")]
     BucketNotEmpty,
+    /// Uploads into the bucket are in progress (on any node).
+    #[error("uploads into the bucket are in progress")]
+    BucketBusy,
     #[error("no such key")]
     NoSuchKey,
     #[error("no such upload")]

@@ -55,7 +55,8 @@ pub struct Quotas {
     admission: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
-/// A reservation for one write; given back by its commit, or when dropped.
+/// A reservation for one write; given back by its commit, or when dropped. It also counts the
+/// write in flight into its bucket (which DeleteBucket, on any node, waits for).
 pub struct Reservation {
     quotas: Arc<Quotas>,
     /// The limited scopes this write counts against.
@@ -63,6 +64,9 @@ pub struct Reservation {
     /// The node instance the reservation rows belong to.
     instance: String,
     held: Usage,
+    /// The write's (tenant, bucket), and whether it is counted in flight there now.
+    bucket: (String, String),
+    entered: bool,
 }
 
 impl Quotas {
@@ -103,9 +107,18 @@ impl Quotas {
             scopes,
             instance: self.node.instance(),
             held: Usage::default(),
+            bucket: (tenant.to_string(), bucket.to_string()),
+            entered: false,
         };
         r.add(want).await?;
         Ok(r)
+    }
+
+    /// Returns once every reservation of `tenant` that this node's writes dropped has been
+    /// given back to the store (a client's next request sees the store as its last answer left
+    /// it).
+    pub async fn settled(&self, tenant: &str) {
+        drop(self.lane(tenant).write_owned().await);
     }
 
     fn lane(&self, tenant: &str) -> Arc<tokio::sync::RwLock<()>> {
@@ -163,16 +176,28 @@ impl Reservation {
     /// Grows the reservation by `more`, or fails without changing it.
     pub async fn add(&mut self, more: Usage) -> Result<(), QuotaError> {
         if self.scopes.is_empty() || more == Usage::default() {
+            if !self.entered {
+                let enter = Coord::Enter {
+                    instance: self.instance.clone(),
+                    tenant: self.bucket.0.clone(),
+                    bucket: self.bucket.1.clone(),
+                };
+                let meta = &self.quotas.meta;
+                meta.commit(&Commit::new(Change::Coord(enter))).await?;
+                self.entered = true;
+            }
             return Ok(());
         }
         let q = self.quotas.clone();
-        let _admission = q.lane(&self.scopes[0].0.tenant).write_owned().await;
+        let _admission = q.lane(&self.bucket.0).write_owned().await;
+        let enter = (!self.entered).then(|| self.bucket.clone());
         let reserve = |how| {
             Commit::new(Change::Coord(Coord::Reserve {
                 instance: self.instance.clone(),
                 scopes: self.scopes.clone(),
                 want: more,
                 how,
+                enter: enter.clone(),
             }))
         };
         let fast = q.node.fast_reserve_bytes().filter(|f| more.bytes <= *f);
@@ -199,6 +224,7 @@ impl Reservation {
             Ok(()) => {
                 self.held.bytes += more.bytes;
                 self.held.objects += more.objects;
+                self.entered = true;
                 Ok(())
             }
             Err(MetaError::OverQuota {
@@ -236,10 +262,11 @@ impl Reservation {
     pub async fn commit(mut self, mut c: Commit) -> Result<(), QuotaError> {
         loop {
             c.allowance = self.allowance();
-            c.settle = (!self.scopes.is_empty()).then(|| Settle {
+            c.settle = Some(Settle {
                 instance: self.instance.clone(),
                 scopes: self.scopes.iter().map(|(s, _)| s.clone()).collect(),
                 held: self.held,
+                leave: self.entered.then(|| self.bucket.clone()),
             });
             match self.quotas.meta.commit(&c).await {
                 Err(MetaError::QuotaShort(d)) => {
@@ -252,6 +279,7 @@ impl Reservation {
                 }
                 Ok(()) => {
                     self.held = Usage::default();
+                    self.entered = false;
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -264,23 +292,20 @@ impl Drop for Reservation {
     /// A write that ended without its commit gives its reservation back, retrying in the
     /// background while the store is unreachable (until then the quota errs on the safe side).
     fn drop(&mut self) {
-        if self.scopes.is_empty() || self.held == Usage::default() {
+        if !self.entered && (self.scopes.is_empty() || self.held == Usage::default()) {
             return;
         }
         let give_back = Commit::new(Change::Coord(Coord::Unreserve {
             instance: self.instance.clone(),
             scopes: self.scopes.iter().map(|(s, _)| s.clone()).collect(),
             held: self.held,
+            leave: self.entered.then(|| self.bucket.clone()),
         }));
         let meta = self.quotas.meta.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let turn = self
-            .quotas
-            .lane(&self.scopes[0].0.tenant)
-            .try_read_owned()
-            .ok();
+        let turn = self.quotas.lane(&self.bucket.0).try_read_owned().ok();
         rt.spawn(async move {
             let _turn = turn;
             let mut pause = Duration::from_millis(50);

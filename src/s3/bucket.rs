@@ -120,6 +120,9 @@ impl Gateway {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let c = caller(&req)?;
+        // A write of this tenant that just failed here still counts as in flight until its
+        // give-back reaches the store.
+        self.quotas.settled(&c.tenant).await;
         self.meta
             .commit(&Commit::new(Change::DeleteBucket {
                 tenant: c.tenant.clone(),

@@ -83,6 +83,53 @@ async fn delete_bucket_refuses_objects_and_open_uploads() {
     );
 }
 
+/// An upload whose body is still arriving holds its bucket: DeleteBucket is refused until it
+/// ends, and the upload completes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_bucket_waits_for_uploads_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("busy").send().await.unwrap();
+    let body = data(256 * 1024, 3);
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/busy/doc.pdf", body.len() as u64).await;
+    sock.write_all(&body[..1000]).await.unwrap();
+    sock.flush().await.unwrap();
+    // Admitted (and counted in the store) before its body is read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tenant_usage(gw.admin, "acme").await["buckets"]["busy"]["writes_in_flight"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload was never admitted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = s3.delete_bucket().bucket("busy").send().await;
+    let err = r.unwrap_err().into_service_error();
+    assert_eq!(err.meta().code(), Some("BucketNotEmpty"));
+    let refused = err.meta().message().unwrap_or("").to_string();
+    assert!(refused.contains("in progress"), "{refused}");
+    sock.write_all(&body[1000..]).await.unwrap();
+    let mut head = [0u8; 12];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let got = s3
+        .get_object()
+        .bucket("busy")
+        .key("doc.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(got).await, body);
+    s3.delete_object()
+        .bucket("busy")
+        .key("doc.pdf")
+        .send()
+        .await
+        .unwrap();
+    s3.delete_bucket().bucket("busy").send().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_bucket_names_and_location_constraints() {
     let gw = Gw::start().await;

@@ -564,6 +564,34 @@ async fn racing_bucket_lifecycles_on_two_nodes_end_as_on_one() {
             (d, p) => panic!("round {round}: delete {d:?} and put {p:?} cannot both happen"),
         }
     }
+
+    // An upload in flight on node 0 holds its bucket against a DeleteBucket on node 1.
+    a.create_bucket().bucket("busy").send().await.unwrap();
+    let body = data(MIB, 4);
+    let mut sock = raw_put_head(&c.node(0).endpoint(), c.node(0).addr, "/busy/k", MIB as u64).await;
+    sock.write_all(&body[..1000]).await.unwrap();
+    sock.flush().await.unwrap();
+    wait_for(c.admin(1), "/tenants/acme/usage", 10, |v| {
+        v["buckets"]["busy"]["writes_in_flight"] == 1
+    })
+    .await;
+    assert_eq!(
+        code(b.delete_bucket().bucket("busy").send().await),
+        "BucketNotEmpty"
+    );
+    sock.write_all(&body[1000..]).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut sock, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    b.delete_object()
+        .bucket("busy")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    b.delete_bucket().bucket("busy").send().await.unwrap();
     let v = tenant_usage(c.admin(0), "acme").await;
     assert_eq!(v["verified"], json!(true), "{v}");
 }
