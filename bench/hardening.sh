@@ -7,6 +7,7 @@
 #   bash bench/hardening.sh                    # 5 pairs per workload
 #   PAIRS=3 BASE=b604fad bash bench/hardening.sh
 #   WORKLOADS="get 64MiB 4 64" PAIRS=9 bash bench/hardening.sh
+#   TENANT='quota_bytes = 1099511627776' bash bench/hardening.sh   # lines of the bench tenant
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-5}
@@ -31,7 +32,7 @@ LOADGEN=target/release/loadgen
 start() { # name binary; sets PORT
   PORT=$(free_port)
   printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\nsync = false\n%s\n' \
-    "$PORT" "$WORK/$1-data" "$(bench_tenant)" >"$WORK/$1.toml"
+    "$PORT" "$WORK/$1-data" "$(bench_tenant "${TENANT:-}")" >"$WORK/$1.toml"
   "$2" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
   PIDS+=("$!"); wait_port "$PORT"
 }
