@@ -280,6 +280,17 @@ impl Node {
                 })
             })
             .collect();
+        let mut leases: Vec<LeaseView> = leases;
+        // A running job's lease is kept in its record (`jobs`): listed here too.
+        for j in self.meta.all_jobs().await? {
+            if let Some(holder) = j.holder.filter(|_| !j.done && j.expires_ms > now) {
+                leases.push(LeaseView {
+                    name: format!("job {} {}", j.kind, j.id),
+                    holder,
+                    expires_in_ms: j.expires_ms - now,
+                });
+            }
+        }
         Ok(ClusterView {
             this: self.instance(),
             nodes,

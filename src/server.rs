@@ -220,6 +220,15 @@ async fn join(
     let local = std::iter::once(&config.default_placement.backend)
         .chain(config.tenants.iter().map(|t| &t.placement.backend))
         .find_map(|b| local_dir(b));
+    // An embedded store serves one process (sled locks it), so every node record in it is a
+    // previous life of this gateway: reap them now rather than after the node timeout, so what
+    // they held (reservations, writes in flight) is free at once.
+    if meta.engine_kind() == "sled" {
+        for n in meta.nodes().await.map_err(meta_err)? {
+            let reap = Change::Coord(meta::coord::Coord::Reap { node: n });
+            meta.commit(&Commit::new(reap)).await.map_err(meta_err)?;
+        }
+    }
     let node = crate::cluster::Node::join(
         meta.clone(),
         config.cluster.clone(),
@@ -237,7 +246,15 @@ async fn join(
         .filter(|n| n.instance != node.instance() && n.expires_ms >= now)
         .collect();
     // A live record with this node's own local directory is a previous life of this node (it
-    // was killed; this process holds the directory's lock now): not another node.
+    // was killed; this process holds the directory's lock now): not another node, and reaped
+    // now so that what it held is free at once.
+    for n in others
+        .iter()
+        .filter(|n| local.is_some() && n.local_data == local)
+    {
+        let reap = Change::Coord(meta::coord::Coord::Reap { node: n.clone() });
+        meta.commit(&Commit::new(reap)).await.map_err(meta_err)?;
+    }
     let conflict = |n: &&crate::meta::coord::NodeRecord| {
         (local.is_some() || n.local_data.is_some()) && n.local_data != local
     };

@@ -536,12 +536,18 @@ impl Meta {
     }
 
     pub async fn jobs(&self, kind: &str) -> MetaResult<Vec<JobRecord>> {
+        let mut all = self.all_jobs().await?;
+        all.retain(|j| j.kind == kind);
+        Ok(all)
+    }
+
+    /// Every job of every kind, finished ones included.
+    pub async fn all_jobs(&self) -> MetaResult<Vec<JobRecord>> {
         Ok(self
             .scan_all::<JobRecord>(Tree::Jobs, &[])
             .await?
             .into_iter()
             .map(|(_, j)| j)
-            .filter(|j| j.kind == kind)
             .collect())
     }
 

@@ -191,6 +191,15 @@ async fn kill_9_mid_upload_leaves_nothing_partial_and_the_sweeper_reclaims_orpha
         .await,
         data(10_000, 1)
     );
+    // The killed process's upload no longer holds the bucket: the restarted gateway reaped its
+    // previous life at start.
+    s3.delete_object()
+        .bucket("crash")
+        .key("kept")
+        .send()
+        .await
+        .unwrap();
+    s3.delete_bucket().bucket("crash").send().await.unwrap();
     p.stop();
 }
 
