@@ -352,8 +352,9 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
                         }
                     }
                     Admission::Gated => {
+                        // Lost to expiry and taken by another node: the caller takes it again.
                         if gate.is_none_or(|g| g.holder.as_deref() != Some(instance)) {
-                            return Err(MetaError::Fenced);
+                            return Err(MetaError::GateNeeded);
                         }
                     }
                 }
