@@ -9,12 +9,14 @@ dir=data/cluster
 if [ "${1:-start}" = stop ]; then
   for f in "$dir"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
   nginx -c "$PWD/config/cluster/nginx.conf" -s quit 2>/dev/null || true
+  echo "stopped (data kept in $dir; the index in the database)"
   exit 0
 fi
 mkdir -p "$dir/blobs/portcullis-blobs"
-command -v s3s-fs >/dev/null || cargo install --locked --version 0.14.1 --features binary s3s-fs
-cargo build --release --quiet
-s3s-fs --host 127.0.0.1 --port 9100 --access-key CLUSTEREXAMPLEKEY \
+s3s=bench/.tools/bin/s3s-fs
+[ -x "$s3s" ] || cargo install --locked --quiet --root bench/.tools --version 0.14.1 --features binary s3s-fs
+cargo build --release --locked --quiet -p portcullis
+"$s3s" --host 127.0.0.1 --port 9100 --access-key CLUSTEREXAMPLEKEY \
   --secret-key cluster-example-secret "$dir/blobs" >"$dir/s3s-fs.log" 2>&1 &
 echo $! >"$dir/s3s-fs.pid"
 # Started together: the first creates the schema under the migration lock.
