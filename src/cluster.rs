@@ -249,6 +249,29 @@ impl Node {
         }
     }
 
+    /// A leased worker's loop step: waits `every`, then takes or renews the worker's lease.
+    /// True when this node is to run the pass now; false once `stop` is cancelled. While
+    /// another node holds the lease, the worker reports standby and waits again.
+    pub async fn next_pass(
+        &self,
+        name: &str,
+        every: Duration,
+        stop: &CancellationToken,
+        reporter: &Reporter,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.lease(name, every).await {
+                Ok(true) => return true,
+                Ok(false) => reporter.standby(),
+                Err(e) => reporter.pass(Err(e.to_string())),
+            }
+        }
+    }
+
     /// The nodes heard from recently and the leases held now.
     pub async fn view(&self) -> MetaResult<ClusterView> {
         let now = now_ms();

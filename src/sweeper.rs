@@ -151,22 +151,10 @@ impl Sweeper {
     /// the cluster at a time (the `sweeper` lease; a dead holder's lease expires and another
     /// node takes over).
     pub async fn run(self, node: Arc<Node>, stop: CancellationToken, reporter: Reporter) {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.cfg.interval) => {}
-            }
-            match node.lease("sweeper", self.cfg.interval).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    reporter.standby();
-                    continue;
-                }
-                Err(e) => {
-                    reporter.pass(Err(e.to_string()));
-                    continue;
-                }
-            }
+        while node
+            .next_pass("sweeper", self.cfg.interval, &stop, &reporter)
+            .await
+        {
             let r = self.sweep_once().await;
             reporter.pass(Ok(()));
             if r.orphans_released > 0 || r.uploads_aborted > 0 {

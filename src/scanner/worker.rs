@@ -155,22 +155,11 @@ impl Worker {
     /// Retries the objects stored unscanned until the scanner answers.
     pub async fn run(self, stop: CancellationToken, reporter: crate::jobs::Reporter) {
         let every = self.scanner.config().retry_interval;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-            match self.node.lease("scan-retries", every).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    reporter.standby();
-                    continue;
-                }
-                Err(e) => {
-                    reporter.pass(Err(e.to_string()));
-                    continue;
-                }
-            }
+        while self
+            .node
+            .next_pass("scan-retries", every, &stop, &reporter)
+            .await
+        {
             match self.retry_pending().await {
                 Ok(_) => reporter.pass(Ok(())),
                 Err(e) => {
