@@ -9,6 +9,7 @@
 //! frees are queued for the deleter with a [`FlushTicket`], and the sweeper may delete any other
 //! unreferenced blob once it is older than the grace period.
 
+mod cache;
 pub mod commit;
 pub mod coord;
 pub mod engine;
@@ -193,6 +194,8 @@ const SCAN_PAGE: usize = 1000;
 
 pub struct Meta {
     engine: Arc<dyn Engine>,
+    /// Access keys, tenants and buckets as this node last read them (`cache.rs`).
+    cache: cache::Cache,
     /// The queue to the deleter, and how many batches were sent on it: numbered and sent under
     /// one lock, so batches arrive in number order (what [`Meta::drained`] relies on).
     released: Mutex<(u64, mpsc::UnboundedSender<Released>)>,
@@ -206,6 +209,7 @@ impl Meta {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
+            cache: cache::Cache::new(&*engine),
             engine,
             released: Mutex::new((0, tx)),
             release_queue: Mutex::new(Some(rx)),
@@ -279,8 +283,18 @@ impl Meta {
             let freed = commit::apply(&mut tx, c).await?;
             let mut batch = tx.into_batch();
             batch.ephemeral = c.ephemeral();
+            let cached: Vec<(Tree, Vec<u8>)> = batch
+                .writes
+                .iter()
+                .map(|w| w.target())
+                .filter(|(tree, _)| tree.cached())
+                .map(|(tree, key)| (tree, key.to_vec()))
+                .collect();
             match self.engine.commit(batch).await {
                 Ok(()) => {
+                    for (tree, key) in &cached {
+                        self.cache.invalidate(*tree, key);
+                    }
                     // Taken now, after the commit: the flush this ticket waits for covers it.
                     // With `sync` the commit's own flush usually does, and the deleter flushes
                     // nothing.
@@ -314,7 +328,29 @@ impl Meta {
         Ok(self.engine.persist(ticket).await?)
     }
 
+    /// A record; through the cache for the trees every request reads.
     async fn record<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> MetaResult<Option<T>> {
+        let raw = if tree.cached() {
+            match self.cache.lookup(tree, key) {
+                cache::Lookup::Hit(v) => v,
+                cache::Lookup::Miss(generation) => {
+                    let v = self.engine.get(tree, key).await?;
+                    self.cache.fill(generation, tree, key, v.clone());
+                    v
+                }
+            }
+        } else {
+            self.engine.get(tree, key).await?
+        };
+        raw.map(|v| decode(&v)).transpose()
+    }
+
+    /// A record as the store holds it now, never from the cache (for read-modify-write).
+    async fn fresh_record<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> MetaResult<Option<T>> {
         self.engine
             .get(tree, key)
             .await?
@@ -366,7 +402,10 @@ impl Meta {
         change: impl Fn(&mut Tenant),
     ) -> MetaResult<Tenant> {
         loop {
-            let old = self.tenant(id).await?.ok_or(MetaError::NoSuchTenant)?;
+            let old: Tenant = self
+                .fresh_record(Tree::Tenants, id.as_bytes())
+                .await?
+                .ok_or(MetaError::NoSuchTenant)?;
             let mut new = old.clone();
             change(&mut new);
             match self
@@ -656,7 +695,7 @@ pub(crate) mod testing {
         seeded(Meta::new(Arc::new(e))).await
     }
 
-    async fn seeded(m: Meta) -> Arc<Meta> {
+    pub(crate) async fn seeded(m: Meta) -> Arc<Meta> {
         let m = Arc::new(m);
         m.commit(&Commit::new(Change::CreateTenant(Tenant {
             id: "t".into(),
@@ -725,6 +764,86 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::{delete, meta, object, put};
     use super::*;
+
+    /// Two nodes on one database: a key one of them reads is cached (a change that bypasses
+    /// the gateway shows only after the TTL), and a change committed by the other node is seen
+    /// at once (its NOTIFY), well within the TTL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_nodes_change_invalidates_the_cache_and_entries_expire() {
+        use std::time::Duration;
+        let url = engine::conformance::fresh_pg_database().await;
+        let node = || async {
+            let e = engine::postgres::PgEngine::connect(&url, 4).await.unwrap();
+            Meta::new(Arc::new(e))
+        };
+        let (a, b) = (testing::seeded(node().await).await, Arc::new(node().await));
+        let key = |secret: &str| AccessKey {
+            access_key: "AK1".into(),
+            secret_key: secret.into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            role: Role::ReadWrite,
+            created_ms: 0,
+        };
+        a.commit(&Commit::new(Change::CreateAccessKey(key("one"))))
+            .await
+            .unwrap();
+        let secret = |m: &Arc<Meta>| {
+            let m = m.clone();
+            async move { m.access_key("AK1").await.unwrap().map(|k| k.secret_key) }
+        };
+        // Until b listens it caches nothing; then a read fills its cache.
+        let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let overwrite = |v: Vec<u8>| {
+            let db = &db;
+            async move {
+                db.execute(
+                    "UPDATE portcullis_kv SET value = $1 WHERE tree = $2 AND key = $3",
+                    &[&v, &Tree::AccessKeys.id(), &b"AK1".as_slice()],
+                )
+                .await
+                .unwrap();
+            }
+        };
+        let started = std::time::Instant::now();
+        loop {
+            assert_eq!(secret(&b).await.as_deref(), Some("one"));
+            // Behind the gateway's back (no NOTIFY): a cached read still says "one".
+            overwrite(encode(&key("sideways"))).await;
+            let cached = secret(&b).await;
+            overwrite(encode(&key("one"))).await;
+            if cached.as_deref() == Some("one") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "b never cached"
+            );
+            b.cache.invalidate(Tree::AccessKeys, b"AK1");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Expiry: a change the cache was never told of shows within the TTL.
+        overwrite(encode(&key("sideways"))).await;
+        tokio::time::sleep(cache::TTL + Duration::from_millis(50)).await;
+        assert_eq!(secret(&b).await.as_deref(), Some("sideways"));
+        // Revoked through node a: b refuses it at once, far within the TTL.
+        assert!(secret(&b).await.is_some());
+        a.commit(&Commit::new(Change::DeleteAccessKey("AK1".into())))
+            .await
+            .unwrap();
+        let revoked = std::time::Instant::now();
+        while secret(&b).await.is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_millis(500),
+            "seen after {:?}",
+            revoked.elapsed()
+        );
+    }
 
     fn pending(status: ScanStatus) -> Object {
         Object {

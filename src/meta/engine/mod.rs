@@ -80,6 +80,27 @@ impl Tree {
     pub fn id(self) -> i16 {
         self as i16
     }
+
+    pub fn from_id(id: i16) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    /// Trees whose records every request reads (keys, tenants, buckets): nodes cache them, and
+    /// a commit that changes one invalidates it on every node.
+    pub fn cached(self) -> bool {
+        matches!(self, Tree::AccessKeys | Tree::Tenants | Tree::Buckets)
+    }
+}
+
+/// What another process's commit changed, for caches of [`Tree::cached`] trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Key(Tree, Vec<u8>),
+    /// Notifications may have been missed (the listening connection broke): forget everything,
+    /// and cache nothing until `Resume`.
+    Suspend,
+    /// Listening again: caching may resume.
+    Resume,
 }
 
 /// What a commit requires to be still true when it applies.
@@ -222,6 +243,13 @@ pub trait Engine: Send + Sync {
     /// Returns once the commits of `ticket` are on disk, whatever the configuration (the deleter
     /// calls it before it deletes the blobs they freed). Concurrent callers share flushes.
     async fn persist(&self, ticket: FlushTicket) -> EngineResult<()>;
+
+    /// Changes made by other processes sharing the store, for caches, and whether they are
+    /// being received now (subscribe first, then read it: a later `Resume` is not missed).
+    /// `None` when no other process can share the store (sled): local invalidation is enough.
+    fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
+        None
+    }
 
     /// True when nothing has ever been written to `tree`.
     async fn is_empty(&self, tree: Tree) -> EngineResult<bool> {

@@ -15,6 +15,8 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +26,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Tree, Write, prefix_end,
+    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Invalidation, Tree, Write,
+    prefix_end,
 };
 
 /// Bumped when the schema changes; `migrate` brings an older database up to it.
@@ -36,8 +39,22 @@ const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
 /// A [`Check::Value`] as (tree, key, expected value).
 type PointCheck<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
 
+/// The channel commits notify on when they change a record of a [`Tree::cached`] tree
+/// (payload `<tree id>:<hex key>`).
+const CHANNEL: &str = "portcullis_cache";
+
 pub struct PgEngine {
     pool: Pool,
+    invalidations: tokio::sync::broadcast::Sender<Invalidation>,
+    /// True while the listening connection is listening.
+    listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgEngine {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl From<tokio_postgres::Error> for EngineError {
@@ -98,7 +115,7 @@ impl PgEngine {
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("portcullis");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -111,7 +128,19 @@ impl PgEngine {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))?;
-        let this = Self { pool };
+        let (invalidations, _) = tokio::sync::broadcast::channel(4096);
+        let listening = std::sync::Arc::default();
+        let listener = tokio::spawn(listen(
+            config,
+            invalidations.clone(),
+            Arc::clone(&listening),
+        ));
+        let this = Self {
+            pool,
+            invalidations,
+            listening,
+            listener,
+        };
         this.migrate().await?;
         Ok(this)
     }
@@ -261,9 +290,75 @@ impl PgEngine {
             tx.execute(stmt, p)
         });
         futures::future::try_join_all(writes).await?;
+        // Delivered to every listening node when (and only if) the transaction commits.
+        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let payloads: Vec<String> = batch
+            .writes
+            .iter()
+            .map(Write::target)
+            .filter(|(tree, _)| tree.cached())
+            .map(|(tree, key)| format!("{}:{}", tree.id(), hex::encode(key)))
+            .collect();
+        let params: Vec<[&(dyn ToSql + Sync); 2]> =
+            payloads.iter().map(|p| [&CHANNEL as _, p as _]).collect();
+        let notes = params.iter().map(|p| tx.execute(&notify, p));
+        futures::future::try_join_all(notes).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Keeps one connection listening on [`CHANNEL`] and passes what other nodes' commits changed
+/// to the caches. While it is not listening (at start, after a broken connection) the caches
+/// are told to `Suspend`: a missed notification must not leave a revoked key usable.
+async fn listen(
+    config: tokio_postgres::Config,
+    out: tokio::sync::broadcast::Sender<Invalidation>,
+    listening: Arc<AtomicBool>,
+) {
+    use futures::StreamExt;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if let Ok((client, mut conn)) = config.connect(NoTls).await {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let pump = tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+                while let Some(Ok(m)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                        let _ = tx.send(n.payload().to_string());
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                listening.store(true, Ordering::SeqCst);
+                let _ = out.send(Invalidation::Resume);
+                pause = Duration::from_millis(100);
+                while let Some(payload) = rx.recv().await {
+                    if let Some(inv) = parse_note(&payload) {
+                        let _ = out.send(inv);
+                    }
+                }
+            }
+            pump.abort();
+            listening.store(false, Ordering::SeqCst);
+            let _ = out.send(Invalidation::Suspend);
+            tracing::warn!(
+                "the cache invalidation connection to PostgreSQL broke; caching is off until it is back"
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn parse_note(payload: &str) -> Option<Invalidation> {
+    let (tree, key) = payload.split_once(':')?;
+    let tree = Tree::from_id(tree.parse().ok()?)?;
+    Some(Invalidation::Key(tree, hex::decode(key).ok()?))
 }
 
 /// Up to `limit` rows of `tree` under `prefix` from `from`, on any client or transaction.
@@ -317,6 +412,11 @@ impl Engine for PgEngine {
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
         self.try_commit(&batch).await
+    }
+
+    fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
+        let rx = self.invalidations.subscribe();
+        Some((rx, self.listening.load(Ordering::SeqCst)))
     }
 
     /// Commits are durable when they return: every ticket is covered.
