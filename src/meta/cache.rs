@@ -1,6 +1,7 @@
 //! The node's cache of the records every request reads: access keys, tenants, buckets
-//! ([`Tree::cached`]). It saves the store a round trip per read on PostgreSQL and never makes an
-//! answer staler than the bound below.
+//! ([`Tree::cached`]). It saves a round trip per read on a shared store (PostgreSQL) and never
+//! makes an answer staler than the bound below. On the embedded store reads are already in
+//! this process's memory, and it stays off (measured: on, it cost 12 % of small PUTs on sled).
 //!
 //! - A commit of this process invalidates what it changed as it returns.
 //! - A commit of another node invalidates it through the engine's notifications (PostgreSQL
@@ -58,8 +59,8 @@ impl Cache {
     pub(super) fn new(engine: &dyn Engine) -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         match engine.invalidations() {
-            // One process per store: its own commits are all there is to see.
-            None => lock(&inner).on = true,
+            // An embedded store (sled) is read from this process's memory: nothing to save.
+            None => lock(&inner).on = false,
             Some((rx, listening)) => match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     lock(&inner).on = listening;
