@@ -202,8 +202,7 @@ async fn join(
         path: meta_place(config),
         source,
     };
-    // The directories of the local backends this node writes to (its default placement or a
-    // configured tenant's), as `<host>:<path>`.
+    // The directory of a local backend, as `<host>:<path>`.
     let local_dir = |name: &str| {
         config.backends.iter().find_map(|b| match &b.kind {
             crate::backend::BackendKind::Local { path, .. } if b.name == name => {
@@ -217,9 +216,26 @@ async fn join(
             _ => None,
         })
     };
-    let local = std::iter::once(&config.default_placement.backend)
+    // Every backend this node may write to: the default placement, the quarantine, and each
+    // tenant's placement and locations (configured, or created at run time).
+    let stored = meta.tenants().await.map_err(meta_err)?;
+    let named: Vec<&String> = std::iter::once(&config.default_placement.backend)
+        .chain(
+            config
+                .scanner
+                .iter()
+                .filter_map(|s| s.quarantine.as_ref())
+                .map(|p| &p.backend),
+        )
         .chain(config.tenants.iter().map(|t| &t.placement.backend))
-        .find_map(|b| local_dir(b));
+        .chain(
+            stored
+                .iter()
+                .flat_map(|t| t.placement.iter().map(|p| &p.backend)),
+        )
+        .chain(stored.iter().flat_map(|t| t.locations.iter()))
+        .collect();
+    let local = named.into_iter().find_map(|b| local_dir(b));
     // An embedded store serves one process (sled locks it), so every node record in it is a
     // previous life of this gateway: reap them now rather than after the node timeout, so what
     // they held (reservations, writes in flight) is free at once.

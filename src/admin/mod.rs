@@ -327,6 +327,22 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 )));
             }
             valid_policy(&t.policy)?;
+            // A local backend's blobs are on this node's disk only: not while others serve.
+            let local = std::iter::once(&placement.backend)
+                .chain(t.locations.iter())
+                .find(|b| {
+                    cfg.backends.iter().any(|c| {
+                        c.name == **b && matches!(c.kind, crate::backend::BackendKind::Local { .. })
+                    })
+                });
+            if let Some(b) = local {
+                let others = state.node.view().await?.nodes.len().saturating_sub(1);
+                if others > 0 {
+                    return Err(AdminError::BadRequest(format!(
+                        "backend {b:?} is a local backend, whose blobs only this node has, and {others} other node(s) share this metadata store: use a shared backend (s3, azure, gcs)"
+                    )));
+                }
+            }
             let tenant = meta::Tenant {
                 display_name: t.display_name.unwrap_or_else(|| t.id.clone()),
                 id: t.id,

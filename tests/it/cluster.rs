@@ -104,6 +104,10 @@ impl Cluster {
     fn kill9(&mut self, i: usize) {
         self.nodes[i].take().unwrap().kill9();
     }
+
+    fn config(&self, i: usize) -> std::path::PathBuf {
+        self._dirs[i].path().join("portcullis.toml")
+    }
 }
 
 async fn admin(addr: SocketAddr, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
@@ -639,6 +643,29 @@ async fn a_local_backend_node_does_not_share_its_store() {
     let out = refused(&config);
     assert!(out.contains("writes to a `local` backend"), "{out}");
     assert!(out.contains("shares this metadata store"), "{out}");
+}
+
+/// A tenant on the `local` backend is refused through the admin API while other nodes serve;
+/// once it exists (created while one node served), a second node refuses to join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_on_a_local_backend_keeps_the_store_to_one_node() {
+    let mut c = Cluster::start(2, "", "").await;
+    let solo = json!({ "id": "solo", "backend": "local" });
+    let (st, v) = admin(c.admin(0), reqwest::Method::POST, "/tenants", solo.clone()).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("local backend"), "{v}");
+    c.kill9(1);
+    wait_for(c.admin(0), "/cluster", 10, |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 1)
+    })
+    .await;
+    let (st, v) = admin(c.admin(0), reqwest::Method::POST, "/tenants", solo).await;
+    assert_eq!(st, 201, "{v}");
+    let out = refused(&c.config(1));
+    assert!(
+        out.contains("this node writes to a `local` backend"),
+        "{out}"
+    );
 }
 
 /// Runs `portcullis serve` on `config`, which must exit with an error; its output.
