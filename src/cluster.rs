@@ -325,3 +325,41 @@ impl Node {
 fn new_instance(node_id: &str) -> String {
     format!("{node_id}/{}", ulid::Ulid::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's lease: one holder at a time, renewed by it, taken over only once it expired;
+    /// every take bumps `seq`, so a lease freed and taken again never looks unchanged.
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_expires() {
+        let (_d, m) = crate::meta::testing::meta().await;
+        let opts = ClusterOptions {
+            lease: Duration::ZERO,
+            ..Default::default()
+        };
+        let a = Node::join(m.clone(), opts.clone(), "a".into(), None)
+            .await
+            .unwrap();
+        let b = Node::join(m.clone(), opts, "b".into(), None).await.unwrap();
+        let hold = Duration::from_millis(200);
+        assert!(a.lease("sweeper", hold).await.unwrap());
+        assert!(!b.lease("sweeper", hold).await.unwrap());
+        assert!(a.lease("sweeper", hold).await.unwrap(), "the holder renews");
+        assert!(!b.lease("sweeper", hold).await.unwrap());
+        tokio::time::sleep(hold + Duration::from_millis(50)).await;
+        assert!(
+            b.lease("sweeper", hold).await.unwrap(),
+            "expired: another node takes it"
+        );
+        assert!(!a.lease("sweeper", hold).await.unwrap());
+        let l = m.leases().await.unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].holder.as_deref(), Some(b.instance().as_str()));
+        assert_eq!(l[0].seq, 3, "three takes");
+        let view = a.view().await.unwrap();
+        assert_eq!(view.nodes.len(), 2);
+        assert_eq!(view.leases[0].holder, b.instance());
+    }
+}

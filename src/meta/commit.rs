@@ -290,7 +290,7 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             }
             // A write admitted on any node counts itself in flight before its body is read; one
             // admitted after this read finds no bucket at its commit.
-            if super::coord::writes_in_flight(rules.tx, tenant, bucket).await? > 0 {
+            if super::coord::writes_in_flight(rules.tx.engine(), tenant, bucket).await? > 0 {
                 return Err(MetaError::BucketBusy);
             }
             rules.tx.delete(Tree::Buckets, bkey.clone());

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Tree;
+use super::engine::{Engine, Tree};
 use super::txn::Txn;
 use super::{Meta, MetaError, MetaResult, keys, now_ms};
 use crate::model::{Limits, Usage};
@@ -142,15 +142,25 @@ fn in_flight_row(tenant: &str, bucket: &str, instance: &str) -> Vec<u8> {
     k
 }
 
-/// Writes in flight into `tenant`'s `bucket`, on every node, as the store says now.
-pub(super) async fn writes_in_flight(tx: &Txn<'_>, tenant: &str, bucket: &str) -> MetaResult<i64> {
-    let rows = tx
-        .peek_scan(Tree::Reservations, &in_flight_rows(tenant, bucket))
+/// The sum of the counter rows under `prefix` (one per node), as the store holds them now.
+/// Unchecked: the callers' rules say why a stale sum errs on the safe side.
+async fn sum_rows(engine: &dyn Engine, prefix: &[u8]) -> MetaResult<[i64; 2]> {
+    let rows = engine
+        .scan(Tree::Reservations, prefix, prefix, 1_000_000)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|(_, v)| super::engine::counters(Some(v))[0])
-        .sum())
+    Ok(rows.iter().fold([0, 0], |[a, b], (_, v)| {
+        let [x, y] = super::engine::counters(Some(v));
+        [a + x, b + y]
+    }))
+}
+
+/// Writes in flight into `tenant`'s `bucket`, on every node, as the store says now.
+pub(super) async fn writes_in_flight(
+    engine: &dyn Engine,
+    tenant: &str,
+    bucket: &str,
+) -> MetaResult<i64> {
+    Ok(sum_rows(engine, &in_flight_rows(tenant, bucket)).await?[0])
 }
 
 /// How an admission decides ([`Coord::Reserve`]).
@@ -359,12 +369,7 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
                     }
                 }
                 // Reservations first, then usage (see above).
-                let mut reserved = [0i64; 2];
-                for (_, v) in tx.peek_scan(Tree::Reservations, &scope.rows()).await? {
-                    let c = super::engine::counters(Some(&v));
-                    reserved[0] += c[0];
-                    reserved[1] += c[1];
-                }
+                let reserved = sum_rows(tx.engine(), &scope.rows()).await?;
                 let committed = super::commit::usage_of(
                     tx.peek(Tree::Usage, &scope.usage_key()).await?.as_deref(),
                 );
@@ -473,22 +478,12 @@ pub fn gate_lease(scope: &Scope) -> Vec<u8> {
 impl Meta {
     /// Every registered node, dead ones included until reaped.
     pub async fn nodes(&self) -> MetaResult<Vec<NodeRecord>> {
-        Ok(self
-            .scan_all::<NodeRecord>(Tree::Nodes, &[])
-            .await?
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect())
+        self.records(Tree::Nodes).await
     }
 
     /// Every lease ever taken (free ones show `holder: None`).
     pub async fn leases(&self) -> MetaResult<Vec<Lease>> {
-        Ok(self
-            .scan_all::<Lease>(Tree::Leases, &[])
-            .await?
-            .into_iter()
-            .map(|(_, l)| l)
-            .collect())
+        self.records(Tree::Leases).await
     }
 
     /// What is reserved now in each of the tenant's scopes, summed over nodes (`tenant t`,
@@ -507,16 +502,7 @@ impl Meta {
             });
         }
         for s in scopes {
-            let mut sum = [0i64; 2];
-            for (_, v) in self
-                .engine
-                .scan(Tree::Reservations, &s.rows(), &s.rows(), 10_000)
-                .await?
-            {
-                let c = super::engine::counters(Some(&v));
-                sum[0] += c[0];
-                sum[1] += c[1];
-            }
+            let sum = sum_rows(&*self.engine, &s.rows()).await?;
             if sum != [0, 0] {
                 out.push((
                     s.describe(),
@@ -532,8 +518,9 @@ impl Meta {
 
     /// Writes in flight into a bucket, on every node (admitted, not yet committed or failed).
     pub async fn bucket_writes_in_flight(&self, tenant: &str, bucket: &str) -> MetaResult<u64> {
-        let tx = Txn::new(&*self.engine);
-        Ok(writes_in_flight(&tx, tenant, bucket).await?.max(0) as u64)
+        Ok(writes_in_flight(&*self.engine, tenant, bucket)
+            .await?
+            .max(0) as u64)
     }
 
     pub async fn jobs(&self, kind: &str) -> MetaResult<Vec<JobRecord>> {
@@ -544,12 +531,7 @@ impl Meta {
 
     /// Every job of every kind, finished ones included.
     pub async fn all_jobs(&self) -> MetaResult<Vec<JobRecord>> {
-        Ok(self
-            .scan_all::<JobRecord>(Tree::Jobs, &[])
-            .await?
-            .into_iter()
-            .map(|(_, j)| j)
-            .collect())
+        self.records(Tree::Jobs).await
     }
 
     pub async fn job(&self, id: &str) -> MetaResult<Option<JobRecord>> {

@@ -358,6 +358,16 @@ impl Meta {
             .transpose()
     }
 
+    /// Every record of a small tree (nodes, leases, jobs, tenants), without keys.
+    async fn records<T: DeserializeOwned>(&self, tree: Tree) -> MetaResult<Vec<T>> {
+        Ok(self
+            .scan_all::<T>(tree, &[])
+            .await?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Every record under `prefix` from `from`, page by page.
     async fn scan_all<T: DeserializeOwned>(
         &self,
@@ -387,12 +397,7 @@ impl Meta {
     }
 
     pub async fn tenants(&self) -> MetaResult<Vec<Tenant>> {
-        Ok(self
-            .scan_all(Tree::Tenants, &[])
-            .await?
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect())
+        self.records(Tree::Tenants).await
     }
 
     /// Changes a tenant record (read, change, commit if it is still what was read).

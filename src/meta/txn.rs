@@ -45,6 +45,11 @@ impl<'e> Txn<'e> {
         Ok(v)
     }
 
+    /// The engine, for reads the attempt does not check (see [`Txn::peek`]).
+    pub(crate) fn engine(&self) -> &'e dyn Engine {
+        self.engine
+    }
+
     /// Reads without a check: for reads whose staleness the caller's rules make safe (the
     /// quota admission's sums, `meta::coord`).
     pub(crate) async fn peek(&self, tree: Tree, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
