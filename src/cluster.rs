@@ -61,6 +61,10 @@ pub fn default_node_id() -> String {
 
 pub struct Node {
     meta: Arc<Meta>,
+    /// The store over the control connections: heartbeats, reaping and worker leases never
+    /// wait behind requests for a pooled connection (or a saturated pool would get this node
+    /// reaped and its writes fenced).
+    control: Arc<Meta>,
     opts: ClusterOptions,
     record: Mutex<NodeRecord>,
     /// When the current instance registered, and when a heartbeat last succeeded.
@@ -112,14 +116,17 @@ impl Node {
             local_data,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        meta.commit(&Commit::new(Change::Coord(Coord::Heartbeat {
-            node: record.clone(),
-            renew: false,
-        })))
-        .await?;
+        let control = meta.control();
+        control
+            .commit(&Commit::new(Change::Coord(Coord::Heartbeat {
+                node: record.clone(),
+                renew: false,
+            })))
+            .await?;
         tracing::info!(instance = %record.instance, "joined the cluster");
         Ok(Arc::new(Self {
             meta,
+            control,
             opts,
             record: Mutex::new(record),
             joined: Mutex::new((Instant::now(), Instant::now())),
@@ -161,7 +168,7 @@ impl Node {
         rec.seen_ms = now;
         rec.expires_ms = now + self.opts.node_timeout.as_millis() as i64;
         let renewed = self
-            .meta
+            .control
             .commit(&Commit::new(Change::Coord(Coord::Heartbeat {
                 node: rec.clone(),
                 renew: true,
@@ -175,7 +182,7 @@ impl Node {
                 let old = rec.instance.clone();
                 rec.instance = new_instance(&self.opts.node_id);
                 rec.started_ms = now;
-                self.meta
+                self.control
                     .commit(&Commit::new(Change::Coord(Coord::Heartbeat {
                         node: rec.clone(),
                         renew: false,
@@ -189,10 +196,10 @@ impl Node {
         }
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = rec;
         let mut reaped = 0;
-        for n in self.meta.nodes().await? {
+        for n in self.control.nodes().await? {
             if n.expires_ms < now {
                 tracing::warn!(instance = %n.instance, "reaping a node that stopped sending heartbeats; its reservations are freed");
-                self.meta
+                self.control
                     .commit(&Commit::new(Change::Coord(Coord::Reap { node: n })))
                     .await?;
                 reaped += 1;
@@ -228,7 +235,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let _ = self
-            .meta
+            .control
             .commit(&Commit::new(Change::Coord(Coord::Reap { node: rec })))
             .await;
     }
@@ -242,7 +249,7 @@ impl Node {
             holder: self.instance(),
             ttl_ms: (hold + self.opts.lease).as_millis() as i64,
         };
-        match self.meta.commit(&Commit::new(Change::Coord(take))).await {
+        match self.control.commit(&Commit::new(Change::Coord(take))).await {
             Ok(()) => Ok(true),
             Err(MetaError::LeaseHeld(_)) => Ok(false),
             Err(e) => Err(e),
@@ -361,5 +368,43 @@ mod tests {
         let view = a.view().await.unwrap();
         assert_eq!(view.nodes.len(), 2);
         assert_eq!(view.leases[0].holder, b.instance());
+    }
+
+    /// Requests that take every connection of the PostgreSQL pool (the review's delimiter
+    /// listings on several nodes) must not delay this node's heartbeat past the node timeout:
+    /// the others would reap it and fence its writes, for every tenant.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_pool_delays_no_heartbeat_and_no_lease() {
+        let url = crate::meta::engine::conformance::fresh_pg_database().await;
+        let engine = Arc::new(
+            crate::meta::engine::postgres::PgEngine::connect(&url, 2)
+                .await
+                .unwrap(),
+        );
+        let m = Arc::new(Meta::new(engine.clone()));
+        let node = Node::join(m.clone(), ClusterOptions::default(), "n".into(), None)
+            .await
+            .unwrap();
+        let held = engine.hold_pool().await;
+        assert_eq!(held.len(), 2, "the pool is saturated");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), m.tenants())
+                .await
+                .is_err(),
+            "a request waits for a pooled connection"
+        );
+        let quick = Duration::from_secs(2);
+        tokio::time::timeout(quick, node.beat())
+            .await
+            .expect("the heartbeat waited for the saturated pool")
+            .unwrap();
+        assert!(
+            tokio::time::timeout(quick, node.lease("sweeper", Duration::from_secs(1)))
+                .await
+                .expect("the worker lease waited for the saturated pool")
+                .unwrap()
+        );
+        drop(held);
+        assert_eq!(m.nodes().await.unwrap().len(), 1);
     }
 }

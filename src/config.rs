@@ -125,6 +125,7 @@ mod raw {
         pub max_uploads_in_flight: Option<usize>,
         pub max_tenant_uploads_in_flight: Option<usize>,
         pub max_open_uploads: Option<usize>,
+        pub max_open_parts: Option<usize>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -255,13 +256,66 @@ pub struct Config {
     pub policy: Policy,
 }
 
-/// The development admin token of `config/portcullis.toml`; published, so refused off loopback.
-pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
-/// The development access keys and secrets of `config/portcullis.toml`; the same.
-pub const DEV_KEYS: [(&str, &str); 2] = [
-    ("ACMEDEVKEY", "acme-dev-secret"),
-    ("GLOBEXDEVKEY", "globex-dev-secret"),
+/// The example configuration files this repository publishes: every admin token and access key
+/// in them is known to anyone, so each is refused off loopback. Read from the files themselves,
+/// so an example added with a credential of its own is covered without a second list.
+const PUBLISHED: [(&str, &str); 5] = [
+    (
+        "config/portcullis.toml",
+        include_str!("../config/portcullis.toml"),
+    ),
+    (
+        "config/postgres.toml",
+        include_str!("../config/postgres.toml"),
+    ),
+    (
+        "config/cluster/node-1.toml",
+        include_str!("../config/cluster/node-1.toml"),
+    ),
+    (
+        "config/cluster/node-2.toml",
+        include_str!("../config/cluster/node-2.toml"),
+    ),
+    (
+        "config/cluster/node-3.toml",
+        include_str!("../config/cluster/node-3.toml"),
+    ),
 ];
+
+/// What the repository publishes: admin tokens and (access key, secret) pairs, with the file
+/// each comes from.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub tokens: Vec<(String, &'static str)>,
+    pub keys: Vec<(String, String, &'static str)>,
+}
+
+pub fn published_credentials() -> Published {
+    let mut out = Published::default();
+    for (file, text) in PUBLISHED {
+        let Ok(v) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        if let Some(t) = v
+            .get("admin")
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str())
+        {
+            out.tokens.push((t.to_string(), file));
+        }
+        let tenants = v.get("tenants").and_then(|t| t.as_array());
+        for t in tenants.into_iter().flatten() {
+            let keys = t.get("keys").and_then(|k| k.as_array());
+            for k in keys.into_iter().flatten() {
+                let field = |n: &str| k.get(n).and_then(|x| x.as_str()).map(str::to_string);
+                if let (Some(a), Some(s)) = (field("access_key"), field("secret_key")) {
+                    out.keys.push((a, s, file));
+                }
+            }
+        }
+    }
+    out
+}
 
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
@@ -779,6 +833,7 @@ impl Config {
                 "max_tenant_uploads_in_flight",
             )?,
             open_per_tenant: count(s.max_open_uploads, du.open_per_tenant, "max_open_uploads")?,
+            parts_per_tenant: count(s.max_open_parts, du.parts_per_tenant, "max_open_parts")?,
         };
         let admin = match (raw.admin.token, raw.admin.token_file) {
             (Some(_), Some(_)) => {
@@ -1288,5 +1343,27 @@ secret_key = "acme-dev-secret"
         let c = Config::parse(text).unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("acme-dev-secret"), "{dbg}");
+    }
+
+    /// Every example file's admin token and keys are refused off loopback: the cluster
+    /// example's token was once missed by a hand-kept list.
+    #[test]
+    fn every_published_token_and_key_is_known() {
+        let p = published_credentials();
+        let tokens: Vec<&str> = p.tokens.iter().map(|(t, _)| t.as_str()).collect();
+        assert!(tokens.contains(&"dev-admin-token-change-me"), "{p:?}");
+        assert!(tokens.contains(&"cluster-example-admin-token"), "{p:?}");
+        assert_eq!(tokens.len(), PUBLISHED.len(), "one token per file: {p:?}");
+        for (k, s) in [
+            ("ACMEDEVKEY", "acme-dev-secret"),
+            ("GLOBEXDEVKEY", "globex-dev-secret"),
+        ] {
+            assert!(p.keys.iter().any(|(a, b, _)| a == k && b == s), "{p:?}");
+        }
+        // Each file is a configuration the gateway accepts, so nothing in it was missed by a
+        // parse that failed.
+        for (file, text) in PUBLISHED {
+            assert!(text.parse::<toml::Table>().is_ok(), "{file}");
+        }
     }
 }

@@ -53,13 +53,13 @@ pub enum StartError {
     #[error("joining the cluster: {0}")]
     Cluster(String),
     #[error(
-        "{0} of config/portcullis.toml, which is published, and {1} is not a loopback address. Set your own: \
+        "{0}, which is public, and {1} is not a loopback address. Set your own: \
          `admin.token` (or `token_file`) to a random string of at least 16 characters, and for each \
          `[[tenants.keys]]` a new access key and `secret_key_file` (or create keys with the admin \
          API, `POST /tenants/{{id}}/keys`, and revoke the development ones); or listen on \
          127.0.0.1 only"
     )]
-    DevCredentials(&'static str, SocketAddr),
+    DevCredentials(String, SocketAddr),
 }
 
 /// Virtual-hosted-style requests under one domain. Clients send `Host: bucket.domain:port`;
@@ -298,17 +298,16 @@ async fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), Star
     let Some(exposed) = exposed else {
         return Ok(());
     };
-    if config
-        .admin
-        .as_ref()
-        .is_some_and(|a| a.token == crate::config::DEV_ADMIN_TOKEN)
+    let published = crate::config::published_credentials();
+    if let Some(admin) = &config.admin
+        && let Some((_, file)) = published.tokens.iter().find(|(t, _)| *t == admin.token)
     {
         return Err(StartError::DevCredentials(
-            "the admin token is the development token",
+            format!("the admin token is the published token of {file}"),
             exposed,
         ));
     }
-    for (key, secret) in crate::config::DEV_KEYS {
+    for (key, secret, file) in &published.keys {
         let stored = meta
             .access_key(key)
             .await
@@ -316,9 +315,9 @@ async fn refuse_dev_credentials(config: &Config, meta: &Meta) -> Result<(), Star
                 path: meta_place(config),
                 source,
             })?;
-        if stored.is_some_and(|k| k.secret_key == secret) {
+        if stored.is_some_and(|k| k.secret_key == *secret) {
             return Err(StartError::DevCredentials(
-                "an access key is a development key",
+                format!("an access key ({key}) is a development key published in {file}"),
                 exposed,
             ));
         }
@@ -415,6 +414,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = config.max_xml_body;
+    // POST forms are refused by the screen before s3s sees them; should one get through, s3s
+    // buffers no more than a few KB of it (it reads a form whole before checking its
+    // signature).
+    s3_config.post_object_max_file_size = 0;
+    s3_config.form_max_field_size = 4 * 1024;
+    s3_config.form_max_fields_size = 8 * 1024;
+    s3_config.form_max_parts = 16;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         s3_config,
     ))));
@@ -501,6 +507,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         workers,
         meta,
     })
+}
+
+/// S3 has no operation on any other method: answered 405 (a client's mistake, logged at
+/// debug), never passed to s3s, which answers it as an internal error.
+fn known_method(m: &http::Method) -> Result<(), s3s::S3Error> {
+    use http::Method;
+    if [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+    ]
+    .contains(m)
+    {
+        return Ok(());
+    }
+    Err(crate::error::with_status(
+        s3s::S3ErrorCode::MethodNotAllowed,
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("The specified method ({m}) is not allowed against this resource."),
+    ))
 }
 
 /// True for a request whose body is XML (not object data) and whose declared length exceeds the
@@ -680,19 +708,30 @@ impl S3Front {
             status: None,
         };
         let max_xml_body = self.max_xml_body;
-        let refused = crate::s3::screen(&req, &self.screen).or_else(|| {
-            xml_body_too_large(&req, max_xml_body).then(|| {
-                // s3s bounds XML bodies too, but reports an oversized streamed body as
-                // InternalError.
-                crate::error::with_status(
-                    s3s::S3ErrorCode::MaxMessageLengthExceeded,
-                    http::StatusCode::BAD_REQUEST,
-                    format!(
-                        "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
-                    ),
-                )
-            })
-        });
+        let screened = known_method(req.method())
+            .and_then(|()| crate::s3::screen(&req, &self.screen))
+            .and_then(|method| {
+                if xml_body_too_large(&req, max_xml_body) {
+                    // s3s bounds XML bodies too, but reports an oversized streamed body as
+                    // InternalError.
+                    return Err(crate::error::with_status(
+                        s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                        http::StatusCode::BAD_REQUEST,
+                        format!(
+                            "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
+                        ),
+                    ));
+                }
+                Ok(method)
+            });
+        let refused = match screened {
+            Ok(method) => {
+                // The mechanism s3s will verify, decided once: `S3Access` reads it.
+                req.extensions_mut().insert(method);
+                None
+            }
+            Err(e) => Some(e),
+        };
         let unread = Arc::default();
         let sent = !req
             .headers()

@@ -8,8 +8,16 @@
 //! s3s itself (`RUST_LOG=s3s=debug`, the documented switch, for debugging signatures on a test
 //! key) turns it on; the same holds for sled, hyper and tokio-postgres (whose debug lines print
 //! statement parameters, i.e. records with secret keys).
+//!
+//! The secret-bearing targets (s3s, tokio-postgres) are also capped by a second, fixed filter
+//! ([`guard`]) that only a directive naming them lifts: a span directive (`[request]=trace`)
+//! enables every target inside the spans it names, whatever the per-target directives say, so
+//! the first filter alone once let s3s print `Authorization` headers inside request spans.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The default filter.
 /// tokio-postgres logs every statement's parameters at debug — record values, secret keys among
@@ -46,18 +54,46 @@ pub fn filter_spec(user: Option<&str>) -> String {
         .join(",")
 }
 
+/// Targets whose lines carry secrets, and the most they may log unless a directive names them.
+const GUARDED: [(&str, LevelFilter); 2] = [
+    ("s3s", LevelFilter::OFF),
+    ("tokio_postgres", LevelFilter::WARN),
+];
+
+/// The fixed cap on [`GUARDED`] targets, except those `user` names (`s3s=debug`,
+/// `s3s::ops=trace`): applied on top of the `RUST_LOG` filter, so no span directive lifts it.
+pub fn guard(user: Option<&str>) -> Targets {
+    let named: Vec<&str> = user
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|d| target(d.trim()))
+        .collect();
+    GUARDED
+        .iter()
+        .filter(|(t, _)| !named.iter().any(|n| n.starts_with(t)))
+        .fold(
+            Targets::new().with_default(LevelFilter::TRACE),
+            |g, (t, cap)| g.with_target(*t, *cap),
+        )
+}
+
 pub fn init() {
-    let spec = filter_spec(std::env::var("RUST_LOG").ok().as_deref());
+    let user = std::env::var("RUST_LOG").ok();
+    let spec = filter_spec(user.as_deref());
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
         eprintln!("RUST_LOG: {e}; using the default filter");
         EnvFilter::new(DEFAULT_FILTER)
     });
     // Colours only on a terminal: log files and pipes get plain `key=value` text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(guard(user.as_deref()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(ansi),
+        )
         .try_init();
 }
 
@@ -70,11 +106,15 @@ mod tests {
     fn printed(rust_log: Option<&str>) -> String {
         let out = Arc::new(Mutex::new(Vec::<u8>::new()));
         let sink = out.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new(filter_spec(rust_log)))
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
+        // Composed as `init` composes it.
+        let sub = tracing_subscriber::registry()
+            .with(EnvFilter::new(filter_spec(rust_log)))
+            .with(guard(rust_log))
+            .with(tracing_subscriber::fmt::layer().with_writer(move || Sink(sink.clone())));
         tracing::subscriber::with_default(sub, || {
+            // As in the gateway: every line of a request is inside its `request` span.
+            let _span =
+                tracing::info_span!(target: "portcullis::server", "request", id = 1).entered();
             tracing::debug!(target: "s3s::ops::signature", "authorization=AWS4-HMAC-SHA256 secret");
             tracing::debug!(target: "tokio_postgres::query", "parameters: [\"secret_key\"]");
             tracing::debug!(target: "portcullis::server", "own debug line");
@@ -97,7 +137,16 @@ mod tests {
     fn rust_log_debug_adds_to_the_default_and_keeps_s3s_silent() {
         let by_default = printed(None);
         assert!(!by_default.contains("own debug line"), "{by_default}");
-        for spec in ["debug", "trace", "portcullis=debug", "debug,sled=info"] {
+        for spec in [
+            "debug",
+            "trace",
+            "portcullis=debug",
+            "debug,sled=info",
+            // Span directives naming no target (the review's bypass).
+            "[request]=trace",
+            "debug,[request]=trace",
+            "[request{id}]=trace",
+        ] {
             let out = printed(Some(spec));
             assert!(out.contains("own debug line"), "{spec}: {out}");
             assert!(
@@ -107,5 +156,6 @@ mod tests {
         }
         // Only naming s3s turns it on.
         assert!(printed(Some("debug,s3s=debug")).contains("secret"));
+        assert!(printed(Some("[request]=trace,s3s=trace")).contains("authorization"));
     }
 }

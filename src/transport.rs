@@ -5,11 +5,14 @@
 //! - **connections**: at most `max_connections` open on the listener and `max_connections_per_ip`
 //!   from one address; one more is accepted and closed at once (so the kernel's backlog keeps
 //!   moving and the client sees a clean close, not a hang);
-//! - **time**: a connection with no request being handled and no byte moving for
-//!   `header_timeout` is closed — one that never sends a first byte, stops mid-header, or idles
-//!   between keep-alive requests; the TLS handshake has the same bound, and hyper closes an
-//!   HTTP/1 connection whose request header is not complete within `header_timeout` even while
-//!   it drips (a request being handled is never cut: its body has its own pace, `pace.rs`);
+//! - **time**: a connection on which no request has made progress for `header_timeout` is
+//!   closed — one that never sends a complete request header, or idles between keep-alive
+//!   requests, or only sends HTTP/2 PING (or SETTINGS, WINDOW_UPDATE…) frames. Progress is a
+//!   request arriving, a handler finishing, or a response body frame going out; bytes alone
+//!   are not (a client's PING every 20 s once held a connection, and so the per-address and
+//!   per-listener bounds, forever). The TLS handshake has the same bound; a request being
+//!   handled is never cut (its body has its own pace, `pace.rs`), and a response body that the
+//!   client stops reading for that long is abandoned;
 //! - **accept errors** (`EMFILE` when descriptors run out): logged once per burst and retried
 //!   after a back-off that doubles up to one second, instead of spinning on the error.
 
@@ -24,7 +27,6 @@ use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -50,12 +52,12 @@ impl Default for ConnOptions {
     }
 }
 
-/// What the idle watchdog of one connection sees: when bytes last moved, and how many of its
-/// requests are being handled.
+/// What the idle watchdog of one connection sees: when a request last made progress, and how
+/// many of its requests are being handled.
 struct Activity {
     base: tokio::time::Instant,
-    /// Milliseconds after `base` of the last read or write.
-    last_io: AtomicU64,
+    /// Milliseconds after `base` of the last progress.
+    last: AtomicU64,
     active: AtomicUsize,
 }
 
@@ -63,22 +65,21 @@ impl Activity {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             base: tokio::time::Instant::now(),
-            last_io: AtomicU64::new(0),
+            last: AtomicU64::new(0),
             active: AtomicUsize::new(0),
         })
     }
 
     fn touch(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
-        self.last_io.store(ms, Ordering::Relaxed);
+        self.last.store(ms, Ordering::Relaxed);
     }
 
-    /// Returns once the connection has had no request in flight and no byte moving for
-    /// `timeout`: never sending a first byte, stopping mid-header, or idling between
-    /// keep-alive requests.
+    /// Returns once the connection has had no request in its handler and no request progress
+    /// for `timeout`.
     async fn idle(&self, timeout: Duration) {
         loop {
-            let last = self.base + Duration::from_millis(self.last_io.load(Ordering::Relaxed));
+            let last = self.base + Duration::from_millis(self.last.load(Ordering::Relaxed));
             let now = tokio::time::Instant::now();
             if now >= last + timeout {
                 if self.active.load(Ordering::SeqCst) == 0 {
@@ -93,11 +94,12 @@ impl Activity {
     }
 }
 
-/// One request being handled; counted in [`Activity::active`] until dropped.
+/// One request in its handler; counted in [`Activity::active`] until dropped.
 struct Busy(Arc<Activity>);
 
 impl Busy {
     fn new(a: &Arc<Activity>) -> Self {
+        a.touch();
         a.active.fetch_add(1, Ordering::SeqCst);
         Self(a.clone())
     }
@@ -110,62 +112,33 @@ impl Drop for Busy {
     }
 }
 
-/// A connection's byte stream, noting every read and write in its [`Activity`].
-struct Watched<T> {
-    inner: T,
+/// A response body, noting each frame that goes out (and its end) as progress.
+struct Progress<B> {
+    inner: B,
     activity: Arc<Activity>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Progress<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if r.is_ready() {
             self.activity.touch();
         }
         r
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -186,7 +159,7 @@ pub async fn serve<F, S, B>(
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -227,16 +200,13 @@ pub async fn serve<F, S, B>(
         let svc = hyper::service::service_fn(move |req| {
             let busy = Busy::new(&counted);
             let fut = svc.call(req);
+            let activity = counted.clone();
             async move {
                 let r = fut.await;
                 drop(busy);
-                r
+                r.map(|resp| resp.map(|inner| Progress { inner, activity }))
             }
         });
-        let stream = Watched {
-            inner: stream,
-            activity: activity.clone(),
-        };
         let http = http.clone();
         let tls = tls.clone();
         let stop = stop.clone();

@@ -4,7 +4,8 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | /health | liveness, metadata store, every backend's state, the nodes of the cluster and their leases (no token needed) |
+//! | GET | /health | liveness: `{"status"}` only without the token (200 `ok`/`degraded`, 503 `unavailable`); with it, also the metadata store, every backend's and the scanner's state, the workers, and the nodes of the cluster and their leases (whose names carry tenant and bucket names) |
+//! | GET | /metrics | Prometheus text: records read by listings |
 //! | GET, POST | /tenants | list, create `{"id", "display_name"?, "backend"?, "backend_container"?, "backend_prefix"?, "locations"?}` |
 //! | DELETE | /tenants/{id} | delete (refused while it owns buckets) |
 //! | GET, POST | /tenants/{id}/keys | list (no secrets), create `{"user", "role", "access_key"?, "secret_key"?}` |
@@ -178,14 +179,15 @@ async fn usage_report(
             }),
         );
     }
-    // Open multipart uploads count against `server.max_open_uploads`; their parts' bytes are in
-    // the usage already.
-    let open_uploads = m.open_uploads(id, usize::MAX).await?;
+    // Open multipart uploads count against `server.max_open_uploads`, their part records
+    // against `server.max_open_parts`; their parts' bytes are in the usage already.
+    let open = m.open_uploads(id).await?;
     let mut out = json!({
         "tenant": id,
         "usage": recorded,
         "quota": t.quota,
-        "open_uploads": open_uploads,
+        "open_uploads": open.uploads,
+        "open_parts": open.parts,
         // Writes between admission and answer, and what they hold reserved per limited scope:
         // 0 and {} once the tenant is idle, whatever failed before.
         "writes_in_flight": state.in_flight.of(id),
@@ -203,6 +205,10 @@ async fn usage_report(
             if rec != computed {
                 drift.push(json!({ "scope": format!("bucket {b}"), "recorded": rec, "computed": computed }));
             }
+        }
+        let computed = m.computed_open_uploads(id).await?;
+        if computed != open {
+            drift.push(json!({ "scope": "open uploads", "recorded": open, "computed": computed }));
         }
         out["verified"] = json!(drift.is_empty());
         out["drift"] = json!(drift);
@@ -232,6 +238,62 @@ fn key_json(k: &meta::AccessKey) -> serde_json::Value {
     json!({ "access_key": k.access_key, "tenant": k.tenant, "user": k.user, "role": k.role, "created_ms": k.created_ms })
 }
 
+/// Liveness for anyone (a load balancer has no token); the detail (tenant and bucket names in
+/// lease names, node ids, addresses, workers' errors) only with the token.
+async fn health(state: &State, authorized: bool) -> Response<Full<Bytes>> {
+    // Without its index the gateway serves nothing: 503, so a load balancer takes the node
+    // out until the store is back.
+    let meta = match state.meta.tenants().await {
+        Ok(_) => json!({ "engine": state.meta.engine_kind(), "ok": true }),
+        Err(e) => {
+            let body = if authorized {
+                json!({
+                    "status": "unavailable",
+                    "meta": { "engine": state.meta.engine_kind(), "ok": false, "error": e.to_string() },
+                })
+            } else {
+                json!({ "status": "unavailable" })
+            };
+            return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        }
+    };
+    // The gateway itself is up; a backend that is down affects only the tenants on it, so
+    // it degrades the answer instead of failing it.
+    let backends = state.backends.health().await;
+    let scanner = match &state.scanner {
+        Some(s) => Some(match s.ping().await {
+            Ok(()) => json!({ "ok": true, "engine": s.engine().await }),
+            Err(e) => json!({ "ok": false, "error": e }),
+        }),
+        None => None,
+    };
+    let scanner_ok = scanner.as_ref().is_none_or(|s| s["ok"] == json!(true));
+    let status = if backends.iter().all(|b| b.ok) && scanner_ok {
+        "ok"
+    } else {
+        "degraded"
+    };
+    if !authorized {
+        return json_response(StatusCode::OK, &json!({ "status": status }));
+    }
+    let cluster = match state.node.view().await {
+        Ok(v) => json!(v),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": status,
+            "meta": meta,
+            "backends": backends,
+            "scanner": scanner,
+            "writes_in_flight": state.in_flight.total(),
+            "workers": state.workers.snapshot(),
+            "cluster": cluster,
+        }),
+    )
+}
+
 async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, AdminError> {
     let path: Vec<String> = req
         .uri()
@@ -242,65 +304,34 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         .map(str::to_string)
         .collect();
     let segs: Vec<&str> = path.iter().map(String::as_str).collect();
-    if req.method() == Method::GET && segs == ["health"] {
-        // Without its index the gateway serves nothing: 503, so a load balancer takes the node
-        // out until the store is back.
-        let meta = match state.meta.tenants().await {
-            Ok(_) => json!({ "engine": state.meta.engine_kind(), "ok": true }),
-            Err(e) => {
-                return Ok(json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({
-                        "status": "unavailable",
-                        "meta": { "engine": state.meta.engine_kind(), "ok": false, "error": e.to_string() },
-                    }),
-                ));
-            }
-        };
-        // The gateway itself is up; a backend that is down affects only the tenants on it, so
-        // it degrades the answer instead of failing it.
-        let backends = state.backends.health().await;
-        let scanner = match &state.scanner {
-            Some(s) => Some(match s.ping().await {
-                Ok(()) => json!({ "ok": true, "engine": s.engine().await }),
-                Err(e) => json!({ "ok": false, "error": e }),
-            }),
-            None => None,
-        };
-        let scanner_ok = scanner.as_ref().is_none_or(|s| s["ok"] == json!(true));
-        let cluster = match state.node.view().await {
-            Ok(v) => json!(v),
-            Err(e) => json!({ "error": e.to_string() }),
-        };
-        let status = if backends.iter().all(|b| b.ok) && scanner_ok {
-            "ok"
-        } else {
-            "degraded"
-        };
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "status": status,
-                "meta": meta,
-                "backends": backends,
-                "scanner": scanner,
-                "writes_in_flight": state.in_flight.total(),
-                "workers": state.workers.snapshot(),
-                "cluster": cluster,
-            }),
-        ));
-    }
     let authorized = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| same(t.as_bytes(), state.token.as_bytes()));
+    if req.method() == Method::GET && segs == ["health"] {
+        return Ok(health(state, authorized).await);
+    }
     if !authorized {
         return Err(AdminError::Unauthorized);
     }
     let m = &state.meta;
     match (req.method().clone(), segs.as_slice()) {
+        (Method::GET, ["metrics"]) => {
+            let text = format!(
+                "# HELP portcullis_list_records_read_total Records read from the index by listings.\n\
+                 # TYPE portcullis_list_records_read_total counter\n\
+                 portcullis_list_records_read_total {}\n",
+                m.records_listed()
+            );
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(resp)
+        }
         (Method::GET, ["tenants"]) => Ok(json_response(
             StatusCode::OK,
             &json!({ "tenants": m.tenants().await? }),

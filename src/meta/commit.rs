@@ -382,6 +382,9 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             rules.require_bucket(tenant, bucket).await?;
             let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
             rules.tx.put_record(Tree::Uploads, ukey, upload);
+            rules
+                .tx
+                .add(Tree::Usage, keys::open_uploads(tenant), [1, 0]);
         }
         Change::PutPart {
             tenant,
@@ -405,8 +408,11 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             };
             rules.charge(tenant, bucket, d, &c.allowance).await?;
             rules.count(&part.segments, 1);
-            if let Some(old) = &old {
-                rules.count(&old.segments, -1);
+            match &old {
+                Some(old) => rules.count(&old.segments, -1),
+                None => rules
+                    .tx
+                    .add(Tree::Usage, keys::open_uploads(tenant), [0, 1]),
             }
             rules.tx.put_record(Tree::Parts, pkey, part);
         }
@@ -425,7 +431,10 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
                 return Err(MetaError::NoSuchUpload);
             }
             rules.tx.delete(Tree::Uploads, ukey);
-            let part_bytes = rules.drop_parts(upload_id).await?;
+            let (part_bytes, parts) = rules.drop_parts(upload_id).await?;
+            rules
+                .tx
+                .add(Tree::Usage, keys::open_uploads(tenant), [-1, -parts]);
             let d = Delta {
                 bytes: -part_bytes,
                 objects: 0,
@@ -443,7 +452,10 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
                 return Err(MetaError::NoSuchUpload);
             }
             rules.tx.delete(Tree::Uploads, ukey);
-            let part_bytes = rules.drop_parts(&upload.upload_id).await?;
+            let (part_bytes, parts) = rules.drop_parts(&upload.upload_id).await?;
+            rules
+                .tx
+                .add(Tree::Usage, keys::open_uploads(tenant), [-1, -parts]);
             let okey = keys::object(tenant, bucket, &upload.key);
             let old: Option<Object> = rules.tx.record(Tree::Objects, &okey).await?;
             if !c.precondition.holds(old.as_ref()) {
@@ -521,9 +533,9 @@ impl Rules<'_, '_> {
         }
     }
 
-    /// Removes every part of an upload; returns their bytes.
-    async fn drop_parts(&mut self, upload_id: &str) -> MetaResult<i64> {
-        let mut bytes = 0;
+    /// Removes every part of an upload; returns their bytes and their number.
+    async fn drop_parts(&mut self, upload_id: &str) -> MetaResult<(i64, i64)> {
+        let (mut bytes, mut n) = (0, 0);
         for (k, v) in self
             .tx
             .range(Tree::Parts, upload_id.as_bytes(), MAX_PARTS)
@@ -531,10 +543,11 @@ impl Rules<'_, '_> {
         {
             let p: Part = super::decode(&v)?;
             bytes += p.size as i64;
+            n += 1;
             self.count(&p.segments, -1);
             self.tx.delete(Tree::Parts, k);
         }
-        Ok(bytes)
+        Ok((bytes, n))
     }
 
     /// Applies `d` to the tenant's and the bucket's usage, after checking it against `allowance`

@@ -23,6 +23,16 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     out
 }
 
+/// `[len]tenant \0uploads` — in the `usage` tree: the tenant's open multipart uploads and their
+/// parts, two counters changed only by commutative additions in the commits that create,
+/// complete and abort uploads and record parts. No bucket name starts with NUL, so this never
+/// meets a bucket's usage key.
+pub fn open_uploads(tenant: &str) -> Vec<u8> {
+    let mut out = tenant_prefix(tenant);
+    out.extend_from_slice(b"\0uploads");
+    out
+}
+
 /// `[len]tenant bucket` — key of a bucket record.
 pub fn bucket(tenant: &str, bucket: &str) -> Vec<u8> {
     let mut out = tenant_prefix(tenant);

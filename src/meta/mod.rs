@@ -167,6 +167,22 @@ pub struct ListedObject {
     pub object: Object,
 }
 
+/// A record a listing read, not decoded yet: a listing decodes only what it returns, not the
+/// records it passes over under a rolled-up common prefix.
+pub struct Listed {
+    pub key: String,
+    raw: Vec<u8>,
+}
+
+impl Listed {
+    pub fn decode(self) -> MetaResult<ListedObject> {
+        Ok(ListedObject {
+            object: decode(&self.raw)?,
+            key: self.key,
+        })
+    }
+}
+
 /// Where a listing resumes. Opaque: the key encoding stays in this module.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Cursor {
@@ -203,6 +219,8 @@ pub struct Meta {
     release_queue: Mutex<Option<mpsc::UnboundedReceiver<Released>>>,
     /// The last batch the deleter has finished with.
     deleted_seq: tokio::sync::watch::Sender<u64>,
+    /// Records read by listings since start (`/metrics`): what a listing costs.
+    listed: std::sync::atomic::AtomicU64,
 }
 
 impl Meta {
@@ -214,7 +232,13 @@ impl Meta {
             released: Mutex::new((0, tx)),
             release_queue: Mutex::new(Some(rx)),
             deleted_seq: tokio::sync::watch::Sender::new(0),
+            listed: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Records read by listings since start.
+    pub fn records_listed(&self) -> u64 {
+        self.listed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The embedded store in `dir` (tests and tools; the server opens what the config says).
@@ -224,6 +248,15 @@ impl Meta {
             sync,
             cache_bytes,
         )?)))
+    }
+
+    /// The store for this node's control traffic (heartbeats, reaping, worker leases): on its
+    /// own connections where the engine has a pool (see [`Engine::control`]), else this one.
+    pub fn control(self: &Arc<Self>) -> Arc<Meta> {
+        match self.engine.control() {
+            Some(engine) => Arc::new(Meta::new(engine)),
+            None => self.clone(),
+        }
     }
 
     pub fn engine_kind(&self) -> &'static str {
@@ -482,7 +515,7 @@ impl Meta {
         prefix: &str,
         from: &Cursor,
         limit: usize,
-    ) -> MetaResult<Vec<ListedObject>> {
+    ) -> MetaResult<Vec<Listed>> {
         let bprefix = keys::bucket_prefix(tenant, bucket);
         let mut start = bprefix.clone();
         start.extend_from_slice(prefix.as_bytes());
@@ -499,14 +532,13 @@ impl Meta {
             .engine
             .scan(Tree::Objects, &start, &first, limit)
             .await?;
+        self.listed
+            .fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed);
         page.into_iter()
-            .map(|(k, v)| {
+            .map(|(k, raw)| {
                 let key = String::from_utf8(k[bprefix.len()..].to_vec())
                     .map_err(|e| MetaError::Corrupt(e.to_string()))?;
-                Ok(ListedObject {
-                    key,
-                    object: decode(&v)?,
-                })
+                Ok(Listed { key, raw })
             })
             .collect()
     }
@@ -528,10 +560,35 @@ impl Meta {
             .ok_or(MetaError::NoSuchUpload)
     }
 
-    /// The tenant's open uploads, counted up to `limit`.
-    pub async fn open_uploads(&self, tenant: &str, limit: usize) -> MetaResult<usize> {
-        let p = keys::tenant_prefix(tenant);
-        Ok(self.engine.scan(Tree::Uploads, &p, &p, limit).await?.len())
+    /// The tenant's open uploads and their parts, as counted by the commits (one read).
+    pub async fn open_uploads(&self, tenant: &str) -> MetaResult<OpenUploads> {
+        let [uploads, parts] = engine::counters(
+            self.engine
+                .get(Tree::Usage, &keys::open_uploads(tenant))
+                .await?
+                .as_deref(),
+        );
+        Ok(OpenUploads {
+            uploads: uploads.max(0) as u64,
+            parts: parts.max(0) as u64,
+        })
+    }
+
+    /// The tenant's open uploads and their parts, counted from the records.
+    pub async fn computed_open_uploads(&self, tenant: &str) -> MetaResult<OpenUploads> {
+        let mut n = OpenUploads::default();
+        for (_, up) in self
+            .scan_all::<Upload>(Tree::Uploads, &keys::tenant_prefix(tenant))
+            .await?
+        {
+            n.uploads += 1;
+            n.parts += self
+                .engine
+                .scan(Tree::Parts, up.upload_id.as_bytes(), &[], usize::MAX)
+                .await?
+                .len() as u64;
+        }
+        Ok(n)
     }
 
     /// Up to `limit` open uploads of a bucket in (key, upload id) order, after every upload of
@@ -559,6 +616,15 @@ impl Meta {
             .into_iter()
             .map(|(_, v)| decode(&v))
             .collect()
+    }
+
+    /// Whether the upload has a part numbered `n`.
+    pub async fn has_part(&self, upload_id: &str, n: u32) -> MetaResult<bool> {
+        Ok(self
+            .engine
+            .get(Tree::Parts, &keys::part(upload_id, n))
+            .await?
+            .is_some())
     }
 
     pub async fn parts(&self, upload_id: &str) -> MetaResult<Vec<Part>> {
@@ -596,6 +662,43 @@ impl Meta {
         ))
     }
 
+    /// Counts the open uploads of each tenant whose counter row is missing (a store written
+    /// before the counter existed). Each row is written only if still absent, so a node that
+    /// counted meanwhile wins.
+    async fn backfill_open_uploads(&self) -> MetaResult<()> {
+        if self.engine.is_empty(Tree::Uploads).await? {
+            return Ok(());
+        }
+        for t in self.tenants().await? {
+            let key = keys::open_uploads(&t.id);
+            if self.engine.get(Tree::Usage, &key).await?.is_some() {
+                continue;
+            }
+            let n = self.computed_open_uploads(&t.id).await?;
+            if n == OpenUploads::default() {
+                continue;
+            }
+            let batch = engine::Batch {
+                checks: vec![engine::Check::Value {
+                    tree: Tree::Usage,
+                    key: key.clone(),
+                    expect: None,
+                }],
+                writes: vec![engine::Write::Put {
+                    tree: Tree::Usage,
+                    key,
+                    value: engine::counters_value([n.uploads as i64, n.parts as i64]),
+                }],
+                ..Default::default()
+            };
+            match self.engine.commit(batch).await {
+                Ok(()) | Err(engine::EngineError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Recomputes usage from the records themselves: the tenant's total and each bucket's.
     pub async fn computed_usage(
         &self,
@@ -625,6 +728,7 @@ impl Meta {
     /// Records usage computed from the records when none is recorded yet (a store written
     /// before usage was tracked); returns how many tenants were filled in.
     pub async fn backfill_usage(&self) -> MetaResult<usize> {
+        self.backfill_open_uploads().await?;
         if !self.engine.is_empty(Tree::Usage).await?
             || (self.engine.is_empty(Tree::Objects).await?
                 && self.engine.is_empty(Tree::Parts).await?)

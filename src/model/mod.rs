@@ -59,6 +59,13 @@ pub struct Usage {
     pub objects: u64,
 }
 
+/// A tenant's open multipart uploads and the part records they hold.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct OpenUploads {
+    pub uploads: u64,
+    pub parts: u64,
+}
+
 /// A change of [`Usage`] made by one commit.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Delta {

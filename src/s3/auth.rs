@@ -48,9 +48,21 @@ fn is_read(op: &str) -> bool {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The screen decided which mechanism authenticates the request (in s3s's order) and
+        // checked that one; credentials without that decision mean s3s verified something else.
+        let method = cx.extensions_mut().get::<super::AuthMethod>().copied();
         let Some(cred) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Anonymous access is not allowed."));
         };
+        if !matches!(
+            method,
+            Some(super::AuthMethod::Header | super::AuthMethod::Presigned)
+        ) {
+            return Err(s3_error!(
+                AccessDenied,
+                "The request's authentication could not be determined."
+            ));
+        }
         let key = self
             .0
             .access_key(&cred.access_key)

@@ -2,6 +2,10 @@
 //! admission and answer at once, gateway-wide and per tenant. One tenant's slow or stuck
 //! uploads then cost every other tenant nothing but their share: beyond either bound a write is
 //! refused at once with `503 SlowDown`, before its body is read or anything is reserved.
+//!
+//! Also the bounds of what open multipart uploads may hold per tenant (uploads, part records),
+//! checked against the counters the commits maintain, and the per-tenant lane in which
+//! CreateMultipartUpload counts and creates: one tenant at its bound waits only on itself.
 
 use std::sync::Arc;
 
@@ -18,6 +22,8 @@ pub struct UploadLimits {
     pub tenant_in_flight: usize,
     /// Open multipart uploads of one tenant.
     pub open_per_tenant: usize,
+    /// Part records of one tenant's open uploads (an empty part costs a record too).
+    pub parts_per_tenant: usize,
 }
 
 impl Default for UploadLimits {
@@ -26,6 +32,7 @@ impl Default for UploadLimits {
             in_flight: 1024,
             tenant_in_flight: 128,
             open_per_tenant: 10_000,
+            parts_per_tenant: 100_000,
         }
     }
 }
@@ -33,6 +40,8 @@ impl Default for UploadLimits {
 pub struct InFlight {
     limits: UploadLimits,
     writes: Arc<Limit<String>>,
+    /// Per tenant: "count the open uploads, then create one", one at a time.
+    upload_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One admitted write; its place is given back when dropped (answered, failed or cancelled).
@@ -43,7 +52,19 @@ impl InFlight {
         Self {
             writes: Limit::new(limits.in_flight, limits.tenant_in_flight),
             limits,
+            upload_lanes: std::sync::Mutex::default(),
         }
+    }
+
+    /// The tenant's lane for creating multipart uploads (held across count and commit, so a
+    /// node never lets one tenant past its bound; across nodes the bound may be passed by one
+    /// upload per node).
+    pub(crate) async fn upload_lane(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lane = {
+            let mut lanes = self.upload_lanes.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.entry(tenant.to_string()).or_default().clone()
+        };
+        lane.lock_owned().await
     }
 
     pub(crate) fn limits(&self) -> &UploadLimits {
@@ -90,6 +111,7 @@ mod tests {
             in_flight: 3,
             tenant_in_flight: 2,
             open_per_tenant: 1,
+            parts_per_tenant: 1,
         });
         let _held = [f.enter("a").unwrap(), f.enter("a").unwrap()];
         let e = f.enter("a").err().unwrap();

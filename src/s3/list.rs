@@ -1,6 +1,13 @@
-//! Listing: ListObjects v1 and v2 and ListObjectVersions, answered from the metadata index with a
-//! range scan (never by listing the backend). With a delimiter, a rolled-up common prefix is
-//! skipped in one seek, so a page costs what it returns, not what lies under its prefixes.
+//! Listing: ListObjects v1 and v2 and ListObjectVersions, answered from the metadata index with
+//! range scans (never by listing the backend).
+//!
+//! What a page may cost is bounded: it reads at most [`MAX_EXAMINED`] records, and ends
+//! truncated (with a correct marker, as S3 may) when that runs out first. With a delimiter,
+//! records under a common prefix already returned are passed over in the chunk at hand and the
+//! scan then seeks past the prefix; chunk sizes adapt (small after a chunk that ended inside a
+//! rolled-up prefix, growing while prefixes are small), so a page of 1000 one-key prefixes reads
+//! 1000 records in a few scans, and ten prefixes of a million keys each read a few hundred.
+//! Only the records a page returns are decoded.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -10,9 +17,16 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::{Gateway, caller, owner, ts};
 use crate::meta::{Cursor, ListedObject};
 
+use crate::pipeline::checksum::{ALGORITHMS, get};
+
 /// Most records one engine scan of a listing reads.
 const LIST_CHUNK: usize = 1001;
-use crate::pipeline::checksum::{ALGORITHMS, get};
+/// With a delimiter: the first scan's size, and the size after a chunk that ended inside a
+/// rolled-up prefix (the next one may be as large); grows fourfold after each chunk that did not.
+const FIRST_CHUNK: usize = 64;
+const SEEK_CHUNK: usize = 16;
+/// Most records one page reads (README, "Limits").
+pub(crate) const MAX_EXAMINED: usize = 10_000;
 
 const MAX_KEYS: usize = 1000;
 
@@ -120,34 +134,66 @@ impl Gateway {
             Some(m) => Cursor::After(m.to_string()),
             None => Cursor::Start,
         };
+        let mut chunk = if delimiter.is_some() {
+            FIRST_CHUNK
+        } else {
+            LIST_CHUNK
+        };
+        let mut examined = 0;
+        // The common prefix returned last: records under it are passed over.
+        let mut rolled: Option<String> = None;
         'scan: loop {
+            if examined >= MAX_EXAMINED {
+                // S3 may end a page early; the marker (the last key or prefix returned) is right
+                // whatever was passed over, since everything examined was returned or lies under
+                // the last prefix returned.
+                page.truncated = true;
+                break;
+            }
             // One more than the page holds, to know whether it is truncated.
-            let want = (max + 1 - page.objects.len() - page.prefixes.len()).min(LIST_CHUNK);
-            let chunk = self
+            let want = (max + 1 - page.objects.len() - page.prefixes.len())
+                .min(chunk)
+                .min(MAX_EXAMINED - examined);
+            let records = self
                 .meta
                 .list_objects(tenant, bucket, prefix, &cursor, want)
                 .await?;
-            let complete = chunk.len() < want;
-            for lo in chunk {
+            let complete = records.len() < want;
+            examined += records.len();
+            let mut ended_inside = false;
+            for l in records {
+                if rolled.as_deref().is_some_and(|cp| l.key.starts_with(cp)) {
+                    ended_inside = true;
+                    continue;
+                }
+                ended_inside = false;
                 if page.objects.len() + page.prefixes.len() >= max {
                     page.truncated = max > 0;
                     break 'scan;
                 }
                 if let Some(d) = delimiter
-                    && let Some(i) = lo.key[prefix.len()..].find(d)
+                    && let Some(i) = l.key[prefix.len()..].find(d)
                 {
-                    let cp = lo.key[..prefix.len() + i + d.len()].to_string();
+                    let cp = l.key[..prefix.len() + i + d.len()].to_string();
                     cursor = Cursor::Past(cp.clone());
                     page.last = Some(cp.clone());
-                    page.prefixes.push(cp);
-                    continue 'scan;
+                    page.prefixes.push(cp.clone());
+                    rolled = Some(cp);
+                    continue;
                 }
-                cursor = Cursor::After(lo.key.clone());
-                page.last = Some(lo.key.clone());
-                page.objects.push(lo);
+                cursor = Cursor::After(l.key.clone());
+                page.last = Some(l.key.clone());
+                page.objects.push(l.decode()?);
             }
             if complete {
                 break;
+            }
+            if delimiter.is_some() {
+                chunk = if ended_inside {
+                    SEEK_CHUNK
+                } else {
+                    (chunk * 4).min(LIST_CHUNK)
+                };
             }
         }
         Ok(page)

@@ -23,7 +23,7 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 pub use auth::{Access, Auth, Caller};
 pub use inflight::{InFlight, UploadLimits};
-pub use screen::{ScreenOptions, screen};
+pub use screen::{AuthMethod, ScreenOptions, screen};
 
 use crate::backend::{Backends, Placement};
 use crate::meta::Usage;
@@ -61,9 +61,6 @@ pub struct Gateway {
     scanner: Option<Arc<Scanner>>,
     rules: Rules,
     in_flight: Arc<inflight::InFlight>,
-    /// Deletes the blobs commits free, once those commits are on disk.
-    /// Serialises "count the tenant's open uploads, then create one" (`max_open_uploads`).
-    open_uploads: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Gateway {
@@ -77,7 +74,6 @@ impl Gateway {
             scanner: p.scanner,
             rules: p.rules,
             in_flight: p.in_flight,
-            open_uploads: Arc::default(),
         }
     }
 

@@ -137,9 +137,9 @@ impl Gateway {
         // quota. Nothing is reserved: the parts reserve their own bytes as they arrive.
         drop(self.admit(&c.tenant, &i.bucket, &i.key, None, 1).await?);
         {
-            let _one_at_a_time = self.open_uploads.lock().await;
+            let _lane = self.in_flight.upload_lane(&c.tenant).await;
             let max = self.in_flight.limits().open_per_tenant;
-            if self.meta.open_uploads(&c.tenant, max).await? >= max {
+            if self.meta.open_uploads(&c.tenant).await?.uploads >= max as u64 {
                 return Err(crate::error::custom(
                     "TooManyOpenUploads",
                     http::StatusCode::FORBIDDEN,
@@ -180,6 +180,21 @@ impl Gateway {
         let mut declared = Declared::from_headers(&req.headers)?;
         if let Some(a) = &upload.checksum_algorithm {
             declared.want(a)?;
+        }
+        // Every part record costs metadata, an empty one too: bounded per tenant (checked on the
+        // counter the commits keep; concurrent parts may pass it by the tenant's writes in
+        // flight). Replacing a part adds no record.
+        let max = self.in_flight.limits().parts_per_tenant;
+        if self.meta.open_uploads(&c.tenant).await?.parts >= max as u64
+            && !self.meta.has_part(&upload.upload_id, n).await?
+        {
+            return Err(crate::error::custom(
+                "TooManyParts",
+                http::StatusCode::FORBIDDEN,
+                format!(
+                    "Your account's open multipart uploads hold {max} parts, the most allowed. Complete or abort some of them first."
+                ),
+            ));
         }
         // A part is charged as it arrives; its type and the virus scan are checked on the whole
         // object at completion.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use http::HeaderMap;
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3Response, S3Result, s3_error};
 
 use super::{Gateway, ms_of};
 use crate::meta::{self, MetaError, Object, ObjectAttrs};
@@ -137,8 +137,9 @@ pub(super) fn attrs(
     })
 }
 
+/// A client's bad tag set: 400, as on S3 (a code s3s does not know would answer 500).
 fn invalid_tag(msg: &'static str) -> S3Error {
-    S3Error::with_message(S3ErrorCode::Custom("InvalidTag".into()), msg)
+    crate::error::custom("InvalidTag", http::StatusCode::BAD_REQUEST, msg.into())
 }
 
 /// Validates a tag set as S3 does: at most 10 tags, unique keys of ≤128 and values of ≤256

@@ -348,8 +348,8 @@ impl Worker {
                         .list_objects(&t, &b, "", &after, 100)
                         .await?
                         .into_iter()
-                        .map(|o| (o.key, o.object.scan_status()))
-                        .collect();
+                        .map(|l| l.decode().map(|o| (o.key, o.object.scan_status())))
+                        .collect::<Result<_, _>>()?;
                     let Some((last, _)) = page.last() else { break };
                     after = Cursor::After(last.clone());
                     for (key, status) in page {

@@ -243,7 +243,14 @@ async fn workers_report_their_passes() {
         0,
         "the deleter deleted the freed blob"
     );
-    let (_, health) = call(&gw, reqwest::Method::GET, "/health", None, None).await;
+    let (_, health) = call(
+        &gw,
+        reqwest::Method::GET,
+        "/health",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(health["workers"]["deleter"]["state"], "running", "{health}");
     let (st, _) = call(&gw, reqwest::Method::GET, "/workers", None, None).await;
     assert_eq!(st, 401);

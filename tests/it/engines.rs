@@ -99,7 +99,10 @@ async fn a_dead_database_is_a_retryable_error_and_the_gateway_recovers_with_it()
     );
 
     let health = |code: u16| async move {
-        let r = reqwest::get(format!("http://{}/health", gw.admin))
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/health", gw.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), code);

@@ -13,6 +13,7 @@ mod cluster;
 mod compat;
 mod durability;
 mod engines;
+mod hardening;
 mod hostile;
 mod listing;
 mod multipart;

@@ -215,7 +215,7 @@ async fn a_dead_scanner_refuses_uploads_until_it_returns() {
         .send()
         .await
         .unwrap();
-    let (_, h) = call(&gw, Method::GET, "/health", None, None).await;
+    let (_, h) = call(&gw, Method::GET, "/health", Some(ADMIN_TOKEN), None).await;
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["scanner"]["ok"], json!(false), "{h}");
 

@@ -14,6 +14,8 @@ pub mod sled;
 #[cfg(test)]
 pub(crate) mod conformance;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// The named trees. Each engine keeps them apart (sled trees, a column of the PostgreSQL table).
@@ -248,6 +250,14 @@ pub trait Engine: Send + Sync {
     /// being received now (subscribe first, then read it: a later `Resume` is not missed).
     /// `None` when no other process can share the store (sled): local invalidation is enough.
     fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
+        None
+    }
+
+    /// The same store over connections of its own, for the node's control traffic (heartbeats,
+    /// reaping, worker leases), so that requests saturating the engine's pool cannot delay a
+    /// heartbeat past the node timeout and get a healthy node fenced. `None` when the engine has
+    /// no pool to saturate (sled).
+    fn control(&self) -> Option<Arc<dyn Engine>> {
         None
     }
 

@@ -45,6 +45,8 @@ const CHANNEL: &str = "portcullis_cache";
 
 pub struct PgEngine {
     pool: Pool,
+    /// The control connections ([`Engine::control`]): two, apart from `pool`.
+    control: Arc<PgControl>,
     invalidations: tokio::sync::broadcast::Sender<Invalidation>,
     /// True while the listening connection is listening.
     listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -114,20 +116,24 @@ impl PgEngine {
             .map_err(|e| EngineError::Store(format!("meta.url is not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("portcullis");
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))?;
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))
+        };
+        let control = Arc::new(PgControl { pool: pool(2)? });
+        let pool = pool(pool_size)?;
         let (invalidations, _) = tokio::sync::broadcast::channel(4096);
         let listening = std::sync::Arc::default();
         let listener = tokio::spawn(listen(
@@ -137,6 +143,7 @@ impl PgEngine {
         ));
         let this = Self {
             pool,
+            control,
             invalidations,
             listening,
             listener,
@@ -182,130 +189,127 @@ impl PgEngine {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    async fn try_commit(&self, batch: &Batch) -> EngineResult<()> {
-        let mut client = self.pool.get().await?;
-        // One addition and nothing to check (a write counting itself in flight): one statement,
-        // atomic by itself, one round trip instead of a transaction's three.
-        if let (true, [Write::Add { tree, key, delta }]) =
-            (batch.checks.is_empty(), batch.writes.as_slice())
-        {
-            let add = client.prepare_cached(ADD).await?;
-            client
-                .execute(&add, &[&tree.id(), key, &delta[0], &delta[1]])
-                .await?;
-            return Ok(());
-        }
-        let tx = client.transaction().await?;
-        if batch.ephemeral {
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-                .await?;
-        }
-        let targets: HashSet<(Tree, &[u8])> = batch.writes.iter().map(Write::target).collect();
-        let written = |t: Tree, k: &[u8]| targets.contains(&(t, k));
-
-        // Point checks first, locked in (tree, key) order.
-        let mut values: Vec<PointCheck<'_>> = batch
-            .checks
-            .iter()
-            .filter_map(|c| match c {
-                Check::Value { tree, key, expect } => {
-                    Some((*tree, key.as_slice(), expect.as_deref()))
-                }
-                Check::Range { .. } => None,
-            })
-            .collect();
-        values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let lock_update = tx.prepare_cached(LOCK_UPDATE).await?;
-        let lock_share = tx.prepare_cached(LOCK_SHARE).await?;
-        let ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
-        let params: Vec<[&(dyn ToSql + Sync); 2]> = values
-            .iter()
-            .zip(&ids)
-            .map(|(v, id)| [id as _, &v.1 as _])
-            .collect();
-        // Pipelined on the one connection, executed in the order sent.
-        let locks = values.iter().zip(&params).map(|((tree, key, _), p)| {
-            let stmt = if written(*tree, key) {
-                &lock_update
-            } else {
-                &lock_share
-            };
-            tx.query_opt(stmt, p)
-        });
-        let found = futures::future::try_join_all(locks).await?;
-        for ((_, _, expect), row) in values.iter().zip(found) {
-            let have: Option<Vec<u8>> = row.map(|r| r.get(0));
-            if have.as_deref() != *expect {
-                return Err(EngineError::Conflict);
-            }
-        }
-
-        for check in &batch.checks {
-            let Check::Range {
-                tree,
-                prefix,
-                expect,
-            } = check
-            else {
-                continue;
-            };
-            let rows = scan_in(&tx, *tree, prefix, prefix, expect.len() + 1).await?;
-            if rows != *expect {
-                return Err(EngineError::Conflict);
-            }
-        }
-
-        let insert = tx.prepare_cached(INSERT).await?;
-        let upsert = tx.prepare_cached(UPSERT).await?;
-        let delete = tx.prepare_cached(DELETE).await?;
-        let add = tx.prepare_cached(ADD).await?;
-        let absent: HashSet<(Tree, &[u8])> = values
-            .iter()
-            .filter(|v| v.2.is_none())
-            .map(|v| (v.0, v.1))
-            .collect();
-        let ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
-        let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
-            .writes
-            .iter()
-            .zip(&ids)
-            .map(|(w, id)| match w {
-                Write::Put { key, value, .. } => vec![id as _, key as _, value as _],
-                Write::Delete { key, .. } => vec![id as _, key as _],
-                Write::Add { key, delta, .. } => {
-                    vec![id as _, key as _, &delta[0] as _, &delta[1] as _]
-                }
-            })
-            .collect();
-        let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
-            let stmt = match w {
-                Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => {
-                    &insert
-                }
-                Write::Put { .. } => &upsert,
-                Write::Delete { .. } => &delete,
-                Write::Add { .. } => &add,
-            };
-            tx.execute(stmt, p)
-        });
-        futures::future::try_join_all(writes).await?;
-        // Delivered to every listening node when (and only if) the transaction commits.
-        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        let payloads: Vec<String> = batch
-            .writes
-            .iter()
-            .map(Write::target)
-            .filter(|(tree, _)| tree.cached())
-            .map(|(tree, key)| format!("{}:{}", tree.id(), hex::encode(key)))
-            .collect();
-        let params: Vec<[&(dyn ToSql + Sync); 2]> =
-            payloads.iter().map(|p| [&CHANNEL as _, p as _]).collect();
-        let notes = params.iter().map(|p| tx.execute(&notify, p));
-        futures::future::try_join_all(notes).await?;
-        tx.commit().await?;
-        Ok(())
+/// One commit on a connection of `pool`.
+async fn try_commit(pool: &Pool, batch: &Batch) -> EngineResult<()> {
+    let mut client = pool.get().await?;
+    // One addition and nothing to check (a write counting itself in flight): one statement,
+    // atomic by itself, one round trip instead of a transaction's three.
+    if let (true, [Write::Add { tree, key, delta }]) =
+        (batch.checks.is_empty(), batch.writes.as_slice())
+    {
+        let add = client.prepare_cached(ADD).await?;
+        client
+            .execute(&add, &[&tree.id(), key, &delta[0], &delta[1]])
+            .await?;
+        return Ok(());
     }
+    let tx = client.transaction().await?;
+    if batch.ephemeral {
+        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+            .await?;
+    }
+    let targets: HashSet<(Tree, &[u8])> = batch.writes.iter().map(Write::target).collect();
+    let written = |t: Tree, k: &[u8]| targets.contains(&(t, k));
+
+    // Point checks first, locked in (tree, key) order.
+    let mut values: Vec<PointCheck<'_>> = batch
+        .checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Value { tree, key, expect } => Some((*tree, key.as_slice(), expect.as_deref())),
+            Check::Range { .. } => None,
+        })
+        .collect();
+    values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let lock_update = tx.prepare_cached(LOCK_UPDATE).await?;
+    let lock_share = tx.prepare_cached(LOCK_SHARE).await?;
+    let ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
+    let params: Vec<[&(dyn ToSql + Sync); 2]> = values
+        .iter()
+        .zip(&ids)
+        .map(|(v, id)| [id as _, &v.1 as _])
+        .collect();
+    // Pipelined on the one connection, executed in the order sent.
+    let locks = values.iter().zip(&params).map(|((tree, key, _), p)| {
+        let stmt = if written(*tree, key) {
+            &lock_update
+        } else {
+            &lock_share
+        };
+        tx.query_opt(stmt, p)
+    });
+    let found = futures::future::try_join_all(locks).await?;
+    for ((_, _, expect), row) in values.iter().zip(found) {
+        let have: Option<Vec<u8>> = row.map(|r| r.get(0));
+        if have.as_deref() != *expect {
+            return Err(EngineError::Conflict);
+        }
+    }
+
+    for check in &batch.checks {
+        let Check::Range {
+            tree,
+            prefix,
+            expect,
+        } = check
+        else {
+            continue;
+        };
+        let rows = scan_in(&tx, *tree, prefix, prefix, expect.len() + 1).await?;
+        if rows != *expect {
+            return Err(EngineError::Conflict);
+        }
+    }
+
+    let insert = tx.prepare_cached(INSERT).await?;
+    let upsert = tx.prepare_cached(UPSERT).await?;
+    let delete = tx.prepare_cached(DELETE).await?;
+    let add = tx.prepare_cached(ADD).await?;
+    let absent: HashSet<(Tree, &[u8])> = values
+        .iter()
+        .filter(|v| v.2.is_none())
+        .map(|v| (v.0, v.1))
+        .collect();
+    let ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
+        .writes
+        .iter()
+        .zip(&ids)
+        .map(|(w, id)| match w {
+            Write::Put { key, value, .. } => vec![id as _, key as _, value as _],
+            Write::Delete { key, .. } => vec![id as _, key as _],
+            Write::Add { key, delta, .. } => {
+                vec![id as _, key as _, &delta[0] as _, &delta[1] as _]
+            }
+        })
+        .collect();
+    let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
+        let stmt = match w {
+            Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => &insert,
+            Write::Put { .. } => &upsert,
+            Write::Delete { .. } => &delete,
+            Write::Add { .. } => &add,
+        };
+        tx.execute(stmt, p)
+    });
+    futures::future::try_join_all(writes).await?;
+    // Delivered to every listening node when (and only if) the transaction commits.
+    let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    let payloads: Vec<String> = batch
+        .writes
+        .iter()
+        .map(Write::target)
+        .filter(|(tree, _)| tree.cached())
+        .map(|(tree, key)| format!("{}:{}", tree.id(), hex::encode(key)))
+        .collect();
+    let params: Vec<[&(dyn ToSql + Sync); 2]> =
+        payloads.iter().map(|p| [&CHANNEL as _, p as _]).collect();
+    let notes = params.iter().map(|p| tx.execute(&notify, p));
+    futures::future::try_join_all(notes).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Keeps one connection listening on [`CHANNEL`] and passes what other nodes' commits changed
@@ -386,6 +390,13 @@ async fn scan_in(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+async fn get_in(pool: &Pool, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(GET).await?;
+    let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 #[async_trait]
 impl Engine for PgEngine {
     fn kind(&self) -> &'static str {
@@ -393,10 +404,7 @@ impl Engine for PgEngine {
     }
 
     async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(GET).await?;
-        let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
-        Ok(row.map(|r| r.get(0)))
+        get_in(&self.pool, tree, key).await
     }
 
     async fn scan(
@@ -411,7 +419,7 @@ impl Engine for PgEngine {
     }
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
-        self.try_commit(&batch).await
+        try_commit(&self.pool, &batch).await
     }
 
     fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
@@ -419,7 +427,63 @@ impl Engine for PgEngine {
         Some((rx, self.listening.load(Ordering::SeqCst)))
     }
 
+    fn control(&self) -> Option<Arc<dyn Engine>> {
+        Some(self.control.clone())
+    }
+
     /// Commits are durable when they return: every ticket is covered.
+    fn flush_ticket(&self) -> FlushTicket {
+        FlushTicket(0)
+    }
+
+    async fn persist(&self, _ticket: FlushTicket) -> EngineResult<()> {
+        Ok(())
+    }
+}
+
+/// The same database over two connections of its own, for a node's control traffic
+/// ([`Engine::control`]). It reads no cached tree, so it needs no invalidations.
+pub struct PgControl {
+    pool: Pool,
+}
+
+#[cfg(test)]
+impl PgEngine {
+    /// Takes every connection of the request pool (as requests saturating it would).
+    pub(crate) async fn hold_pool(&self) -> Vec<deadpool_postgres::Object> {
+        let mut held = Vec::new();
+        while let Ok(c) = tokio::time::timeout(Duration::from_millis(200), self.pool.get()).await {
+            held.push(c.expect("a pooled connection"));
+        }
+        held
+    }
+}
+
+#[async_trait]
+impl Engine for PgControl {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        get_in(&self.pool, tree, key).await
+    }
+
+    async fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let client = self.pool.get().await?;
+        scan_in(&client, tree, prefix, from, limit).await
+    }
+
+    async fn commit(&self, batch: Batch) -> EngineResult<()> {
+        try_commit(&self.pool, &batch).await
+    }
+
     fn flush_ticket(&self) -> FlushTicket {
         FlushTicket(0)
     }
