@@ -45,7 +45,13 @@ pub fn filter_spec(user: Option<&str>) -> String {
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .collect();
-    let replaced = |d: &str| user.iter().any(|u| target(u) == target(d));
+    // A span directive (`[request]=trace`) names no target and no global level: it replaces
+    // nothing.
+    let replaced = |d: &str| {
+        user.iter()
+            .filter(|u| !u.starts_with('['))
+            .any(|u| target(u) == target(d))
+    };
     DEFAULT_FILTER
         .split(',')
         .filter(|d| !replaced(d))
@@ -157,5 +163,7 @@ mod tests {
         // Only naming s3s turns it on.
         assert!(printed(Some("debug,s3s=debug")).contains("secret"));
         assert!(printed(Some("[request]=trace,s3s=trace")).contains("authorization"));
+        // A span directive keeps the default's global level for everything else.
+        assert!(filter_spec(Some("[request]=trace")).starts_with("info,"));
     }
 }

@@ -194,6 +194,20 @@ pub enum Cursor {
     Past(String),
 }
 
+/// Where a listing of open uploads resumes. Opaque, as [`Cursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadCursor {
+    Start,
+    /// The uploads of this key and after.
+    AtKey(String),
+    /// After every upload of this key.
+    AfterKey(String),
+    /// Strictly after this upload (key, upload id).
+    AfterUpload(String, String),
+    /// After every key that starts with this (a rolled-up common prefix).
+    Past(String),
+}
+
 /// Blobs freed by commits, with the ticket of the flush that makes their freeing durable, and
 /// their place in the queue (for [`Meta::drained`]).
 pub struct Released {
@@ -591,31 +605,46 @@ impl Meta {
         Ok(n)
     }
 
-    /// Up to `limit` open uploads of a bucket in (key, upload id) order, after every upload of
-    /// `after_key`.
+    /// Up to `limit` open uploads of a bucket in (key, upload id) order from `from`, restricted
+    /// to `prefix`.
     pub async fn list_uploads(
         &self,
         tenant: &str,
         bucket: &str,
         prefix: &str,
-        after_key: Option<&str>,
+        from: &UploadCursor,
         limit: usize,
     ) -> MetaResult<Vec<Upload>> {
         let bprefix = keys::bucket_prefix(tenant, bucket);
         let mut start = bprefix.clone();
         start.extend_from_slice(prefix.as_bytes());
-        let mut from = bprefix;
-        if let Some(after) = after_key {
-            // Every upload of key K is stored as K\0<id>, so starting at K\x01 skips them all.
-            from.extend_from_slice(after.as_bytes());
-            from.push(1);
+        let mut first = bprefix;
+        // Every upload of key K is stored as K\0<id>.
+        match from {
+            UploadCursor::Start => {}
+            UploadCursor::AtKey(k) => {
+                first.extend_from_slice(k.as_bytes());
+                first.push(0);
+            }
+            UploadCursor::AfterKey(k) => {
+                first.extend_from_slice(k.as_bytes());
+                first.push(1);
+            }
+            UploadCursor::AfterUpload(k, id) => {
+                first.extend_from_slice(k.as_bytes());
+                first.push(0);
+                first.extend_from_slice(id.as_bytes());
+                first.push(0);
+            }
+            UploadCursor::Past(p) => first.extend_from_slice(&keys::after_prefix(p.as_bytes())),
         }
-        self.engine
-            .scan(Tree::Uploads, &start, &from, limit)
-            .await?
-            .into_iter()
-            .map(|(_, v)| decode(&v))
-            .collect()
+        let page = self
+            .engine
+            .scan(Tree::Uploads, &start, &first, limit)
+            .await?;
+        self.listed
+            .fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        page.into_iter().map(|(_, v)| decode(&v)).collect()
     }
 
     /// Whether the upload has a part numbered `n`.

@@ -8,10 +8,11 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::list::Enc;
+use super::list::MAX_EXAMINED;
 use super::object::expected_len;
 use super::object::{attrs, tags_from_header};
 use super::{Admitted, Gateway, caller, owner, peer, target, ts};
-use crate::meta::{self, Change, Checksums, Commit, Object, PartLayout, Upload};
+use crate::meta::{self, Change, Checksums, Commit, Object, PartLayout, Upload, UploadCursor};
 use crate::pipeline::{self, Declared, checksum};
 
 /// S3's minimum size of every part but the last.
@@ -615,64 +616,98 @@ impl Gateway {
         let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
         let key_marker = i.key_marker.clone().filter(|k| !k.is_empty());
         let id_marker = i.upload_id_marker.clone().filter(|k| !k.is_empty());
-        // Without an upload-id marker, uploads of the marker key itself are skipped too.
-        let after_key = if id_marker.is_none() {
-            key_marker.as_deref()
-        } else {
-            None
+        // Without an upload-id marker, uploads of the marker key itself are skipped too; with
+        // one, they are read and those up to the marker passed over.
+        // A key marker that is itself a rolled-up prefix resumes after everything under it.
+        let rolled_up = |m: &str| {
+            delimiter.as_deref().is_some_and(|d| {
+                m.strip_prefix(prefix.as_str())
+                    .and_then(|rest| rest.find(d).map(|i| i + d.len() == rest.len()))
+                    .unwrap_or(false)
+            })
         };
+        let mut cursor = match (&key_marker, &id_marker) {
+            (Some(k), None) if rolled_up(k) => UploadCursor::Past(k.clone()),
+            (Some(k), None) => UploadCursor::AfterKey(k.clone()),
+            (Some(k), Some(_)) => UploadCursor::AtKey(k.clone()),
+            (None, _) => UploadCursor::Start,
+        };
+        // The common prefix returned last: uploads under it are passed over.
+        let mut rolled: Option<String> = None;
         let mut uploads = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
         let mut truncated = false;
-        let (mut next_key, mut next_id) = (None, None);
-        // Every open upload of the bucket from the marker: at most `max_open_uploads` per tenant.
-        let all = self
-            .meta
-            .list_uploads(&c.tenant, &i.bucket, &prefix, after_key, usize::MAX)
-            .await?;
-        for u in all {
-            if let (Some(k), Some(id)) = (&key_marker, &id_marker)
-                && (u.key.as_str(), u.upload_id.as_str()) <= (k.as_str(), id.as_str())
-            {
-                continue;
-            }
-            if let Some(d) = &delimiter
-                && let Some(pos) = u.key[prefix.len()..].find(d.as_str())
-            {
-                let cp = u.key[..prefix.len() + pos + d.len()].to_string();
-                if prefixes.last() == Some(&cp) {
-                    continue;
-                }
-                if uploads.len() + prefixes.len() >= max {
-                    truncated = true;
-                    break;
-                }
-                next_key = Some(cp.clone());
-                next_id = None;
-                prefixes.push(cp);
-                continue;
-            }
-            if uploads.len() + prefixes.len() >= max {
+        // A page that ends early having returned nothing resumes where it began.
+        let (mut next_key, mut next_id) = (key_marker.clone(), id_marker.clone());
+        // Read a chunk at a time, seeking past each rolled-up prefix, at most `MAX_EXAMINED`
+        // records per page (as listings of objects).
+        let mut examined = 0;
+        'scan: loop {
+            if examined >= MAX_EXAMINED {
                 truncated = true;
                 break;
             }
-            next_key = Some(u.key.clone());
-            next_id = Some(u.upload_id.clone());
-            uploads.push(MultipartUpload {
-                key: Some(enc.s(u.key)),
-                upload_id: Some(u.upload_id),
-                initiated: Some(ts(u.initiated_ms)),
-                initiator: Some(Initiator {
-                    display_name: Some(u.initiator.clone()),
-                    id: Some(u.initiator),
-                }),
-                owner: Some(owner(&c)),
-                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-                checksum_algorithm: u
-                    .checksum_algorithm
-                    .map(|a| ChecksumAlgorithm::from(a.to_ascii_uppercase())),
-                ..Default::default()
-            });
+            let want = (max + 1)
+                .saturating_sub(uploads.len() + prefixes.len())
+                .clamp(1, 1001)
+                .min(MAX_EXAMINED - examined);
+            let chunk = self
+                .meta
+                .list_uploads(&c.tenant, &i.bucket, &prefix, &cursor, want)
+                .await?;
+            let complete = chunk.len() < want;
+            examined += chunk.len();
+            for u in chunk {
+                if rolled.as_deref().is_some_and(|cp| u.key.starts_with(cp)) {
+                    continue;
+                }
+                if let (Some(k), Some(id)) = (&key_marker, &id_marker)
+                    && (u.key.as_str(), u.upload_id.as_str()) <= (k.as_str(), id.as_str())
+                {
+                    cursor = UploadCursor::AfterUpload(u.key.clone(), u.upload_id.clone());
+                    continue;
+                }
+                if let Some(d) = &delimiter
+                    && let Some(pos) = u.key[prefix.len()..].find(d.as_str())
+                {
+                    let cp = u.key[..prefix.len() + pos + d.len()].to_string();
+                    if uploads.len() + prefixes.len() >= max {
+                        truncated = true;
+                        break 'scan;
+                    }
+                    cursor = UploadCursor::Past(cp.clone());
+                    next_key = Some(cp.clone());
+                    next_id = None;
+                    prefixes.push(cp.clone());
+                    rolled = Some(cp);
+                    continue;
+                }
+                cursor = UploadCursor::AfterUpload(u.key.clone(), u.upload_id.clone());
+                if uploads.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break 'scan;
+                }
+                next_key = Some(u.key.clone());
+                next_id = Some(u.upload_id.clone());
+                uploads.push(MultipartUpload {
+                    key: Some(enc.s(u.key)),
+                    upload_id: Some(u.upload_id),
+                    initiated: Some(ts(u.initiated_ms)),
+                    initiator: Some(Initiator {
+                        display_name: Some(u.initiator.clone()),
+                        id: Some(u.initiator),
+                    }),
+                    owner: Some(owner(&c)),
+                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                    checksum_algorithm: u
+                        .checksum_algorithm
+                        .map(|a| ChecksumAlgorithm::from(a.to_ascii_uppercase())),
+                    ..Default::default()
+                });
+            }
+            if complete {
+                break;
+            }
         }
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(i.bucket),

@@ -33,6 +33,8 @@ async fn every_workload_runs_without_errors() {
             duration: Some(Duration::from_secs(60)),
             ops: Some(ops),
             list_keys: 1500,
+            list_prefixes: 0,
+            delimiter: false,
             part_size: 5 << 20,
         };
         let r = run(&target, &spec, false).await.unwrap();
@@ -61,4 +63,19 @@ async fn every_workload_runs_without_errors() {
         }
     }
     // The LIST workload verified that each listing returned all 1500 keys (it errors otherwise).
+    // With a delimiter over 30 prefixes (bench/listing.sh), each listing returns the 30.
+    let spec = Spec {
+        workload: Workload::List,
+        bucket: "bench-tree".into(),
+        size: 0,
+        concurrency: 2,
+        duration: Some(Duration::from_secs(60)),
+        ops: Some(3),
+        list_keys: 300,
+        list_prefixes: 30,
+        delimiter: true,
+        part_size: 5 << 20,
+    };
+    let r = run(&target, &spec, false).await.unwrap();
+    assert_eq!((r.errors, r.first_error.as_deref(), r.ops), (0, None, 3));
 }

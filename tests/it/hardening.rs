@@ -840,3 +840,128 @@ async fn client_mistakes_answer_as_client_errors() {
         assert_eq!((status, xml_code(&body)), (405, "MethodNotAllowed"), "{m}");
     }
 }
+
+/// `RUST_LOG='[request]=trace'` (a span directive naming no target) once turned s3s and
+/// tokio-postgres logging back on inside request spans: `Authorization` headers and, on a
+/// mismatch, the valid signature. And an unknown method was logged at ERROR, so anyone could
+/// flood the error log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_directive_keeps_secrets_out_and_client_mistakes_below_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        config_setup(&dir.path().join("data"), &Setup::default()),
+    )
+    .unwrap();
+    let p = Proc::start_config_env(&config, Some("[request]=trace"), None);
+    let s3 = client(&p.endpoint(), ACME);
+    s3.create_bucket().bucket("logs").send().await.unwrap();
+    let wrong = client(&p.endpoint(), (ACME.0, "not-the-secret"));
+    let r = wrong.list_objects_v2().bucket("logs").send().await;
+    assert_eq!(code(r), "SignatureDoesNotMatch");
+    let http = reqwest::Client::new();
+    for m in ["TRACE", "FOO"] {
+        let resp = http
+            .request(m.parse().unwrap(), format!("{}/logs", p.endpoint()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{m}");
+    }
+    let mut sock = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    sock.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = sock.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let log = loop {
+        let log = p.log.lock().unwrap().join("\n");
+        if log.matches("request done").count() >= 5 {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(log.contains("TRACE"), "the span directive is on: {log}");
+    for secret in ["AWS4-HMAC-SHA256", "Signature=", ACME.1, "authorization"] {
+        assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
+    }
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "a client's mistake was logged as an error:\n{log}"
+    );
+}
+
+/// ListMultipartUploads follows the listing rule too (a page reads in chunks and passes over
+/// a rolled-up prefix); paged one entry at a time, it returns each prefix and each upload once,
+/// two uploads of one key included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_listings_page_through_prefixes_and_repeated_keys() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("ups").send().await.unwrap();
+    let mut ids = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for key in (0..40).map(|i| format!("a/{i:02}")).chain([
+        "b".to_string(),
+        "b".to_string(),
+        "c".to_string(),
+    ]) {
+        let id = s3
+            .create_multipart_upload()
+            .bucket("ups")
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string();
+        ids.entry(key).or_default().push(id);
+    }
+    let mut b_ids = ids["b"].clone();
+    b_ids.sort();
+    let expected = vec![
+        "prefix a/".to_string(),
+        format!("b {}", b_ids[0]),
+        format!("b {}", b_ids[1]),
+        format!("c {}", ids["c"][0]),
+    ];
+    let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let before = records_listed(gw.admin).await;
+        let out = s3
+            .list_multipart_uploads()
+            .bucket("ups")
+            .delimiter("/")
+            .max_uploads(1)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        let read = records_listed(gw.admin).await - before;
+        assert!(read <= 41, "a page of one entry read {read} records");
+        seen.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| format!("prefix {}", p.prefix().unwrap())),
+        );
+        seen.extend(
+            out.uploads()
+                .iter()
+                .map(|u| format!("{} {}", u.key().unwrap(), u.upload_id().unwrap())),
+        );
+        if out.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = out.next_key_marker().map(str::to_string);
+        id_marker = out.next_upload_id_marker().map(str::to_string);
+    }
+    assert_eq!(seen, expected);
+}

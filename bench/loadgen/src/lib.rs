@@ -52,6 +52,11 @@ pub struct Spec {
     pub ops: Option<u64>,
     /// Keys under `list/` for the LIST workload.
     pub list_keys: usize,
+    /// LIST: the keys are spread over this many common prefixes (`list/<group>/<key>`); 0:
+    /// all directly under `list/`.
+    pub list_prefixes: usize,
+    /// LIST: list with the delimiter `/` (one op then counts keys and common prefixes).
+    pub delimiter: bool,
     pub part_size: u64,
 }
 
@@ -223,11 +228,12 @@ async fn prepare(c: &Client, spec: &Spec) -> Result<(), Error> {
             let next = Arc::new(AtomicU64::new(0));
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..32 {
-                let (c, next, bucket, total) = (
+                let (c, next, bucket, total, prefixes) = (
                     c.clone(),
                     next.clone(),
                     spec.bucket.clone(),
                     spec.list_keys as u64,
+                    spec.list_prefixes as u64,
                 );
                 tasks.spawn(async move {
                     loop {
@@ -237,7 +243,7 @@ async fn prepare(c: &Client, spec: &Spec) -> Result<(), Error> {
                         }
                         c.put_object()
                             .bucket(&bucket)
-                            .key(format!("list/{i:08}"))
+                            .key(list_key(i, prefixes))
                             .body(ByteStream::from_static(b""))
                             .send()
                             .await
@@ -251,6 +257,15 @@ async fn prepare(c: &Client, spec: &Spec) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The LIST workload's `i`th key: under one of `prefixes` groups, or directly under `list/`.
+fn list_key(i: u64, prefixes: u64) -> String {
+    if prefixes == 0 {
+        format!("list/{i:08}")
+    } else {
+        format!("list/{:08}/{i:08}", i % prefixes)
+    }
 }
 
 async fn one_op(
@@ -317,19 +332,25 @@ async fn one_op(
                     .list_objects_v2()
                     .bucket(b)
                     .prefix("list/")
+                    .set_delimiter(spec.delimiter.then(|| "/".to_string()))
                     .max_keys(1000)
                     .set_continuation_token(token)
                     .send()
                     .await
                     .map_err(err)?;
-                keys += out.contents().len();
+                keys += out.contents().len() + out.common_prefixes().len();
                 if out.is_truncated() != Some(true) {
                     break;
                 }
                 token = out.next_continuation_token().map(str::to_string);
             }
-            if keys != spec.list_keys {
-                return Err(format!("listed {keys} keys, expected {}", spec.list_keys).into());
+            let expected = if spec.delimiter && spec.list_prefixes > 0 {
+                spec.list_prefixes
+            } else {
+                spec.list_keys
+            };
+            if keys != expected {
+                return Err(format!("listed {keys} keys and prefixes, expected {expected}").into());
             }
             Ok(0)
         }

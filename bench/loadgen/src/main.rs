@@ -33,6 +33,12 @@ struct Cli {
     ops: Option<u64>,
     #[arg(long, default_value_t = 10_000)]
     list_keys: usize,
+    /// LIST: spread the keys over this many common prefixes (0: none).
+    #[arg(long, default_value_t = 0)]
+    list_prefixes: usize,
+    /// LIST: list with the delimiter `/`.
+    #[arg(long)]
+    delimiter: bool,
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     part_size: u64,
     /// No progress line.
@@ -61,6 +67,8 @@ async fn main() -> std::process::ExitCode {
         duration,
         ops: cli.ops,
         list_keys: cli.list_keys,
+        list_prefixes: cli.list_prefixes,
+        delimiter: cli.delimiter,
         part_size: cli.part_size,
     };
     match run(&target, &spec, !cli.quiet).await {
