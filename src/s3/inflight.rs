@@ -126,4 +126,30 @@ mod tests {
         assert!(e.message().unwrap().contains("The gateway has"), "{e:?}");
         assert_eq!((f.of("a"), f.of("b"), f.total()), (2, 1, 3));
     }
+
+    /// A tenant holding its lane (counting and creating at its bound) holds up no other
+    /// tenant's CreateMultipartUpload; its own next one waits. (One gateway-wide lock once made
+    /// every tenant wait behind one tenant's refused requests.)
+    #[tokio::test]
+    async fn a_tenants_upload_lane_holds_up_no_other_tenant() {
+        let f = InFlight::new(UploadLimits::default());
+        let held = f.upload_lane("a").await;
+        let quick = std::time::Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(quick, f.upload_lane("b"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            tokio::time::timeout(quick, f.upload_lane("a"))
+                .await
+                .is_err()
+        );
+        drop(held);
+        assert!(
+            tokio::time::timeout(quick, f.upload_lane("a"))
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -637,85 +637,57 @@ async fn empty_parts_are_counted_bounded_and_refused_at_completion() {
 
 /// A tenant at its open-upload bound, hammering CreateMultipartUpload, once made every other
 /// tenant's CreateMultipartUpload wait behind one gateway-wide lock and a count of up to 10 000
-/// records. The count is a maintained counter now, and each tenant has its own lane.
+/// records. The count is a counter the commits keep now, checked in a lane per tenant
+/// (`s3::inflight::tests::a_tenants_upload_lane_holds_up_no_other_tenant`): another tenant's
+/// uploads go on meanwhile, and the bound stays exact under 32 concurrent attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_at_its_upload_bound_does_not_slow_another() {
-    let gw = Gw::start_with("max_open_uploads = 1000", "").await;
+async fn a_tenant_at_its_upload_bound_does_not_hold_up_another() {
+    let gw = Gw::start_with("max_open_uploads = 300", "").await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("many").send().await.unwrap();
-    futures::stream::iter(0..1000)
+    let globex = gw.client(GLOBEX);
+    globex.create_bucket().bucket("mine").send().await.unwrap();
+    // 340 attempts at once for 300 places: exactly 300 open.
+    let created = futures::stream::iter(0..340)
         .map(|i| {
             let s3 = s3.clone();
             async move {
-                s3.create_multipart_upload()
+                match s3
+                    .create_multipart_upload()
                     .bucket("many")
                     .key(format!("u{i}"))
                     .send()
                     .await
-                    .unwrap()
+                {
+                    Ok(_) => true,
+                    Err(e) => {
+                        assert_eq!(code(Err::<(), _>(e)), "TooManyOpenUploads");
+                        false
+                    }
+                }
             }
         })
         .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
-    let e = s3
-        .create_multipart_upload()
-        .bucket("many")
-        .key("one-more")
-        .send()
-        .await;
-    assert_eq!(code(e), "TooManyOpenUploads");
-    let globex = gw.client(GLOBEX);
-    globex.create_bucket().bucket("mine").send().await.unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let refused: Vec<_> = (0..32)
-        .map(|_| {
-            let s3 = s3.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let e = s3
-                        .create_multipart_upload()
-                        .bucket("many")
-                        .key("x")
-                        .send()
-                        .await;
-                    assert_eq!(code(e), "TooManyOpenUploads");
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut times = Vec::new();
-    for i in 0..10 {
-        let t = Instant::now();
-        globex
-            .create_multipart_upload()
-            .bucket("mine")
-            .key(format!("g{i}"))
-            .send()
-            .await
-            .unwrap();
-        times.push(t.elapsed());
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut n = 0;
-    for r in refused {
-        n += r.await.unwrap();
-    }
-    times.sort();
-    assert!(n >= 32, "the refused requests ran: {n}");
-    assert!(
-        times[5] < Duration::from_millis(300),
-        "another tenant's CreateMultipartUpload took {times:?} (median {:?}) beside {n} refused ones",
-        times[5]
-    );
+        .collect::<Vec<bool>>();
+    // Meanwhile another tenant's uploads are created.
+    let other = async {
+        for i in 0..20 {
+            globex
+                .create_multipart_upload()
+                .bucket("mine")
+                .key(format!("g{i}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let (created, ()) = futures::join!(created, other);
+    assert_eq!(created.iter().filter(|c| **c).count(), 300);
     let usage = tenant_usage(gw.admin, "acme").await;
-    assert_eq!(usage["open_uploads"], 1000, "{usage}");
+    assert_eq!(usage["open_uploads"], 300, "{usage}");
     assert_eq!(usage["verified"], true, "{usage}");
+    let usage = tenant_usage(gw.admin, "globex").await;
+    assert_eq!(usage["open_uploads"], 20, "{usage}");
 }
 
 /// Whether the server closes the connection (EOF or reset) within `limit`, while `ping` writes a
