@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Before/after of the hardening changes on the hot path (the local backend's writer, the body's
-# pace, the connection's activity watch): the binary of BASE (default: the commit before them)
+# pace, the connection's activity watch; issue 18: sled's work on the blocking pool, the
+# connection's progress watch, the screen's one decision): the binary of BASE (default: the
+# commit before issue 18)
 # against this checkout's, both on the local backend with `storage.sync = false`, in alternating
 # runs of each workload. Prints each run and the median ratio head / base.
 #
@@ -11,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-5}
-BASE=${BASE:-b604fad}
+BASE=${BASE:-f777028}
 AK=ACMEDEVKEY SK=acme-dev-secret
 WORK=$(mktemp -d /tmp/pchard.XXXXXX)
 PIDS=()
@@ -24,6 +26,12 @@ trap 'cleanup; git worktree remove --force "$BASE_TREE" 2>/dev/null || true' EXI
 git worktree add --force --detach "$BASE_TREE" "$BASE" >/dev/null
 CARGO_TARGET_DIR="$(pwd)/target" cargo build --release --locked --manifest-path "$BASE_TREE/Cargo.toml" -p portcullis
 cp target/release/portcullis "$WORK/portcullis-base"
+# The two checkouts share the target directory, and cargo's fingerprints name the workspace's
+# files relative to its root: with the base's sources still there, the head build could be
+# taken as fresh (the base binary compared with itself). Gone, and this tree's touched, it
+# cannot.
+git worktree remove --force "$BASE_TREE"
+touch src/lib.rs src/main.rs bench/loadgen/src/lib.rs bench/loadgen/src/main.rs
 cargo build --release --locked -p portcullis -p portcullis-loadgen
 cp target/release/portcullis "$WORK/portcullis-head"
 LOADGEN=target/release/loadgen
