@@ -15,26 +15,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
-
-async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e:?}"));
-}
-
-async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
-    match s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(_) => true,
-        Err(e) => {
-            assert_eq!(code(Err::<(), _>(e)), "NotFound");
-            false
-        }
-    }
-}
+use crate::security::{exists, put};
 
 /// PUTs every key (32 at a time), each with its own name as the body.
 async fn fill(s3: &aws_sdk_s3::Client, bucket: &str, keys: Vec<String>) {

@@ -14,7 +14,7 @@ use crate::harness::*;
 use crate::objects::walk;
 use crate::services::{Kind, Service};
 
-async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+pub(crate) async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
     s3.put_object()
         .bucket(bucket)
         .key(key)
@@ -24,7 +24,7 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
         .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e:?}"));
 }
 
-async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+pub(crate) async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
     match s3.head_object().bucket(bucket).key(key).send().await {
         Ok(_) => true,
         Err(e) => {

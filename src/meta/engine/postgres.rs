@@ -44,9 +44,10 @@ type PointCheck<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
 const CHANNEL: &str = "portcullis_cache";
 
 pub struct PgEngine {
-    pool: Pool,
-    /// The control connections ([`Engine::control`]): two, apart from `pool`.
-    control: Arc<PgControl>,
+    /// The request pool.
+    main: PgPool,
+    /// The control connections ([`Engine::control`]): two, apart from `main`.
+    control: Arc<PgPool>,
     invalidations: tokio::sync::broadcast::Sender<Invalidation>,
     /// True while the listening connection is listening.
     listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -132,8 +133,10 @@ impl PgEngine {
                 .build()
                 .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))
         };
-        let control = Arc::new(PgControl { pool: pool(2)? });
-        let pool = pool(pool_size)?;
+        let control = Arc::new(PgPool { pool: pool(2)? });
+        let main = PgPool {
+            pool: pool(pool_size)?,
+        };
         let (invalidations, _) = tokio::sync::broadcast::channel(4096);
         let listening = std::sync::Arc::default();
         let listener = tokio::spawn(listen(
@@ -142,7 +145,7 @@ impl PgEngine {
             Arc::clone(&listening),
         ));
         let this = Self {
-            pool,
+            main,
             control,
             invalidations,
             listening,
@@ -153,7 +156,7 @@ impl PgEngine {
     }
 
     async fn migrate(&self) -> EngineResult<()> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.main.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -390,13 +393,6 @@ async fn scan_in(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-async fn get_in(pool: &Pool, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached(GET).await?;
-    let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
 #[async_trait]
 impl Engine for PgEngine {
     fn kind(&self) -> &'static str {
@@ -404,7 +400,7 @@ impl Engine for PgEngine {
     }
 
     async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        get_in(&self.pool, tree, key).await
+        self.main.get(tree, key).await
     }
 
     async fn scan(
@@ -414,12 +410,11 @@ impl Engine for PgEngine {
         from: &[u8],
         limit: usize,
     ) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let client = self.pool.get().await?;
-        scan_in(&client, tree, prefix, from, limit).await
+        self.main.scan(tree, prefix, from, limit).await
     }
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
-        try_commit(&self.pool, &batch).await
+        self.main.commit(batch).await
     }
 
     fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
@@ -431,19 +426,19 @@ impl Engine for PgEngine {
         Some(self.control.clone())
     }
 
-    /// Commits are durable when they return: every ticket is covered.
     fn flush_ticket(&self) -> FlushTicket {
-        FlushTicket(0)
+        self.main.flush_ticket()
     }
 
-    async fn persist(&self, _ticket: FlushTicket) -> EngineResult<()> {
-        Ok(())
+    async fn persist(&self, ticket: FlushTicket) -> EngineResult<()> {
+        self.main.persist(ticket).await
     }
 }
 
-/// The same database over two connections of its own, for a node's control traffic
-/// ([`Engine::control`]). It reads no cached tree, so it needs no invalidations.
-pub struct PgControl {
+/// The database over one pool of connections: the request pool of a [`PgEngine`], and its
+/// control connections ([`Engine::control`], which read no cached tree and so need no
+/// invalidations).
+pub struct PgPool {
     pool: Pool,
 }
 
@@ -452,7 +447,9 @@ impl PgEngine {
     /// Takes every connection of the request pool (as requests saturating it would).
     pub(crate) async fn hold_pool(&self) -> Vec<deadpool_postgres::Object> {
         let mut held = Vec::new();
-        while let Ok(c) = tokio::time::timeout(Duration::from_millis(200), self.pool.get()).await {
+        while let Ok(c) =
+            tokio::time::timeout(Duration::from_millis(200), self.main.pool.get()).await
+        {
             held.push(c.expect("a pooled connection"));
         }
         held
@@ -460,13 +457,16 @@ impl PgEngine {
 }
 
 #[async_trait]
-impl Engine for PgControl {
+impl Engine for PgPool {
     fn kind(&self) -> &'static str {
         "postgres"
     }
 
     async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        get_in(&self.pool, tree, key).await
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(GET).await?;
+        let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn scan(
@@ -484,6 +484,7 @@ impl Engine for PgControl {
         try_commit(&self.pool, &batch).await
     }
 
+    /// Commits are durable when they return: every ticket is covered.
     fn flush_ticket(&self) -> FlushTicket {
         FlushTicket(0)
     }
