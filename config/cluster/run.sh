@@ -28,5 +28,5 @@ nginx -c "$PWD/config/cluster/nginx.conf"
 for port in 9001 9002 9003 9000; do
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 done
-curl -s http://127.0.0.1:9011/health | python3 -c 'import json,sys; h=json.load(sys.stdin); print("nodes:", [n["node_id"] for n in h["cluster"]["nodes"]])'
+curl -s -H "Authorization: Bearer cluster-example-admin-token" http://127.0.0.1:9011/health | python3 -c 'import json,sys; h=json.load(sys.stdin); print("nodes:", [n["node_id"] for n in h["cluster"]["nodes"]])'
 echo "S3 endpoint: http://127.0.0.1:9000 (ACMEDEVKEY / acme-dev-secret)"
