@@ -156,7 +156,7 @@ fn decide<'a, B>(
         return Err(err(
             S3ErrorCode::NotImplemented,
             http::StatusCode::NOT_IMPLEMENTED,
-            "POST object uploads (HTML forms) are not supported yet; use PUT or a presigned PUT URL. Nothing was read or stored.".into(),
+            "POST object uploads (HTML forms) are not supported yet; use PUT or a presigned PUT URL. Nothing was stored.".into(),
         ));
     }
     let authorization = match headers.get(http::header::AUTHORIZATION) {

@@ -14,8 +14,8 @@
 //! inline: one lookup in sled's page cache, microseconds.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sled::Transactional;
@@ -153,10 +153,8 @@ impl SledEngine {
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<_, _>>()?;
         let trees = Arc::new(Trees { trees });
-        let (commits, queue) = std::sync::mpsc::channel::<(
-            Batch,
-            tokio::sync::oneshot::Sender<EngineResult<()>>,
-        )>();
+        let (commits, queue) =
+            std::sync::mpsc::channel::<(Batch, tokio::sync::oneshot::Sender<EngineResult<()>>)>();
         let committer = trees.clone();
         std::thread::Builder::new()
             .name("sled-committer".into())
