@@ -19,7 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 ON_POSTGRES='test(/^(admin|auth|buckets|hostile|listing|multipart|objects)::/)
   | test(/^protection::(concurrent_uploads|refusals|a_refused_upload|type_policies|a_body_without)/)
   | test(/^security::(completion_raced|create_multipart_upload_is_admitted|debug_logging)/)
-  | test(/^hardening::(a_delimiter_listing|empty_parts|a_tenant_at_its_upload_bound|a_request_with_two|upload_listings)/)
+  | test(/^hardening::(a_delimiter_listing|empty_parts|the_open_upload_bound|a_request_with_two|upload_listings)/)
   | (test(/^durability::/) - test(/large_bodies/))'
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -700,6 +700,7 @@ impl S3Front {
             op = tracing::field::Empty,
             bucket = tracing::field::Empty,
             key = tracing::field::Empty,
+            auth = tracing::field::Empty,
             error = tracing::field::Empty,
         );
         let mut log = AccessLog {
@@ -726,7 +727,9 @@ impl S3Front {
             });
         let refused = match screened {
             Ok(method) => {
-                // The mechanism s3s will verify, decided once: `S3Access` reads it.
+                // The mechanism s3s will verify, decided once: `S3Access` reads it, and the
+                // access log shows it.
+                span.record("auth", method.as_str());
                 req.extensions_mut().insert(method);
                 None
             }

@@ -261,17 +261,6 @@ async fn a_request_with_two_auth_mechanisms_is_refused() {
     assert_eq!(got, b"avatar");
 }
 
-/// Resident memory of a process now (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Four anonymous 256 MiB form POSTs once took the gateway from 43 MB to 1.09 GB before any
 /// signature was checked. Now a form is refused before a body byte is read: memory stays flat
 /// while the senders push and hold, and each gets `501 NotImplemented`.
@@ -279,8 +268,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn an_anonymous_form_post_is_refused_before_its_body_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::start(dir.path(), "");
-    let pid = p.child.id();
-    let before = rss_kib(pid);
+    let before = p.rss_kib();
     let addr = p.addr;
     const LEN: usize = 256 << 20;
     let senders: Vec<_> = (0..4)
@@ -323,7 +311,7 @@ async fn an_anonymous_form_post_is_refused_before_its_body_is_read() {
     let mut peak = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(p.rss_kib());
     }
     for s in senders {
         let (sent, answer) = s.await.unwrap();
@@ -616,13 +604,13 @@ async fn empty_parts_are_counted_bounded_and_refused_at_completion() {
     }
 }
 
-/// A tenant at its open-upload bound, hammering CreateMultipartUpload, once made every other
-/// tenant's CreateMultipartUpload wait behind one gateway-wide lock and a count of up to 10 000
-/// records. The count is a counter the commits keep now, checked in a lane per tenant
-/// (`s3::inflight::tests::a_tenants_upload_lane_holds_up_no_other_tenant`): another tenant's
-/// uploads go on meanwhile, and the bound stays exact under 32 concurrent attempts.
+/// The open-upload bound is now a counter the commits keep, checked in a lane per tenant (the
+/// lane's isolation is `s3::inflight::tests::a_tenants_upload_lane_holds_up_no_other_tenant`).
+/// Raced by 32 concurrent attempts beside another tenant's uploads, it stays exact, and the
+/// counter agrees with the records (`verify`). It does not time the other tenant: a timed
+/// version measured the commit's fsync and the test's own CPU, on the old build as on this one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_at_its_upload_bound_does_not_hold_up_another() {
+async fn the_open_upload_bound_stays_exact_under_a_race() {
     let gw = Gw::start_with("max_open_uploads = 300", "").await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("many").send().await.unwrap();
