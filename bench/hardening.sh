@@ -59,9 +59,15 @@ IFS=';' read -r -a WORKLOADS <<<"${WORKLOADS:-put 64MiB 4 32;put 4KiB 32 4000;ge
 for w in "${WORKLOADS[@]}"; do
   # shellcheck disable=SC2086
   set -- $w
-  for _ in $(seq 1 "$PAIRS"); do
-    run base "$BASE_PORT" "$@"
-    run head "$HEAD_PORT" "$@"
+  for i in $(seq 1 "$PAIRS"); do
+    # Each run starts with no dirty pages of the one before (with `sync = false` a 2 GiB run
+    # leaves them to the kernel, which writes them back during the next run), and the order
+    # flips every pair: with base always first, head paid for base's writeback in every pair.
+    if ((i % 2)); then order=(base head); else order=(head base); fi
+    for t in "${order[@]}"; do
+      sync
+      if [ "$t" = base ]; then run base "$BASE_PORT" "$@"; else run head "$HEAD_PORT" "$@"; fi
+    done
   done
 done
 

@@ -7,6 +7,7 @@
 //! `node_timeout` is reaped by the others; if it was only paused, it finds its record gone,
 //! is fenced (what it had reserved can no longer commit) and joins again as a new instance.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,10 @@ pub struct Node {
     record: Mutex<NodeRecord>,
     /// When the current instance registered, and when a heartbeat last succeeded.
     joined: Mutex<(Instant, Instant)>,
+    /// When the first record of another node expires (ms since the epoch, `i64::MAX` when none
+    /// is known): the heartbeat wakes then to reap it, so a dead node's room is free within
+    /// `node_timeout` of its last heartbeat, not up to one heartbeat later.
+    next_expiry: AtomicI64,
 }
 
 /// The cluster as one node sees it, for `/health` and the admin API.
@@ -130,6 +135,7 @@ impl Node {
             opts,
             record: Mutex::new(record),
             joined: Mutex::new((Instant::now(), Instant::now())),
+            next_expiry: AtomicI64::new(i64::MAX),
         }))
     }
 
@@ -194,9 +200,15 @@ impl Node {
             }
             Err(e) => return Err(e),
         }
+        let mine = rec.instance.clone();
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = rec;
         let mut reaped = 0;
+        let mut next = i64::MAX;
+        let now = now_ms();
         for n in self.control.nodes().await? {
+            if n.instance != mine && n.expires_ms >= now {
+                next = next.min(n.expires_ms);
+            }
             if n.expires_ms < now {
                 tracing::warn!(instance = %n.instance, "reaping a node that stopped sending heartbeats; its reservations are freed");
                 self.control
@@ -205,6 +217,7 @@ impl Node {
                 reaped += 1;
             }
         }
+        self.next_expiry.store(next, Ordering::Relaxed);
         Ok(reaped)
     }
 
@@ -212,13 +225,22 @@ impl Node {
     /// leases and reservations need not wait for the timeout).
     pub async fn run(self: Arc<Self>, stop: CancellationToken, reporter: Reporter) {
         loop {
+            // The next heartbeat, or sooner the moment another node's record expires (+1 ms:
+            // a record is expired once its expiry has passed).
+            let until_expiry = self.next_expiry.load(Ordering::Relaxed) - now_ms() + 1;
+            let pause = self
+                .opts
+                .heartbeat
+                .min(Duration::from_millis(until_expiry.max(1) as u64));
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(self.opts.heartbeat) => {}
+                () = tokio::time::sleep(pause) => {}
             }
             match self.beat().await {
                 Ok(_) => reporter.pass(Ok(())),
                 Err(e) => {
+                    // Not again before the next heartbeat.
+                    self.next_expiry.store(i64::MAX, Ordering::Relaxed);
                     tracing::error!(error = %e, "heartbeat failed");
                     reporter.pass(Err(e.to_string()));
                 }
@@ -377,9 +399,12 @@ mod tests {
     async fn a_saturated_pool_delays_no_heartbeat_and_no_lease() {
         let url = crate::meta::engine::conformance::fresh_pg_database().await;
         let engine = Arc::new(
-            crate::meta::engine::postgres::PgEngine::connect(&url, 2)
-                .await
-                .unwrap(),
+            crate::meta::engine::postgres::PgEngine::connect(
+                &url,
+                crate::meta::engine::postgres::PgOptions::testing(2),
+            )
+            .await
+            .unwrap(),
         );
         let m = Arc::new(Meta::new(engine.clone()));
         let node = Node::join(m.clone(), ClusterOptions::default(), "n".into(), None)

@@ -151,6 +151,7 @@ mod raw {
         pub url: Option<String>,
         pub url_file: Option<PathBuf>,
         pub pool_size: Option<usize>,
+        pub timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -680,9 +681,13 @@ fn meta_engine(m: raw::Meta) -> Result<MetaEngine, ConfigError> {
     let bad = |what: &str| ConfigError::Invalid(format!("[meta] {what}"));
     match m.engine.as_deref().unwrap_or("sled") {
         "sled" => {
-            if m.url.is_some() || m.url_file.is_some() || m.pool_size.is_some() {
+            if m.url.is_some()
+                || m.url_file.is_some()
+                || m.pool_size.is_some()
+                || m.timeout_ms.is_some()
+            {
                 return Err(bad(
-                    "url, url_file and pool_size apply to engine = \"postgres\" only",
+                    "url, url_file, pool_size and timeout_ms apply to engine = \"postgres\" only",
                 ));
             }
             Ok(MetaEngine::Sled)
@@ -701,9 +706,14 @@ fn meta_engine(m: raw::Meta) -> Result<MetaEngine, ConfigError> {
             if pool_size == 0 {
                 return Err(bad("pool_size must be at least 1"));
             }
+            let timeout_ms = m.timeout_ms.unwrap_or(5000);
+            if !(100..=600_000).contains(&timeout_ms) {
+                return Err(bad("timeout_ms must be between 100 and 600000"));
+            }
             Ok(MetaEngine::Postgres {
                 url: DatabaseUrl(url),
                 pool_size,
+                timeout: Duration::from_millis(timeout_ms),
             })
         }
         other => Err(bad(&format!("engine {other:?}: use sled or postgres"))),
@@ -1272,7 +1282,7 @@ secret_key = "acme-dev-secret"
     fn the_postgres_config_differs_from_the_default_only_in_its_engine() {
         let c = Config::parse(include_str!("../config/postgres.toml")).unwrap();
         match &c.meta {
-            MetaEngine::Postgres { url, pool_size } => {
+            MetaEngine::Postgres { url, pool_size, .. } => {
                 assert_eq!(url.0, "postgres://portcullis@127.0.0.1:5432/portcullis");
                 assert_eq!(*pool_size, 32);
             }
@@ -1329,7 +1339,7 @@ secret_key = "acme-dev-secret"
             file.display()
         ))
         .unwrap();
-        let MetaEngine::Postgres { url, pool_size } = &c.meta else {
+        let MetaEngine::Postgres { url, pool_size, .. } = &c.meta else {
             panic!("{:?}", c.meta)
         };
         assert_eq!(url.0, "postgres://u:hunter2-secret@db/p");

@@ -68,6 +68,15 @@ impl From<MetaError> for S3Error {
                 OperationAborted,
                 "A conflicting operation is in progress against this resource. Please try again."
             ),
+            MetaError::Engine(e @ crate::meta::EngineError::Unknown(_)) => {
+                // Nothing was undone around it: the client may retry (S3 writes are
+                // idempotent) or read back what stands.
+                record(&format_args!("metadata store failed: {e}"));
+                s3_error!(
+                    ServiceUnavailable,
+                    "The metadata store did not confirm this change in time; it may have been applied. Please retry, or read the resource back."
+                )
+            }
             MetaError::Engine(e) => {
                 // A store that cannot be reached or refuses a write is transient for the client:
                 // retry later (SDKs do on 503). The cause is logged once, never sent.

@@ -34,7 +34,7 @@ use serde_json::json;
 
 use crate::backend::Backends;
 use crate::config::{Config, valid_access_key, valid_secret, valid_tenant_id};
-use crate::meta::{self, Change, Commit, Meta, MetaError, Role};
+use crate::meta::{self, Change, Commit, EngineError, Meta, MetaError, Role};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -240,10 +240,20 @@ fn key_json(k: &meta::AccessKey) -> serde_json::Value {
 
 /// Liveness for anyone (a load balancer has no token); the detail (tenant and bucket names in
 /// lease names, node ids, addresses, workers' errors) only with the token.
+/// How long `/health` waits for the metadata store: a load balancer's probe gets its 503
+/// within this, not after the store's own bound (`[meta] timeout_ms`).
+const HEALTH_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn health(state: &State, authorized: bool) -> Response<Full<Bytes>> {
     // Without its index the gateway serves nothing: 503, so a load balancer takes the node
     // out until the store is back.
-    let meta = match state.meta.tenants().await {
+    let probe = tokio::time::timeout(HEALTH_BOUND, state.meta.tenants());
+    let meta = match probe.await.unwrap_or_else(|_| {
+        Err(MetaError::Engine(EngineError::Store(format!(
+            "no answer within {} ms",
+            HEALTH_BOUND.as_millis()
+        ))))
+    }) {
         Ok(_) => json!({ "engine": state.meta.engine_kind(), "ok": true }),
         Err(e) => {
             let body = if authorized {
@@ -276,9 +286,10 @@ async fn health(state: &State, authorized: bool) -> Response<Full<Bytes>> {
     if !authorized {
         return json_response(StatusCode::OK, &json!({ "status": status }));
     }
-    let cluster = match state.node.view().await {
-        Ok(v) => json!(v),
-        Err(e) => json!({ "error": e.to_string() }),
+    let cluster = match tokio::time::timeout(HEALTH_BOUND, state.node.view()).await {
+        Ok(Ok(v)) => json!(v),
+        Ok(Err(e)) => json!({ "error": e.to_string() }),
+        Err(_) => json!({ "error": "no answer from the metadata store in time" }),
     };
     json_response(
         StatusCode::OK,

@@ -154,10 +154,15 @@ impl Commit {
         }
     }
 
-    /// True for changes that need not be on disk when they return (coordination state: a
-    /// crash ends what it describes).
+    /// True for changes that need not be on disk when they return: a heartbeat (a lost one
+    /// makes the node look older than it is; at worst it is fenced and joins again).
+    /// Reservations, gates, leases and in-flight counts are durable: a database crash must not
+    /// give another node the room of an upload still in flight.
     pub(super) fn ephemeral(&self) -> bool {
-        matches!(self.change, Change::Coord(_))
+        matches!(
+            self.change,
+            Change::Coord(super::coord::Coord::Heartbeat { .. })
+        )
     }
 
     pub fn when(mut self, precondition: Precondition) -> Self {

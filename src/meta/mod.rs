@@ -99,6 +99,18 @@ impl From<EngineError> for MetaError {
     }
 }
 
+impl MetaError {
+    /// The commit that failed with this error may have applied (its answer was lost and could
+    /// not be read back in time): the commit of what it names, resolvable with
+    /// [`Meta::outcome`]. Every other error of a commit means it did not apply.
+    pub fn unknown(&self) -> Option<&engine::PendingCommit> {
+        match self {
+            MetaError::Engine(EngineError::Unknown(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 pub type MetaResult<T> = Result<T, MetaError>;
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -130,6 +142,8 @@ pub enum MetaEngine {
     Postgres {
         url: DatabaseUrl,
         pool_size: usize,
+        /// The bound of every call to the database (`[meta] timeout_ms`).
+        timeout: std::time::Duration,
     },
 }
 
@@ -154,8 +168,16 @@ impl MetaEngine {
     ) -> MetaResult<Arc<dyn Engine>> {
         Ok(match self {
             MetaEngine::Sled => Arc::new(engine::sled::SledEngine::open(dir, sync, cache_bytes)?),
-            MetaEngine::Postgres { url, pool_size } => {
-                Arc::new(engine::postgres::PgEngine::connect(&url.0, *pool_size).await?)
+            MetaEngine::Postgres {
+                url,
+                pool_size,
+                timeout,
+            } => {
+                let opts = engine::postgres::PgOptions {
+                    pool_size: *pool_size,
+                    timeout: *timeout,
+                };
+                Arc::new(engine::postgres::PgEngine::connect(&url.0, opts).await?)
             }
         })
     }
@@ -338,6 +360,14 @@ impl Meta {
                 .map(|(tree, key)| (tree, key.to_vec()))
                 .collect();
             match self.engine.commit(batch).await {
+                Err(EngineError::Unknown(p)) => {
+                    // It may have applied: drop what it would have changed from the cache. The
+                    // blobs it would free stay (the sweeper finds them if it did apply).
+                    for (tree, key) in &cached {
+                        self.cache.invalidate(*tree, key);
+                    }
+                    return Err(MetaError::Engine(EngineError::Unknown(p)));
+                }
                 Ok(()) => {
                     for (tree, key) in &cached {
                         self.cache.invalidate(*tree, key);
@@ -360,6 +390,37 @@ impl Meta {
                     }
                 }
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether the commit of an unknown outcome ([`MetaError::unknown`]) applied: `true`, `false` (it never
+    /// will), or an error while the store does not answer.
+    pub async fn outcome(&self, pending: &engine::PendingCommit) -> MetaResult<bool> {
+        Ok(self.engine.outcome(pending).await?)
+    }
+
+    /// Commits `c` until it has applied exactly once, in the background of a caller that cannot
+    /// fail (a reservation given back): a lost answer is read back before any retry, so the
+    /// change is never applied twice; a store that is down is waited for.
+    pub async fn commit_once(&self, c: &Commit) {
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut nap = async |what: MetaError| {
+            tracing::warn!(error = %what, "a change waits for the metadata store; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        };
+        loop {
+            match self.commit(c).await {
+                Ok(()) => return,
+                Err(MetaError::Engine(EngineError::Unknown(p))) => loop {
+                    match self.outcome(&p).await {
+                        Ok(true) => return,
+                        Ok(false) => break,
+                        Err(e) => nap(e).await,
+                    }
+                },
+                Err(e) => nap(e).await,
             }
         }
     }
@@ -829,7 +890,9 @@ pub(crate) mod testing {
     /// The same on a fresh database of the test PostgreSQL cluster.
     pub(crate) async fn meta_on_postgres() -> Arc<Meta> {
         let url = engine::conformance::fresh_pg_database().await;
-        let e = engine::postgres::PgEngine::connect(&url, 8).await.unwrap();
+        let e = engine::postgres::PgEngine::connect(&url, engine::postgres::PgOptions::testing(8))
+            .await
+            .unwrap();
         seeded(Meta::new(Arc::new(e))).await
     }
 
@@ -911,7 +974,10 @@ mod tests {
         use std::time::Duration;
         let url = engine::conformance::fresh_pg_database().await;
         let node = || async {
-            let e = engine::postgres::PgEngine::connect(&url, 4).await.unwrap();
+            let e =
+                engine::postgres::PgEngine::connect(&url, engine::postgres::PgOptions::testing(4))
+                    .await
+                    .unwrap();
             Meta::new(Arc::new(e))
         };
         let (a, b) = (testing::seeded(node().await).await, Arc::new(node().await));

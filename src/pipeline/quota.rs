@@ -14,7 +14,13 @@
 //!   replaced version that vanished meanwhile is reserved for before the retry), and gives the
 //!   reservation back in the same batch ([`crate::meta::coord::Settle`]);
 //! - a write that ends without a commit gives its reservation back when dropped; a node that
-//!   dies leaves its reservations to be reaped with its record.
+//!   dies leaves its reservations to be reaped with its record;
+//! - a reservation is given back exactly once: by the commit that settles it, or on failure,
+//!   never both. A commit whose outcome is unknown (its answer lost and not read back in time,
+//!   `MetaError::unknown`) hands the reservation to a task that reads the outcome back once the
+//!   store answers, then gives it back only if the commit did not apply; a reservation or an
+//!   entry whose own outcome is unknown is given back only if it did apply. Give-backs
+//!   themselves never apply twice (`Meta::commit_once`).
 //!
 //! Scopes without limits take no lock and reserve nothing: usage is still counted by the commit.
 
@@ -22,8 +28,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::BlobGuard;
 use crate::cluster::Node;
 use crate::meta::coord::{Admission, Coord, Scope, Settle, gate_lease};
+use crate::meta::engine::PendingCommit;
 use crate::meta::{Change, Commit, Delta, Limits, Meta, MetaError, Usage};
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +191,13 @@ impl Reservation {
                     bucket: self.bucket.1.clone(),
                 };
                 let meta = &self.quotas.meta;
-                meta.commit(&Commit::new(Change::Coord(enter))).await?;
+                if let Err(e) = meta.commit(&Commit::new(Change::Coord(enter))).await {
+                    if let Some(p) = e.unknown() {
+                        self.ghost(Usage::default(), true)
+                            .resolve_later(p.clone(), true);
+                    }
+                    return Err(e.into());
+                }
                 self.entered = true;
             }
             return Ok(());
@@ -241,8 +255,62 @@ impl Reservation {
                 need,
             }),
             Err(MetaError::GateNeeded) => Err(MetaError::Contended.into()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                if let Some(p) = e.unknown() {
+                    // The store may hold this reservation (and entry) although the answer
+                    // never came: given back if it did.
+                    self.ghost(more, enter.is_some())
+                        .resolve_later(p.clone(), true);
+                }
+                Err(e.into())
+            }
         }
+    }
+
+    /// A reservation of `held` (and of an entry in flight) beside this one, in the same scopes,
+    /// for a change whose outcome is unknown.
+    fn ghost(&self, held: Usage, entered: bool) -> Reservation {
+        Reservation {
+            quotas: self.quotas.clone(),
+            scopes: self.scopes.clone(),
+            instance: self.instance.clone(),
+            held,
+            bucket: self.bucket.clone(),
+            entered,
+        }
+    }
+
+    /// Holds nothing any more (the commit that settled it applied).
+    fn forget(&mut self) {
+        self.held = Usage::default();
+        self.entered = false;
+    }
+
+    /// Gives this reservation back once the commit of `pending` is known to have applied
+    /// (`give_back_if_applied`) or known not to have (otherwise); until then it stays held, so
+    /// the quota errs on the safe side.
+    fn resolve_later(mut self, pending: PendingCommit, give_back_if_applied: bool) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let meta = self.quotas.meta.clone();
+        rt.spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            let applied = loop {
+                match meta.outcome(&pending).await {
+                    Ok(applied) => break applied,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %pending, "the outcome of a commit is still unknown; its reservation stays held");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            if applied != give_back_if_applied {
+                self.forget();
+            }
+            // Drop gives back what is still held.
+        });
     }
 
     /// How much the commit may grow usage by.
@@ -259,7 +327,10 @@ impl Reservation {
     /// Commits `c` with this reservation's allowance, giving the reservation back in the same
     /// batch. When the commit needs more (the version it replaces changed since the write
     /// began), the difference is reserved and it is retried.
-    pub async fn commit(mut self, mut c: Commit) -> Result<(), QuotaError> {
+    ///
+    /// `blobs` are the new blobs the commit references: kept when it applied, or may have (an
+    /// unknown outcome: the sweeper deletes them later if it did not), deleted when it did not.
+    pub async fn commit(mut self, mut c: Commit, blobs: Vec<BlobGuard>) -> Result<(), QuotaError> {
         loop {
             c.allowance = self.allowance();
             c.settle = Some(Settle {
@@ -278,11 +349,17 @@ impl Reservation {
                     .await?;
                 }
                 Ok(()) => {
-                    self.held = Usage::default();
-                    self.entered = false;
+                    blobs.into_iter().for_each(BlobGuard::keep);
+                    self.forget();
                     return Ok(());
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if let Some(p) = e.unknown() {
+                        blobs.into_iter().for_each(BlobGuard::keep);
+                        self.resolve_later(p.clone(), false);
+                    }
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -290,7 +367,8 @@ impl Reservation {
 
 impl Drop for Reservation {
     /// A write that ended without its commit gives its reservation back, retrying in the
-    /// background while the store is unreachable (until then the quota errs on the safe side).
+    /// background while the store is unreachable (until then the quota errs on the safe side),
+    /// and never twice (a lost answer is read back before a retry).
     fn drop(&mut self) {
         if !self.entered && (self.scopes.is_empty() || self.held == Usage::default()) {
             return;
@@ -308,12 +386,7 @@ impl Drop for Reservation {
         let turn = self.quotas.lane(&self.bucket.0).try_read_owned().ok();
         rt.spawn(async move {
             let _turn = turn;
-            let mut pause = Duration::from_millis(50);
-            while let Err(e) = meta.commit(&give_back).await {
-                tracing::warn!(error = %e, "could not give back a quota reservation; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+            meta.commit_once(&give_back).await;
         });
     }
 }
@@ -342,7 +415,7 @@ mod tests {
             objects: 1,
         };
         let r = q.reserve("t", "b", LIMIT, Limits::default(), want).await?;
-        r.commit(put_commit(key, object(size))).await
+        r.commit(put_commit(key, object(size)), Vec::new()).await
     }
 
     #[tokio::test]
@@ -408,7 +481,7 @@ mod tests {
         };
         bytes_only()
             .await
-            .commit(put_commit("x", object(10)))
+            .commit(put_commit("x", object(10)), Vec::new())
             .await
             .unwrap();
         assert_eq!(m.usage("t", None).await.unwrap().objects, 1);
@@ -417,7 +490,7 @@ mod tests {
         put(&q, "z", 10).await.unwrap();
         let e = bytes_only()
             .await
-            .commit(put_commit("w", object(10)))
+            .commit(put_commit("w", object(10)), Vec::new())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("limited to 3 objects"), "{e}");
@@ -498,7 +571,8 @@ mod tests {
                     objects: 1,
                 };
                 let r = q.reserve("t", "b", ROOM, Limits::default(), want).await?;
-                r.commit(put_commit(&format!("k{i}"), object(5))).await
+                r.commit(put_commit(&format!("k{i}"), object(5)), Vec::new())
+                    .await
             })
         });
         let results: Vec<_> = futures::future::join_all(tasks).await;
@@ -546,14 +620,18 @@ mod tests {
             .reserve("t", "b", LIMIT, Limits::default(), want)
             .await
             .unwrap();
-        let late = held.commit(put_commit("late", object(60))).await;
+        let late = held
+            .commit(put_commit("late", object(60)), Vec::new())
+            .await;
         assert!(
             matches!(late, Err(QuotaError::Meta(MetaError::Fenced))),
             "{:?}",
             late.err()
         );
         assert!(m.object("t", "b", "late").await.unwrap().is_none());
-        mine.commit(put_commit("k", object(60))).await.unwrap();
+        mine.commit(put_commit("k", object(60)), Vec::new())
+            .await
+            .unwrap();
         // The paused node, back, joins again as a new instance and works.
         let before = dead.instance();
         dead.beat().await.unwrap();

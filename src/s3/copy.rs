@@ -148,16 +148,18 @@ impl Gateway {
         )
         .await?;
         reservation
-            .commit(Commit::new(Change::PutObject {
-                tenant: c.tenant.clone(),
-                bucket: i.bucket.clone(),
-                key: i.key.clone(),
-                object: object.clone(),
-                // Shared blobs must still be referenced when the copy commits.
-                shared: copied.is_empty(),
-            }))
+            .commit(
+                Commit::new(Change::PutObject {
+                    tenant: c.tenant.clone(),
+                    bucket: i.bucket.clone(),
+                    key: i.key.clone(),
+                    object: object.clone(),
+                    // Shared blobs must still be referenced when the copy commits.
+                    shared: copied.is_empty(),
+                }),
+                copied,
+            )
             .await?;
-        copied.into_iter().for_each(pipeline::BlobGuard::keep);
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(object.etag)),

@@ -233,16 +233,18 @@ impl Gateway {
             checksums: stored.checksums.clone(),
         };
         reservation
-            .commit(Commit::new(Change::PutPart {
-                tenant: c.tenant.clone(),
-                bucket: i.bucket.clone(),
-                key: i.key.clone(),
-                upload_id: i.upload_id.clone(),
-                part: part.clone(),
-                shared: false,
-            }))
+            .commit(
+                Commit::new(Change::PutPart {
+                    tenant: c.tenant.clone(),
+                    bucket: i.bucket.clone(),
+                    key: i.key.clone(),
+                    upload_id: i.upload_id.clone(),
+                    part: part.clone(),
+                    shared: false,
+                }),
+                vec![stored.guard],
+            )
             .await?;
-        stored.guard.keep();
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&part.checksums);
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
@@ -316,17 +318,19 @@ impl Gateway {
         )
         .await?;
         reservation
-            .commit(Commit::new(Change::PutPart {
-                tenant: c.tenant.clone(),
-                bucket: i.bucket.clone(),
-                key: i.key.clone(),
-                upload_id: i.upload_id.clone(),
-                part: part.clone(),
-                // Shared blobs must still be referenced when the part commits.
-                shared: copied.is_empty(),
-            }))
+            .commit(
+                Commit::new(Change::PutPart {
+                    tenant: c.tenant.clone(),
+                    bucket: i.bucket.clone(),
+                    key: i.key.clone(),
+                    upload_id: i.upload_id.clone(),
+                    part: part.clone(),
+                    // Shared blobs must still be referenced when the part commits.
+                    shared: copied.is_empty(),
+                }),
+                copied,
+            )
             .await?;
-        copied.into_iter().for_each(pipeline::BlobGuard::keep);
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(part.etag)),
@@ -502,12 +506,15 @@ impl Gateway {
             scan: Some(scan),
         };
         reservation
-            .commit(Commit::new(Change::CompleteUpload {
-                tenant: c.tenant.clone(),
-                bucket: i.bucket.clone(),
-                upload: upload.clone(),
-                object: object.clone(),
-            }))
+            .commit(
+                Commit::new(Change::CompleteUpload {
+                    tenant: c.tenant.clone(),
+                    bucket: i.bucket.clone(),
+                    upload: upload.clone(),
+                    object: object.clone(),
+                }),
+                Vec::new(),
+            )
             .await?;
         let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {

@@ -143,13 +143,13 @@ impl Gateway {
                     shared: false,
                 })
                 .when(precondition),
+                vec![stored.guard],
             )
             .await
             .map_err(|e| match e {
                 QuotaError::Meta(MetaError::Conflict) => precondition_failed(),
                 e => e.into(),
             })?;
-        stored.guard.keep();
         let cs = object.checksums.clone();
         let out = PutObjectOutput {
             e_tag: Some(ETag::Strong(object.etag.clone())),

@@ -7,8 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::CompletedPart;
 
 use crate::harness::*;
+use crate::pgproxy::{Mode, PgProxy};
 
 /// A PostgreSQL cluster of the test's own (the suite's shared one must stay up for the others),
 /// from scripts/pg.sh.
@@ -36,6 +38,18 @@ impl Cluster {
             url: create_database(admin),
             dir: dir.to_string(),
         }
+    }
+
+    /// Sends `sig` (STOP, CONT) to every process of the server.
+    fn signal(&self, sig: &str) {
+        let pid = std::fs::read_to_string(format!("{}/data/postmaster.pid", self.dir)).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let s = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{sig} {pid} $(pgrep -P {pid})"))
+            .status()
+            .unwrap();
+        assert!(s.success());
     }
 
     fn script(&self, name: &str) {
@@ -153,4 +167,270 @@ async fn a_dead_database_is_a_retryable_error_and_the_gateway_recovers_with_it()
         crate::objects::walk(&blobs) == 2
     })
     .await;
+}
+
+/// A client that takes the first answer (no retries), so each answer can be held against what
+/// the index says afterwards.
+fn first_answer(gw: &Gw) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(gw.endpoint())
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACME.0, ACME.1, None, None, "test",
+        ))
+        .force_path_style(true)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A gateway on a fresh database of the shared cluster, through a [`PgProxy`]; acme has a
+/// quota (so every write reserves), and no background commit runs during a test (heartbeats
+/// and sweeps far apart), so the proxy's COMMIT count is the requests'.
+async fn behind_proxy(extra_meta: &str) -> (PgProxy, Gw) {
+    let (proxy, url) = PgProxy::start(&pg_database()).await;
+    let meta = format!(
+        "[meta]\nengine = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n{extra_meta}\n\
+         [cluster]\nheartbeat_ms = 60000\nnode_timeout_ms = 180000\n"
+    );
+    let gw = Gw::start_setup(&Setup {
+        meta: &meta,
+        sweeper: "interval_secs = 3600",
+        acme: "quota_bytes = 50000000",
+        ..Default::default()
+    })
+    .await;
+    (proxy, gw)
+}
+
+/// Every listed object of `bucket` reads back whole (as many bytes as its length says); their
+/// keys.
+async fn listed_and_whole(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut keys = Vec::new();
+    for o in listed.contents() {
+        let key = o.key().unwrap();
+        let got = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let len = got.content_length().unwrap();
+        assert_eq!(len, o.size().unwrap());
+        assert_eq!(
+            body_of(got).await.len() as i64,
+            len,
+            "{key} reads back whole"
+        );
+        keys.push(key.to_string());
+    }
+    keys
+}
+
+/// The answer to every COMMIT is lost after the server applied it (the proxy passes it and cuts
+/// the connection): PutObject, UploadPart, CompleteMultipartUpload, CopyObject and DeleteObject
+/// each answer as what happened — it applied, so 200 — and every listed object reads back
+/// whole; usage has no drift and nothing stays reserved. Before the outcome was read back, the
+/// PUT answered 503 and its blob was deleted under the listed object (which then read back 0
+/// bytes), and the reservation the commit had settled was given back a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_answered_as_it_happened() {
+    let (proxy, gw) = behind_proxy("").await;
+    let s3 = first_answer(&gw);
+    s3.create_bucket().bucket("lost").send().await.unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        s3.put_object()
+            .bucket("lost")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    put("doomed", data(1000, 9)).await.unwrap();
+
+    proxy.set(Mode::CutAfterCommit);
+    let cut = proxy.cuts();
+    let body = data(100_000, 1);
+    let r = put("contract.pdf", body.clone()).await.unwrap();
+    assert!(r.e_tag().is_some());
+    let up = s3
+        .create_multipart_upload()
+        .bucket("lost")
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let part = s3
+        .upload_part()
+        .bucket("lost")
+        .key("big.bin")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from(data(300_000, 2)))
+        .send()
+        .await
+        .unwrap();
+    let done = CompletedPart::builder()
+        .part_number(1)
+        .e_tag(part.e_tag().unwrap())
+        .build();
+    complete(&s3, "lost", "big.bin", id, vec![done]).await;
+    s3.copy_object()
+        .bucket("lost")
+        .key("copy.pdf")
+        .copy_source("lost/contract.pdf")
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket("lost")
+        .key("doomed")
+        .send()
+        .await
+        .unwrap();
+    let cuts = proxy.cuts() - cut;
+    proxy.set(Mode::Pass);
+    assert!(
+        cuts >= 6,
+        "each of the six writes had a COMMIT answer lost ({cuts})"
+    );
+
+    assert_eq!(
+        listed_and_whole(&s3, "lost").await,
+        ["big.bin", "contract.pdf", "copy.pdf"]
+    );
+    let got = s3
+        .get_object()
+        .bucket("lost")
+        .key("copy.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(got).await, body);
+    // Verified against the records, and nothing held: each reservation was given back once.
+    let usage = idle_usage(gw.admin, "acme").await;
+    assert_eq!(usage["usage"]["bytes"], 500_000, "{usage}");
+    assert_eq!(usage["usage"]["objects"], 3, "{usage}");
+}
+
+/// A COMMIT that never reaches the server (the proxy drops it with the connection): the write
+/// answers 503, nothing becomes visible, its blob goes, and its reservation is given back once.
+/// The PUT's last COMMIT is the one dropped: everything before it (its reservation) applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_never_arrived_leaves_nothing() {
+    let (proxy, gw) = behind_proxy("").await;
+    let s3 = first_answer(&gw);
+    s3.create_bucket().bucket("kept").send().await.unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        s3.put_object()
+            .bucket("kept")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    // How many COMMITs a PUT makes (its reservation, its object).
+    let before = proxy.commits();
+    put("first", data(1000, 1)).await.unwrap();
+    let per_put = proxy.commits() - before;
+    assert!(per_put >= 2, "{per_put}");
+
+    proxy.arm(Mode::DropCommit, per_put - 1);
+    assert_eq!(
+        code(put("second", data(2000, 2)).await),
+        "ServiceUnavailable"
+    );
+    proxy.set(Mode::Pass);
+    assert_eq!(proxy.cuts(), 1);
+
+    assert_eq!(listed_and_whole(&s3, "kept").await, ["first"]);
+    let usage = idle_usage(gw.admin, "acme").await;
+    assert_eq!(usage["usage"]["bytes"], 1000, "{usage}");
+    let blobs = gw.dir.path().join("blobs");
+    eventually("only the committed blob remains", || {
+        crate::objects::walk(&blobs) == 1
+    })
+    .await;
+    // And the gateway writes on.
+    put("third", data(3000, 3)).await.unwrap();
+}
+
+/// PostgreSQL frozen (every server process stopped, as a partition or a stuck server looks):
+/// requests answer 503 within the configured bound instead of waiting for it, `/health` answers
+/// 503 within its own, and once the server runs again the gateway serves without a restart and
+/// nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_is_503_within_the_bound_and_the_node_recovers() {
+    let pg = Cluster::start();
+    let meta = format!(
+        "[meta]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = 4\ntimeout_ms = 1000\n",
+        pg.url
+    );
+    let gw = Gw::start_setup(&Setup {
+        meta: &meta,
+        acme: "quota_bytes = 50000000",
+        ..Default::default()
+    })
+    .await;
+    let s3 = first_answer(&gw);
+    s3.create_bucket().bucket("frozen").send().await.unwrap();
+    let put = |key: &'static str, body: &'static [u8]| {
+        s3.put_object()
+            .bucket("frozen")
+            .key(key)
+            .body(ByteStream::from_static(body))
+            .send()
+    };
+    put("before", b"kept").await.unwrap();
+    // Past the cache's TTL, so requests need the store for their key and bucket too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    pg.signal("STOP");
+    let started = Instant::now();
+    assert_eq!(code(put("during", b"maybe").await), "ServiceUnavailable");
+    let put_took = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(
+        code(s3.get_object().bucket("frozen").key("before").send().await),
+        "ServiceUnavailable"
+    );
+    let get_took = started.elapsed();
+    let started = Instant::now();
+    let h = reqwest::Client::new()
+        .get(format!("http://{}/health", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    let health_took = started.elapsed();
+    assert_eq!(h.status().as_u16(), 503);
+    pg.signal("CONT");
+    // A PUT has at most two bounded steps (a commit, then reading its outcome back).
+    assert!(put_took < Duration::from_secs(4), "PUT took {put_took:?}");
+    assert!(get_took < Duration::from_secs(3), "GET took {get_took:?}");
+    assert!(
+        health_took < Duration::from_secs(3),
+        "/health took {health_took:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while put("after", b"back").await.is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = s3
+        .get_object()
+        .bucket("frozen")
+        .key("before")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(got).await, b"kept");
+    let keys = listed_and_whole(&s3, "frozen").await;
+    assert!(
+        keys == ["after", "before"] || keys == ["after", "before", "during"],
+        "{keys:?}"
+    );
+    idle_usage(gw.admin, "acme").await;
 }

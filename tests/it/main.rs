@@ -2,6 +2,7 @@
 //! as a child) on 127.0.0.1:0 with a temp data dir, and drives it with real clients.
 
 mod harness;
+mod pgproxy;
 mod services;
 
 mod admin;

@@ -34,7 +34,11 @@ impl Place {
                     }
                 }
             }
-            Place::Postgres(url) => Arc::new(PgEngine::connect(url, 8).await.unwrap()),
+            Place::Postgres(url) => Arc::new(
+                PgEngine::connect(url, crate::meta::engine::postgres::PgOptions::testing(8))
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 }

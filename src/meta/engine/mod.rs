@@ -189,8 +189,31 @@ pub enum EngineError {
     /// caller reads again and retries.
     #[error("a concurrent change conflicts with this commit")]
     Conflict,
+    /// The batch was not applied (or, for a read, nothing was read): the store failed, refused
+    /// or did not answer in time before the commit was sent, or its outcome was read back.
     #[error("metadata engine: {0}")]
     Store(String),
+    /// The commit was sent and its answer lost (a broken connection, a crash, a stall), and
+    /// reading back its outcome did not succeed within the engine's bound: it may or may not
+    /// have applied, and will not change its mind later. [`Engine::outcome`] tells, once the
+    /// store answers. Callers keep everything the commit would reference and give nothing back
+    /// until then.
+    #[error("metadata engine: the outcome of a commit is unknown ({0})")]
+    Unknown(PendingCommit),
+}
+
+/// A commit whose answer was lost, as the engine can find its outcome again (PostgreSQL: the
+/// transaction id and the server process that ran it). Opaque above the engines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCommit {
+    pub(crate) xid: String,
+    pub(crate) pid: i32,
+}
+
+impl std::fmt::Display for PendingCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "transaction {}", self.xid)
+    }
 }
 
 impl From<::sled::Error> for EngineError {
@@ -236,8 +259,18 @@ pub trait Engine: Send + Sync {
 
     /// Applies the writes atomically if every check holds, else `Conflict`. On return the batch
     /// is as durable as the engine was configured to make it (sled with `sync`, PostgreSQL
-    /// always); see [`Engine::persist`] for the rest.
+    /// always); see [`Engine::persist`] for the rest. The outcome is known whenever this
+    /// returns `Ok`, `Conflict` or `Store` (applied, not applied, not applied); a commit whose
+    /// answer was lost is resolved here, within the engine's bound, and only then reported as
+    /// [`EngineError::Unknown`].
     async fn commit(&self, batch: Batch) -> EngineResult<()>;
+
+    /// Whether the commit of an [`EngineError::Unknown`] applied (`true`) or never will
+    /// (`false`); `Unknown` again while the store does not answer within its bound.
+    async fn outcome(&self, pending: &PendingCommit) -> EngineResult<bool> {
+        // Only an engine that reports pending commits is asked about one.
+        Err(EngineError::Unknown(pending.clone()))
+    }
 
     /// A ticket for the commits made so far, for [`Engine::persist`].
     fn flush_ticket(&self) -> FlushTicket;

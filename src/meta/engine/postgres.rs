@@ -11,7 +11,22 @@
 //! record that writers into the range lock too (a bucket for its objects and uploads, an upload
 //! for its parts, a tenant for its buckets). Deadlocks and serialization failures are conflicts
 //! as well: the domain reads again and retries. A commit is durable when it returns
-//! (`synchronous_commit` as the server has it).
+//! (`synchronous_commit` as the server has it; off only for heartbeats).
+//!
+//! A commit is two round trips: everything up to the last write is sent at once (BEGIN, the
+//! transaction's id, the locks, the range checks, the writes, the notifications), then COMMIT
+//! once the checks are seen to hold. Until COMMIT is sent the transaction cannot apply, so any
+//! failure before it is a known "not applied" (the connection is dropped, the server rolls
+//! back). A COMMIT whose answer is lost (a broken connection, a crash or failover, a stall past
+//! the bound) is *unknown*: its outcome is read back on another connection with
+//! `pg_xact_status` of the transaction id taken before COMMIT was sent, ending the old session
+//! if it still holds the transaction, until the server answers or `timeout` passes
+//! ([`EngineError::Unknown`] then, resolvable later with [`Engine::outcome`]).
+//!
+//! Every call is bounded by `timeout` (pool wait included) on the client's side, and by
+//! `statement_timeout` on the server's; connections use TCP keepalive and `TCP_USER_TIMEOUT`, so
+//! a silent partition breaks them in seconds instead of the kernel's ~15 minutes. A connection
+//! whose call failed or timed out is never reused.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -26,8 +41,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Invalidation, Tree, Write,
-    prefix_end,
+    Batch, Check, Engine, EngineError, EngineResult, FlushTicket, Invalidation, PendingCommit,
+    Tree, Write, prefix_end,
 };
 
 /// Bumped when the schema changes; `migrate` brings an older database up to it.
@@ -38,6 +53,8 @@ const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
 
 /// A [`Check::Value`] as (tree, key, expected value).
 type PointCheck<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
+/// A [`Check::Range`] as (tree, prefix, expected entries).
+type RangeCheck<'a> = (Tree, &'a [u8], &'a [(Vec<u8>, Vec<u8>)]);
 
 /// The channel commits notify on when they change a record of a [`Tree::cached`] tree
 /// (payload `<tree id>:<hex key>`).
@@ -101,6 +118,15 @@ const INSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $
 const UPSERT: &str = "INSERT INTO portcullis_kv (tree, key, value) VALUES ($1, $2, $3) \
      ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const DELETE: &str = "DELETE FROM portcullis_kv WHERE tree = $1 AND key = $2";
+/// The transaction's id (taken before COMMIT is sent, to read its outcome back if the answer is
+/// lost) and the server process running it.
+const IDENT: &str = "SELECT pg_current_xact_id()::text, pg_backend_pid()";
+const STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
+/// Ends the session still holding a transaction whose COMMIT answer was lost (waiting for a
+/// COMMIT that never arrived, or about to notice its client is gone), so its outcome is settled
+/// now; matched on the transaction id too, so a reused process id is never hit.
+const END_SESSION: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+     WHERE pid = $1 AND backend_xid = $2::text::xid8::xid";
 /// `Write::Add`: two big-endian i64 counters, added to in place under the row's lock (a
 /// concurrent add waits and then adds to the newer row; nothing conflicts).
 const ADD: &str = "INSERT INTO portcullis_kv (tree, key, value) \
@@ -109,14 +135,54 @@ const ADD: &str = "INSERT INTO portcullis_kv (tree, key, value) \
      int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 1 for 8), 'hex'))::bit(64)::bigint + $3, 0)) || \
      int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 9 for 8), 'hex'))::bit(64)::bigint + $4, 0))";
 
+/// What the engine is configured with (`[meta]`).
+#[derive(Debug, Clone, Copy)]
+pub struct PgOptions {
+    /// Connections of the request pool.
+    pub pool_size: usize,
+    /// The bound of every call: the pool's wait, each query, each commit, and the read-back of
+    /// a commit whose answer was lost.
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+impl PgOptions {
+    /// A pool of `pool_size` with the default bound.
+    pub(crate) fn testing(pool_size: usize) -> Self {
+        Self {
+            pool_size,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 impl PgEngine {
     /// Connects (`url` as libpq's `postgres://user:password@host:port/db`), then creates or
     /// migrates the schema under an advisory lock, so nodes starting together do it once.
-    pub async fn connect(url: &str, pool_size: usize) -> EngineResult<Self> {
+    pub async fn connect(url: &str, opts: PgOptions) -> EngineResult<Self> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| EngineError::Store(format!("meta.url is not a PostgreSQL URL: {e}")))?;
-        config.connect_timeout(Duration::from_secs(10));
+        config.connect_timeout(opts.timeout.max(Duration::from_secs(1)));
         config.application_name("portcullis");
+        // A partition or a frozen server breaks the connection within about the bound, not
+        // after the kernel's retransmissions (~15 minutes).
+        config.keepalives(true);
+        config.keepalives_idle(opts.timeout.max(Duration::from_secs(1)));
+        config.keepalives_interval(Duration::from_secs(1));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(opts.timeout);
+        // The server's side of the same bound: no statement runs longer, and a session whose
+        // client vanished mid-transaction does not hold its row locks for long.
+        let ms = opts.timeout.as_millis();
+        let server = format!(
+            "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={}",
+            2 * ms
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {server}"),
+            _ => server,
+        };
+        config.options(options);
         let pool = |size: usize| {
             let manager = Manager::from_config(
                 config.clone(),
@@ -128,15 +194,17 @@ impl PgEngine {
             Pool::builder(manager)
                 .max_size(size)
                 .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(Duration::from_secs(30)))
-                .create_timeout(Some(Duration::from_secs(10)))
+                .wait_timeout(Some(opts.timeout))
+                .create_timeout(Some(opts.timeout))
                 .build()
+                .map(|pool| PgPool {
+                    pool,
+                    timeout: opts.timeout,
+                })
                 .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))
         };
-        let control = Arc::new(PgPool { pool: pool(2)? });
-        let main = PgPool {
-            pool: pool(pool_size)?,
-        };
+        let control = Arc::new(pool(2)?);
+        let main = pool(opts.pool_size)?;
         let (invalidations, _) = tokio::sync::broadcast::channel(4096);
         let listening = std::sync::Arc::default();
         let listener = tokio::spawn(listen(
@@ -156,7 +224,7 @@ impl PgEngine {
     }
 
     async fn migrate(&self) -> EngineResult<()> {
-        let mut client = self.main.pool.get().await?;
+        let mut client = within(self.main.timeout, self.main.pool.get()).await??;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -194,29 +262,103 @@ impl PgEngine {
     }
 }
 
-/// One commit on a connection of `pool`.
-async fn try_commit(pool: &Pool, batch: &Batch) -> EngineResult<()> {
-    let mut client = pool.get().await?;
-    // One addition and nothing to check (a write counting itself in flight): one statement,
-    // atomic by itself, one round trip instead of a transaction's three.
-    if let (true, [Write::Add { tree, key, delta }]) =
-        (batch.checks.is_empty(), batch.writes.as_slice())
-    {
-        let add = client.prepare_cached(ADD).await?;
-        client
-            .execute(&add, &[&tree.id(), key, &delta[0], &delta[1]])
-            .await?;
-        return Ok(());
+/// Runs `f` within `bound`; a call that runs out of time is a store error (the future, and
+/// the connection it holds, are dropped).
+async fn within<T>(bound: Duration, f: impl Future<Output = T>) -> EngineResult<T> {
+    tokio::time::timeout(bound, f).await.map_err(|_| {
+        EngineError::Store(format!(
+            "PostgreSQL did not answer within {} ms",
+            bound.as_millis()
+        ))
+    })
+}
+
+/// A pooled connection that goes back to the pool only through [`Conn::done`]: one dropped
+/// otherwise (an error, a timeout, a caller that gave up) may be mid-statement or
+/// mid-transaction, so it is closed instead of reused.
+struct Conn(Option<deadpool_postgres::Object>);
+
+impl Conn {
+    async fn get(pool: &Pool) -> EngineResult<Self> {
+        Ok(Self(Some(pool.get().await?)))
     }
-    let tx = client.transaction().await?;
-    if batch.ephemeral {
-        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-            .await?;
+
+    fn done(mut self) {
+        drop(self.0.take());
     }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("a connection until done")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
+}
+
+/// What one statement of a commit's pipeline returned.
+enum Answer {
+    Done,
+    Ident(PendingCommit),
+    Row(Option<Vec<u8>>),
+    Rows(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// One commit on a connection of `pool`, bounded by `bound`, resolving a lost COMMIT answer.
+async fn try_commit(pool: &Pool, batch: &Batch, bound: Duration) -> EngineResult<()> {
+    let deadline = tokio::time::Instant::now() + bound;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let conn = within(left(), Conn::get(pool)).await??;
+    // Up to COMMIT: a failure or a timeout here leaves the transaction unable to apply (COMMIT
+    // was never sent); the connection is dropped and the server rolls back.
+    let pending = match within(left(), stage(&conn, batch)).await? {
+        Ok(Some(pending)) => pending,
+        Ok(None) => {
+            // Returned to the pool only once rolled back; the server rolls back either way.
+            if let Ok(Ok(())) = within(left(), conn.batch_execute("ROLLBACK")).await {
+                conn.done();
+            }
+            return Err(EngineError::Conflict);
+        }
+        Err(e) => return Err(e),
+    };
+    match within(left(), conn.batch_execute("COMMIT")).await {
+        Ok(Ok(())) => {
+            conn.done();
+            Ok(())
+        }
+        // The server answered: the transaction did not apply.
+        Ok(Err(e)) if e.as_db_error().is_some() => Err(e.into()),
+        Ok(Err(e)) => {
+            drop(conn);
+            tracing::warn!(error = %e, %pending, "the answer to a COMMIT was lost; reading back its outcome");
+            resolve(pool, &pending, bound).await
+        }
+        Err(_) => {
+            drop(conn);
+            tracing::warn!(%pending, "a COMMIT was not answered in time; reading back its outcome");
+            resolve(pool, &pending, bound).await
+        }
+    }
+}
+
+/// Sends everything of the commit up to COMMIT in one pipeline and reads the checks: the
+/// transaction's id if they hold, `None` on a conflict (the transaction is then to be rolled
+/// back).
+async fn stage(
+    client: &deadpool_postgres::Object,
+    batch: &Batch,
+) -> EngineResult<Option<PendingCommit>> {
     let targets: HashSet<(Tree, &[u8])> = batch.writes.iter().map(Write::target).collect();
     let written = |t: Tree, k: &[u8]| targets.contains(&(t, k));
-
-    // Point checks first, locked in (tree, key) order.
+    // Point checks, locked in (tree, key) order.
     let mut values: Vec<PointCheck<'_>> = batch
         .checks
         .iter()
@@ -226,60 +368,67 @@ async fn try_commit(pool: &Pool, batch: &Batch) -> EngineResult<()> {
         })
         .collect();
     values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let lock_update = tx.prepare_cached(LOCK_UPDATE).await?;
-    let lock_share = tx.prepare_cached(LOCK_SHARE).await?;
-    let ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
-    let params: Vec<[&(dyn ToSql + Sync); 2]> = values
+    let ranges: Vec<RangeCheck<'_>> = batch
+        .checks
         .iter()
-        .zip(&ids)
-        .map(|(v, id)| [id as _, &v.1 as _])
+        .filter_map(|c| match c {
+            Check::Range {
+                tree,
+                prefix,
+                expect,
+            } => Some((*tree, prefix.as_slice(), expect.as_slice())),
+            Check::Value { .. } => None,
+        })
         .collect();
-    // Pipelined on the one connection, executed in the order sent.
-    let locks = values.iter().zip(&params).map(|((tree, key, _), p)| {
-        let stmt = if written(*tree, key) {
-            &lock_update
-        } else {
-            &lock_share
-        };
-        tx.query_opt(stmt, p)
-    });
-    let found = futures::future::try_join_all(locks).await?;
-    for ((_, _, expect), row) in values.iter().zip(found) {
-        let have: Option<Vec<u8>> = row.map(|r| r.get(0));
-        if have.as_deref() != *expect {
-            return Err(EngineError::Conflict);
-        }
-    }
-
-    for check in &batch.checks {
-        let Check::Range {
-            tree,
-            prefix,
-            expect,
-        } = check
-        else {
-            continue;
-        };
-        let rows = scan_in(&tx, *tree, prefix, prefix, expect.len() + 1).await?;
-        if rows != *expect {
-            return Err(EngineError::Conflict);
-        }
-    }
-
-    let insert = tx.prepare_cached(INSERT).await?;
-    let upsert = tx.prepare_cached(UPSERT).await?;
-    let delete = tx.prepare_cached(DELETE).await?;
-    let add = tx.prepare_cached(ADD).await?;
     let absent: HashSet<(Tree, &[u8])> = values
         .iter()
         .filter(|v| v.2.is_none())
         .map(|v| (v.0, v.1))
         .collect();
-    let ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
+
+    // Every statement prepared first (cached after a connection's first commit), so that each
+    // future below sends its statement on its first poll, in this order.
+    let ident = client.prepare_cached(IDENT).await?;
+    let lock_update = client.prepare_cached(LOCK_UPDATE).await?;
+    let lock_share = client.prepare_cached(LOCK_SHARE).await?;
+    let scan = client.prepare_cached(SCAN).await?;
+    let scan_open = client.prepare_cached(SCAN_OPEN).await?;
+    let insert = client.prepare_cached(INSERT).await?;
+    let upsert = client.prepare_cached(UPSERT).await?;
+    let delete = client.prepare_cached(DELETE).await?;
+    let add = client.prepare_cached(ADD).await?;
+    let notify = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+
+    let tree_ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
+    let lock_params: Vec<[&(dyn ToSql + Sync); 2]> = values
+        .iter()
+        .zip(&tree_ids)
+        .map(|(v, id)| [id as _, &v.1 as _])
+        .collect();
+    let range_ids: Vec<i16> = ranges.iter().map(|r| r.0.id()).collect();
+    let range_ends: Vec<Option<Vec<u8>>> = ranges.iter().map(|r| prefix_end(r.1)).collect();
+    let range_limits: Vec<i64> = ranges
+        .iter()
+        .map(|r| i64::try_from(r.2.len() + 1).unwrap_or(i64::MAX))
+        .collect();
+    let range_params: Vec<Vec<&(dyn ToSql + Sync)>> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match &range_ends[i] {
+            Some(end) => vec![
+                &range_ids[i] as _,
+                &r.1 as _,
+                end as _,
+                &range_limits[i] as _,
+            ],
+            None => vec![&range_ids[i] as _, &r.1 as _, &range_limits[i] as _],
+        })
+        .collect();
+    let write_ids: Vec<i16> = batch.writes.iter().map(|w| w.target().0.id()).collect();
+    let write_params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
         .writes
         .iter()
-        .zip(&ids)
+        .zip(&write_ids)
         .map(|(w, id)| match w {
             Write::Put { key, value, .. } => vec![id as _, key as _, value as _],
             Write::Delete { key, .. } => vec![id as _, key as _],
@@ -288,18 +437,7 @@ async fn try_commit(pool: &Pool, batch: &Batch) -> EngineResult<()> {
             }
         })
         .collect();
-    let writes = batch.writes.iter().zip(&params).map(|(w, p)| {
-        let stmt = match w {
-            Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => &insert,
-            Write::Put { .. } => &upsert,
-            Write::Delete { .. } => &delete,
-            Write::Add { .. } => &add,
-        };
-        tx.execute(stmt, p)
-    });
-    futures::future::try_join_all(writes).await?;
     // Delivered to every listening node when (and only if) the transaction commits.
-    let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     let payloads: Vec<String> = batch
         .writes
         .iter()
@@ -307,12 +445,153 @@ async fn try_commit(pool: &Pool, batch: &Batch) -> EngineResult<()> {
         .filter(|(tree, _)| tree.cached())
         .map(|(tree, key)| format!("{}:{}", tree.id(), hex::encode(key)))
         .collect();
-    let params: Vec<[&(dyn ToSql + Sync); 2]> =
+    let note_params: Vec<[&(dyn ToSql + Sync); 2]> =
         payloads.iter().map(|p| [&CHANNEL as _, p as _]).collect();
-    let notes = params.iter().map(|p| tx.execute(&notify, p));
-    futures::future::try_join_all(notes).await?;
-    tx.commit().await?;
-    Ok(())
+
+    type Step<'a> = futures::future::BoxFuture<'a, Result<Answer, tokio_postgres::Error>>;
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    let begin = if batch.ephemeral {
+        "BEGIN; SET LOCAL synchronous_commit TO OFF"
+    } else {
+        "BEGIN"
+    };
+    steps.push(Box::pin(async move {
+        client.batch_execute(begin).await.map(|()| Answer::Done)
+    }));
+    let ident = &ident;
+    steps.push(Box::pin(async move {
+        let row = client.query_one(ident, &[]).await?;
+        Ok(Answer::Ident(PendingCommit {
+            xid: row.get(0),
+            pid: row.get(1),
+        }))
+    }));
+    for ((tree, key, _), p) in values.iter().zip(&lock_params) {
+        let stmt = if written(*tree, key) {
+            &lock_update
+        } else {
+            &lock_share
+        };
+        steps.push(Box::pin(async move {
+            let row = client.query_opt(stmt, p).await?;
+            Ok(Answer::Row(row.map(|r| r.get(0))))
+        }));
+    }
+    for (i, p) in range_params.iter().enumerate() {
+        let stmt = if range_ends[i].is_some() {
+            &scan
+        } else {
+            &scan_open
+        };
+        steps.push(Box::pin(async move {
+            let rows = client.query(stmt, p).await?;
+            Ok(Answer::Rows(
+                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+            ))
+        }));
+    }
+    for (w, p) in batch.writes.iter().zip(&write_params) {
+        let stmt = match w {
+            Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => &insert,
+            Write::Put { .. } => &upsert,
+            Write::Delete { .. } => &delete,
+            Write::Add { .. } => &add,
+        };
+        steps.push(Box::pin(async move {
+            client.execute(stmt, p).await.map(|_| Answer::Done)
+        }));
+    }
+    for p in &note_params {
+        let notify = &notify;
+        steps.push(Box::pin(async move {
+            client.execute(notify, p).await.map(|_| Answer::Done)
+        }));
+    }
+    // Sent in order on the one connection (each step's first poll sends it) and executed in
+    // that order: the locks are taken before anything is written. A write that fails (a lost
+    // insert race: a unique violation) aborts the transaction and is a conflict.
+    let answers = match futures::future::try_join_all(steps).await {
+        Ok(a) => a,
+        Err(e) => {
+            let e = EngineError::from(e);
+            return match e {
+                EngineError::Conflict => Ok(None),
+                e => Err(e),
+            };
+        }
+    };
+    let mut answers = answers.into_iter();
+    let (Some(Answer::Done), Some(Answer::Ident(pending))) = (answers.next(), answers.next())
+    else {
+        return Err(EngineError::Store("PostgreSQL: unexpected answers".into()));
+    };
+    for (_, _, expect) in &values {
+        let Some(Answer::Row(have)) = answers.next() else {
+            return Err(EngineError::Store("PostgreSQL: unexpected answers".into()));
+        };
+        if have.as_deref() != *expect {
+            return Ok(None);
+        }
+    }
+    for (_, _, expect) in &ranges {
+        let Some(Answer::Rows(rows)) = answers.next() else {
+            return Err(EngineError::Store("PostgreSQL: unexpected answers".into()));
+        };
+        if rows != *expect {
+            return Ok(None);
+        }
+    }
+    Ok(Some(pending))
+}
+
+/// Reads back whether the commit of `pending` applied, retrying until the server answers or
+/// `bound` passes: `Ok` if it applied, a store error if it did not, `Unknown` if no answer came.
+async fn resolve(pool: &Pool, pending: &PendingCommit, bound: Duration) -> EngineResult<()> {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(Ok(Some(applied))) = within(left, outcome_once(pool, pending)).await {
+            return if applied {
+                tracing::info!(%pending, "a commit whose answer was lost had applied");
+                Ok(())
+            } else {
+                Err(EngineError::Store(format!(
+                    "PostgreSQL: the connection broke during the COMMIT of {pending}, which did not apply"
+                )))
+            };
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(EngineError::Unknown(pending.clone()));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// One reading of a pending commit's outcome: `None` while its transaction is still in progress
+/// (its session is ended, so the next reading settles it).
+async fn outcome_once(pool: &Pool, pending: &PendingCommit) -> EngineResult<Option<bool>> {
+    let conn = Conn::get(pool).await?;
+    let row = conn.query_one(STATUS, &[&pending.xid]).await?;
+    let status: Option<String> = row.get(0);
+    let answer = match status.as_deref() {
+        Some("committed") => Some(true),
+        Some("aborted") => Some(false),
+        Some(_) => {
+            conn.execute(END_SESSION, &[&pending.pid, &pending.xid])
+                .await?;
+            None
+        }
+        // Too old for the commit log: cannot happen within a resolution's bound.
+        None => {
+            return Err(EngineError::Store(format!(
+                "PostgreSQL no longer knows {pending}"
+            )));
+        }
+    };
+    conn.done();
+    Ok(answer)
 }
 
 /// Keeps one connection listening on [`CHANNEL`] and passes what other nodes' commits changed
@@ -417,6 +696,10 @@ impl Engine for PgEngine {
         self.main.commit(batch).await
     }
 
+    async fn outcome(&self, pending: &PendingCommit) -> EngineResult<bool> {
+        self.main.outcome(pending).await
+    }
+
     fn invalidations(&self) -> Option<(tokio::sync::broadcast::Receiver<Invalidation>, bool)> {
         let rx = self.invalidations.subscribe();
         Some((rx, self.listening.load(Ordering::SeqCst)))
@@ -440,6 +723,7 @@ impl Engine for PgEngine {
 /// invalidations).
 pub struct PgPool {
     pool: Pool,
+    timeout: Duration,
 }
 
 #[cfg(test)]
@@ -463,10 +747,14 @@ impl Engine for PgPool {
     }
 
     async fn get(&self, tree: Tree, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(GET).await?;
-        let row = client.query_opt(&stmt, &[&tree.id(), &key]).await?;
-        Ok(row.map(|r| r.get(0)))
+        within(self.timeout, async {
+            let conn = Conn::get(&self.pool).await?;
+            let stmt = conn.prepare_cached(GET).await?;
+            let row = conn.query_opt(&stmt, &[&tree.id(), &key]).await?;
+            conn.done();
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await?
     }
 
     async fn scan(
@@ -476,12 +764,24 @@ impl Engine for PgPool {
         from: &[u8],
         limit: usize,
     ) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let client = self.pool.get().await?;
-        scan_in(&client, tree, prefix, from, limit).await
+        within(self.timeout, async {
+            let conn = Conn::get(&self.pool).await?;
+            let rows = scan_in(&*conn, tree, prefix, from, limit).await?;
+            conn.done();
+            Ok(rows)
+        })
+        .await?
     }
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
-        try_commit(&self.pool, &batch).await
+        try_commit(&self.pool, &batch, self.timeout).await
+    }
+
+    async fn outcome(&self, pending: &PendingCommit) -> EngineResult<bool> {
+        match within(self.timeout, outcome_once(&self.pool, pending)).await {
+            Ok(Ok(Some(applied))) => Ok(applied),
+            _ => Err(EngineError::Unknown(pending.clone())),
+        }
     }
 
     /// Commits are durable when they return: every ticket is covered.
