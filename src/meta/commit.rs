@@ -617,3 +617,70 @@ impl Rules<'_, '_> {
         Ok(freed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::coord::{Admission, Coord, NodeRecord, Scope};
+
+    /// A database crash may lose a heartbeat (the node looks older; at worst it is fenced and
+    /// joins again), never a reservation, an entry in flight, a give-back or a gate: another
+    /// node would admit the room of an upload still in flight.
+    #[test]
+    fn only_heartbeats_may_be_lost_in_a_database_crash() {
+        let scope = Scope {
+            tenant: "t".into(),
+            bucket: None,
+        };
+        let want = Usage {
+            bytes: 1,
+            objects: 1,
+        };
+        let durable = [
+            Coord::Reserve {
+                instance: "n/1".into(),
+                scopes: vec![(scope.clone(), Limits::default())],
+                want,
+                how: Admission::Gated,
+                enter: Some(("t".into(), "b".into())),
+            },
+            Coord::Enter {
+                instance: "n/1".into(),
+                tenant: "t".into(),
+                bucket: "b".into(),
+            },
+            Coord::Unreserve {
+                instance: "n/1".into(),
+                scopes: vec![scope.clone()],
+                held: want,
+                leave: None,
+            },
+            Coord::TakeLease {
+                name: scope.gate_name(),
+                key: b"gate".to_vec(),
+                holder: "n/1".into(),
+                ttl_ms: 1000,
+            },
+            Coord::FreeLease {
+                key: b"gate".to_vec(),
+                holder: "n/1".into(),
+            },
+        ];
+        for c in durable {
+            let name = format!("{c:?}");
+            assert!(!Commit::new(Change::Coord(c)).ephemeral(), "{name}");
+        }
+        let node = NodeRecord {
+            instance: "n/1".into(),
+            node_id: "n".into(),
+            started_ms: 0,
+            seen_ms: 0,
+            expires_ms: 1,
+            s3_addr: "127.0.0.1:1".into(),
+            local_data: None,
+            version: "0".into(),
+        };
+        let beat = Coord::Heartbeat { node, renew: true };
+        assert!(Commit::new(Change::Coord(beat)).ephemeral());
+    }
+}

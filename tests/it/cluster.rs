@@ -37,9 +37,14 @@ impl Cluster {
     /// created once, under the migration lock). `acme`: lines of acme's tenant table; `tail`:
     /// more tables (a scanner).
     async fn start(n: usize, acme: &str, tail: &str) -> Self {
+        Self::start_timed(n, acme, tail, CLUSTER).await
+    }
+
+    /// As `start`, with the `[cluster]` table `timing`.
+    async fn start_timed(n: usize, acme: &str, tail: &str, timing: &str) -> Self {
         let backend = Service::start(Kind::Moto).await;
         let meta = format!(
-            "[meta]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = 8\n{CLUSTER}",
+            "[meta]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = 8\n{timing}",
             pg_database()
         );
         let tail = format!("{}{tail}", backend.backend_toml("remote", ""));
@@ -681,4 +686,72 @@ fn refused(config: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A node killed with an upload in flight: its room is free again within `node_timeout_ms` of
+/// its last heartbeat, as the README states. The heartbeat here is a third of the timeout, so
+/// a reaper that only looked at each of its own heartbeats (as it did) freed the room up to a
+/// whole heartbeat later (3.0–4.0 s instead of 3.0 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_room_is_free_within_the_node_timeout() {
+    let timing = "[cluster]\nheartbeat_ms = 1000\nnode_timeout_ms = 3000\nlease_secs = 1\nfast_reserve_mb = 1\n";
+    let mut c = Cluster::start_timed(2, "quota_bytes = 100000000", "", timing).await;
+    // Node 0 again, half a heartbeat later: the two nodes' heartbeats started together, and a
+    // reaper that looks only at its own heartbeats would meet the expiry on time by chance.
+    c.kill9(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[0] = Some(Proc::start_config(&c.config(0)));
+    c.s3(1).create_bucket().bucket("held").send().await.unwrap();
+    let mut sock = raw_put_head(
+        &c.node(0).endpoint(),
+        c.node(0).addr,
+        "/held/half.bin",
+        2 * MIB as u64,
+    )
+    .await;
+    sock.write_all(&data(MIB, 1)).await.unwrap();
+    sock.flush().await.unwrap();
+    wait_for(c.admin(1), "/tenants/acme/usage", 5, |v| {
+        v["reserved"] != json!({})
+    })
+    .await;
+    let dead_addr = c.node(0).addr.to_string();
+    c.kill9(0);
+
+    // When node 0 was last heard of, as node 1 sees it.
+    let (_, view) = admin(c.admin(1), reqwest::Method::GET, "/cluster", Value::Null).await;
+    let seen_ago = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["s3_addr"] == json!(dead_addr))
+        .expect("node 0 is not reaped yet")["seen_ms_ago"]
+        .as_u64()
+        .unwrap();
+    let last_beat = Instant::now() - Duration::from_millis(seen_ago);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = admin(
+            c.admin(1),
+            reqwest::Method::GET,
+            "/tenants/acme/usage",
+            Value::Null,
+        )
+        .await;
+        if v["reserved"] == json!({}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never freed: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let freed_after = last_beat.elapsed();
+    drop(sock);
+    assert!(
+        freed_after >= Duration::from_millis(2900),
+        "not before the timeout: {freed_after:?}"
+    );
+    assert!(
+        freed_after <= Duration::from_millis(3300),
+        "freed {freed_after:?} after the last heartbeat (node_timeout_ms = 3000)"
+    );
 }
