@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Before/after of the hardening changes on the hot path (the local backend's writer, the body's
-# pace, the connection's activity watch; issue 18: sled's work on the blocking pool, the
-# connection's progress watch, the screen's one decision): the binary of BASE (default: the
-# commit before issue 18)
+# Before/after on the hot path (issue 18: sled's work off the async workers, the connection's
+# progress watch, the screen's one decision; issue 19: the PostgreSQL commit pipeline, durable
+# reservations, bounded calls): the binary of BASE (default: the commit before issue 18)
 # against this checkout's, both on the local backend with `storage.sync = false`, in alternating
-# runs of each workload. Prints each run and the median ratio head / base.
+# runs of each workload (the order flips every pair; `sync` before each run). Prints each run,
+# the median ratio head / base of the throughput, and of the gateway's CPU time per operation
+# (base / head: above 1, head spends less).
 #
 #   bash bench/hardening.sh                    # 5 pairs per workload
 #   PAIRS=3 BASE=b604fad bash bench/hardening.sh
 #   WORKLOADS="get 64MiB 4 64" PAIRS=9 bash bench/hardening.sh
 #   TENANT='quota_bytes = 1099511627776' bash bench/hardening.sh   # lines of the bench tenant
+#   META=postgres BASE=b641f55 WORKLOADS="put 4KiB 16 3000;get 4KiB 16 3000;put 64MiB 4 32" \
+#     bash bench/hardening.sh                  # metadata on PostgreSQL (scripts/pg.sh: a private
+#                                              # cluster, fsync off; one database per binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-5}
@@ -36,22 +40,35 @@ cargo build --release --locked -p portcullis -p portcullis-loadgen
 cp target/release/portcullis "$WORK/portcullis-head"
 LOADGEN=target/release/loadgen
 
-# Not in a command substitution: PIDS must be this shell's, for the cleanup to stop them.
-start() { # name binary; sets PORT
-  PORT=$(free_port)
-  printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\nsync = false\n%s\n' \
-    "$PORT" "$WORK/$1-data" "$(bench_tenant "${TENANT:-}")" >"$WORK/$1.toml"
-  "$2" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PIDS+=("$!"); wait_port "$PORT"
-}
-start base "$WORK/portcullis-base"; BASE_PORT=$PORT
-start head "$WORK/portcullis-head"; HEAD_PORT=$PORT
+META_TABLE() { :; }
+if [ "${META:-sled}" = postgres ]; then
+  # shellcheck source=scripts/pg.sh
+  source scripts/pg.sh
+  trap 'cleanup; git worktree remove --force "$BASE_TREE" 2>/dev/null || true; bash "$PORTCULLIS_PG_DIR/stop.sh"; rm -rf "$PORTCULLIS_PG_DIR"' EXIT
+  for db in bench_base bench_head; do psql "$PORTCULLIS_TEST_PG" -qc "CREATE DATABASE $db"; done
+  META_TABLE() { printf '[meta]\nengine = "postgres"\nurl = "%s"\n' "${PORTCULLIS_TEST_PG%/*}/bench_$1"; }
+fi
 
-run() { # label port workload size concurrency ops
+# Not in a command substitution: PIDS must be this shell's, for the cleanup to stop them.
+start() { # name binary; sets PORT and PID
+  PORT=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s"\nsync = false\n%s\n%s\n' \
+    "$PORT" "$WORK/$1-data" "$(META_TABLE "$1")" "$(bench_tenant "${TENANT:-}")" >"$WORK/$1.toml"
+  "$2" serve --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PID=$!; PIDS+=("$PID"); wait_port "$PORT"
+}
+start base "$WORK/portcullis-base"; BASE_PORT=$PORT; BASE_PID=$PID
+start head "$WORK/portcullis-head"; HEAD_PORT=$PORT; HEAD_PID=$PID
+
+# CPU seconds (user + system) the process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+run() { # label port pid workload size concurrency ops
+  local before; before=$(cpu_s "$3")
   "$LOADGEN" --endpoint "http://127.0.0.1:$2" --access-key "$AK" --secret-key "$SK" \
-    --bucket "b-$3-${4,,}" --quiet --workload "$3" --size "$4" --concurrency "$5" --ops "$6" |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); r["target"]=sys.argv[1]; r["w"]=sys.argv[2]; print(json.dumps(r))' \
-      "$1" "$3 $4 c$5" | tee -a "$WORK/runs.jsonl"
+    --bucket "b-$4-${5,,}" --quiet --workload "$4" --size "$5" --concurrency "$6" --ops "$7" >"$WORK/one.json"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["target"]=sys.argv[2]; r["w"]=sys.argv[3]; r["cpu_s"]=float(sys.argv[5])-float(sys.argv[4]); print(json.dumps(r))' \
+    "$WORK/one.json" "$1" "$4 $5 c$6" "$before" "$(cpu_s "$3")" | tee -a "$WORK/runs.jsonl"
 }
 
 # WORKLOADS: ";"-separated "workload size concurrency ops" (default: the four below).
@@ -66,7 +83,7 @@ for w in "${WORKLOADS[@]}"; do
     if ((i % 2)); then order=(base head); else order=(head base); fi
     for t in "${order[@]}"; do
       sync
-      if [ "$t" = base ]; then run base "$BASE_PORT" "$@"; else run head "$HEAD_PORT" "$@"; fi
+      if [ "$t" = base ]; then run base "$BASE_PORT" "$BASE_PID" "$@"; else run head "$HEAD_PORT" "$HEAD_PID" "$@"; fi
     done
   done
 done
@@ -81,6 +98,9 @@ for w in dict.fromkeys(r["w"] for r in runs):
     head = [r for r in runs if r["w"] == w and r["target"] == "head"]
     key = "mib_per_sec" if "64MiB" in w else "ops_per_sec"
     ratios = [h[key] / b[key] for b, h in zip(base, head)]
+    cpu = [(b["cpu_s"] / b["ops"]) / (h["cpu_s"] / h["ops"]) for b, h in zip(base, head) if h["cpu_s"] > 0]
     print(f"  {w:16} median {statistics.median(ratios):.2f}  (each: {' '.join(f'{x:.2f}' for x in ratios)};"
           f" base median {statistics.median(b[key] for b in base):.1f}, head {statistics.median(h[key] for h in head):.1f})")
+    print(f"  {'':16} CPU per op base / head median {statistics.median(cpu):.2f}  (each: {' '.join(f'{x:.2f}' for x in cpu)};"
+          f" head {statistics.median(1000 * h['cpu_s'] / h['ops'] for h in head):.2f} ms/op)")
 PY
