@@ -13,7 +13,10 @@
 //! 4. verify — `Declared::verify` compares with the trailer values that arrived after the last
 //!    byte;
 //! 5. commit — one `meta::Commit` settles the reservation, is durable when it returns, and hands
-//!    the blobs it freed to the deleter; then [`BlobGuard::keep`].
+//!    the blobs it freed to the deleter; `quota::Reservation::commit` takes the new blobs'
+//!    guards and keeps them once the commit applied, or may have (an unknown outcome: the
+//!    sweeper deletes them later if it did not), so no error path deletes the bytes of a
+//!    published object.
 //!
 //! PutObject, UploadPart, CopyObject and CompleteMultipartUpload follow it; bytes already stored
 //! (a copy, a completion) are judged by [`inspect`] instead of step 2.
