@@ -165,6 +165,12 @@ impl Commit {
         )
     }
 
+    /// True for coordination state (`engine::Batch::coordination`): an embedded engine need not
+    /// flush it.
+    pub(super) fn coordination(&self) -> bool {
+        matches!(self.change, Change::Coord(_))
+    }
+
     pub fn when(mut self, precondition: Precondition) -> Self {
         self.precondition = precondition;
         self

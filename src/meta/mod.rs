@@ -352,6 +352,7 @@ impl Meta {
             let freed = commit::apply(&mut tx, c).await?;
             let mut batch = tx.into_batch();
             batch.ephemeral = c.ephemeral();
+            batch.coordination = c.coordination();
             let cached: Vec<(Tree, Vec<u8>)> = batch
                 .writes
                 .iter()

@@ -165,6 +165,7 @@ impl<'e> Txn<'e> {
             checks,
             writes,
             ephemeral: false,
+            coordination: false,
         }
     }
 }

@@ -249,6 +249,9 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_it_happened() {
             .send()
     };
     put("doomed", data(1000, 9)).await.unwrap();
+    // An upload in flight throughout: its reservation must stay whole (a commit's reservation
+    // given back twice came out of it).
+    let (mut paused, rest) = paused_upload(&gw, "/lost/paused.bin").await;
 
     proxy.set(Mode::CutAfterCommit);
     let cut = proxy.cuts();
@@ -291,16 +294,43 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_it_happened() {
         .send()
         .await
         .unwrap();
+    // A tenant without a quota counts its write in flight with a single statement, not a
+    // transaction: its answer lost too.
+    let globex = gw.client(GLOBEX);
+    globex
+        .create_bucket()
+        .bucket("g-lost")
+        .send()
+        .await
+        .unwrap();
+    let g_cut = proxy.cuts();
+    globex
+        .put_object()
+        .bucket("g-lost")
+        .key("invoice.pdf")
+        .body(ByteStream::from(data(10_000, 3)))
+        .send()
+        .await
+        .unwrap();
+    let g_cuts = proxy.cuts() - g_cut;
+    assert!(g_cuts >= 2, "both of globex's commits were cut ({g_cuts})");
+    assert_eq!(listed_and_whole(&globex, "g-lost").await, ["invoice.pdf"]);
     let cuts = proxy.cuts() - cut;
     proxy.set(Mode::Pass);
     assert!(
-        cuts >= 6,
-        "each of the six writes had a COMMIT answer lost ({cuts})"
+        cuts >= 9,
+        "each of the writes had a COMMIT answer lost ({cuts})"
     );
 
     assert_eq!(
+        reserved(&gw).await,
+        PAUSED,
+        "only the paused upload holds room"
+    );
+    finish(&mut paused, &rest).await;
+    assert_eq!(
         listed_and_whole(&s3, "lost").await,
-        ["big.bin", "contract.pdf", "copy.pdf"]
+        ["big.bin", "contract.pdf", "copy.pdf", "paused.bin"]
     );
     let got = s3
         .get_object()
@@ -312,8 +342,112 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_it_happened() {
     assert_eq!(body_of(got).await, body);
     // Verified against the records, and nothing held: each reservation was given back once.
     let usage = idle_usage(gw.admin, "acme").await;
-    assert_eq!(usage["usage"]["bytes"], 500_000, "{usage}");
-    assert_eq!(usage["usage"]["objects"], 3, "{usage}");
+    assert_eq!(usage["usage"]["bytes"], 500_000 + PAUSED, "{usage}");
+    assert_eq!(usage["usage"]["objects"], 4, "{usage}");
+}
+
+/// Size of the upload [`paused_upload`] starts.
+const PAUSED: u64 = 200_000;
+
+/// A PUT of [`PAUSED`] bytes at `path` with half its body sent, once its reservation shows;
+/// the socket and the rest of the body.
+async fn paused_upload(gw: &Gw, path: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let body = data(PAUSED as usize, 77);
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, path, PAUSED).await;
+    sock.write_all(&body[..PAUSED as usize / 2]).await.unwrap();
+    sock.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reserved(gw).await != PAUSED {
+        assert!(
+            Instant::now() < deadline,
+            "the paused upload never reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (sock, body[PAUSED as usize / 2..].to_vec())
+}
+
+/// Sends the rest of a paused upload; it must answer 200.
+async fn finish(sock: &mut tokio::net::TcpStream, rest: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(rest).await.unwrap();
+    let mut head = vec![0u8; 12];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
+/// The bytes acme's writes hold reserved now.
+async fn reserved(gw: &Gw) -> u64 {
+    let u = tenant_usage(gw.admin, "acme").await;
+    u["reserved"]["tenant acme"]["bytes"].as_u64().unwrap_or(0)
+}
+
+/// The answer to a PUT's COMMIT is lost and the database then stays out of reach past the
+/// bound: the client gets 503 ("may have been applied"), the blob stays, and the reservation
+/// stays held until the outcome can be read — then, since the commit applied, it was settled
+/// by it and is not given back again: the upload in flight beside it keeps its room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_outcome_keeps_the_bytes_and_is_settled_once_known() {
+    let (proxy, gw) = behind_proxy("timeout_ms = 500").await;
+    let s3 = first_answer(&gw);
+    s3.create_bucket().bucket("unknown").send().await.unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        s3.put_object()
+            .bucket("unknown")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    let before = proxy.commits();
+    put("first", data(1000, 1)).await.unwrap();
+    let per_put = proxy.commits() - before;
+    let (mut paused, rest) = paused_upload(&gw, "/unknown/paused.bin").await;
+
+    // Applied, unanswered, unreadable.
+    proxy.arm(Mode::CutThenFreeze, per_put - 1);
+    let body = data(50_000, 2);
+    let e = put("applied", body.clone()).await.unwrap_err();
+    assert_eq!(code::<(), _>(Err(e)), "ServiceUnavailable");
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reserved(&gw).await != PAUSED {
+        assert!(Instant::now() < deadline, "the outcome was never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = s3
+        .get_object()
+        .bucket("unknown")
+        .key("applied")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(got).await,
+        body,
+        "it applied, and its bytes were kept"
+    );
+
+    // Not applied (the COMMIT never arrived), unanswered, unreadable: given back once known.
+    proxy.arm(Mode::DropThenFreeze, per_put - 1);
+    let e = put("lost", data(70_000, 3)).await.unwrap_err();
+    assert_eq!(code::<(), _>(Err(e)), "ServiceUnavailable");
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reserved(&gw).await != PAUSED {
+        assert!(
+            Instant::now() < deadline,
+            "the reservation was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    finish(&mut paused, &rest).await;
+    assert_eq!(
+        listed_and_whole(&s3, "unknown").await,
+        ["applied", "first", "paused.bin"]
+    );
+    let usage = idle_usage(gw.admin, "acme").await;
+    assert_eq!(usage["usage"]["bytes"], 1000 + 50_000 + PAUSED, "{usage}");
 }
 
 /// A COMMIT that never reaches the server (the proxy drops it with the connection): the write

@@ -1,5 +1,7 @@
 //! A TCP proxy between a gateway and PostgreSQL that understands just enough of the wire
-//! protocol to find a `COMMIT` (a simple-query message) and lose its answer: pass it and cut the
+//! protocol to find a `COMMIT` (a simple-query message), or the single statement that commits
+//! by itself (a prepared statement marking its id in `portcullis_commits`, run by Bind +
+//! Execute + Sync), and lose its answer: pass it and cut the
 //! connection before the server's answer reaches the gateway (the commit applied, the gateway
 //! cannot know), or cut without passing it (the commit never reached the server). It can also
 //! freeze every connection, as a network partition does. This is the one failure a real
@@ -30,6 +32,11 @@ pub enum Mode {
     DropCommit,
     /// No byte moves in either direction until the mode changes.
     Freeze,
+    /// As `CutAfterCommit` for one COMMIT, then `Freeze`: the gateway cannot read the outcome
+    /// back either.
+    CutThenFreeze,
+    /// As `DropCommit` for one COMMIT, then `Freeze`.
+    DropThenFreeze,
 }
 
 pub struct PgProxy {
@@ -140,6 +147,10 @@ async fn relay(
     {
         return;
     }
+    // Prepared statements that commit by themselves, and whether the statement bound last is
+    // one of them (its Sync then ends it as a COMMIT would).
+    let mut marked: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut bound_marked = false;
     loop {
         let mut head = [0u8; 5];
         if cr.read_exact(&mut head).await.is_err() {
@@ -151,7 +162,25 @@ async fn relay(
             break;
         }
         frozen(&mode).await;
-        let commit = head[0] == b'Q' && body == b"COMMIT\0";
+        let name = |b: &[u8]| b.split(|c| *c == 0).next().unwrap_or_default().to_vec();
+        match head[0] {
+            // Parse: statement name, then the query.
+            b'P' if String::from_utf8_lossy(&body)
+                .contains("INSERT INTO portcullis_commits (id) VALUES ($5)") =>
+            {
+                marked.insert(name(&body));
+            }
+            // Bind: portal name, then statement name.
+            b'B' => {
+                let portal = name(&body);
+                bound_marked = marked.contains(&name(&body[portal.len() + 1..]));
+            }
+            _ => {}
+        }
+        let commit = (head[0] == b'Q' && body == b"COMMIT\0") || (head[0] == b'S' && bound_marked);
+        if head[0] == b'S' {
+            bound_marked = false;
+        }
         let now = {
             let mut a = mode.lock().unwrap();
             if !commit {
@@ -162,17 +191,28 @@ async fn relay(
                     a.skip -= 1;
                     Mode::Pass
                 } else {
-                    a.mode
+                    let now = a.mode;
+                    match now {
+                        Mode::CutThenFreeze => {
+                            a.mode = Mode::Freeze;
+                            Mode::CutAfterCommit
+                        }
+                        Mode::DropThenFreeze => {
+                            a.mode = Mode::Freeze;
+                            Mode::DropCommit
+                        }
+                        now => now,
+                    }
                 }
             }
         };
         if now == Mode::CutAfterCommit {
             hold.store(true, Ordering::SeqCst);
+            cuts.fetch_add(1, Ordering::SeqCst);
             let _ = sw.write_all(&head).await;
             let _ = sw.write_all(&body).await;
-            // Long enough for the server to commit, and its answer is dropped.
+            // Long enough for the server to commit; its answer is dropped.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            cuts.fetch_add(1, Ordering::SeqCst);
             break;
         }
         if now == Mode::DropCommit {

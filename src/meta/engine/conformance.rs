@@ -84,6 +84,7 @@ async fn put_all(e: &dyn Engine, tree: Tree, keys: &[&[u8]]) {
     let writes = keys.iter().map(|k| put(tree, k, b"v")).collect();
     e.commit(Batch {
         ephemeral: false,
+        coordination: false,
         checks: vec![],
         writes,
     })
@@ -184,6 +185,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
         let e = place.open().await;
         let claim = |v: &[u8]| Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -200,6 +202,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
         assert_eq!(seen.as_deref(), Some(&b"first"[..]));
         let replace = Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -220,6 +223,7 @@ async fn a_stale_check_is_a_conflict_and_a_retry_sees_the_winner() {
         // Nothing of a refused batch is applied.
         let refused = Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![Check::Value {
                 tree: Tree::Buckets,
                 key: b"k".to_vec(),
@@ -242,6 +246,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
         let seen = e.scan(Tree::Parts, b"u1/", b"", 10).await.unwrap();
         let guarded = || Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![Check::Range {
                 tree: Tree::Parts,
                 prefix: b"u1/".to_vec(),
@@ -256,6 +261,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
         ));
         e.commit(Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![],
             writes: vec![Write::Delete {
                 tree: Tree::Parts,
@@ -267,6 +273,7 @@ async fn a_range_check_sees_keys_that_arrived_or_left() {
         e.commit(guarded()).await.unwrap();
         let empty = Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![Check::Range {
                 tree: Tree::Parts,
                 prefix: b"u3/".to_vec(),
@@ -295,6 +302,7 @@ async fn concurrent_commits_lose_no_update() {
                             .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
                         let batch = Batch {
                             ephemeral: false,
+                            coordination: false,
                             checks: vec![Check::Value {
                                 tree: Tree::Usage,
                                 key: b"n".to_vec(),
@@ -347,6 +355,7 @@ async fn concurrent_adds_commute_and_clamp_at_zero() {
         let e = place.open().await;
         let add = |delta: [i64; 2]| Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![],
             writes: vec![Write::Add {
                 tree: Tree::Usage,
@@ -373,6 +382,7 @@ async fn concurrent_adds_commute_and_clamp_at_zero() {
         // An absent key starts from zero.
         e.commit(Batch {
             ephemeral: false,
+            coordination: false,
             checks: vec![],
             writes: vec![Write::Add {
                 tree: Tree::Usage,

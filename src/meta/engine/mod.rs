@@ -178,9 +178,13 @@ pub fn counters_value(c: [i64; 2]) -> Vec<u8> {
 pub struct Batch {
     pub checks: Vec<Check>,
     pub writes: Vec<Write>,
-    /// Need not be on disk when the commit returns (coordination state a crash ends anyway:
-    /// heartbeats, leases, reservations), so no flush is waited for.
+    /// Need not be on disk when the commit returns, whatever crashes (heartbeats), so no flush
+    /// is waited for.
     pub ephemeral: bool,
+    /// Describes the writes in flight of the processes sharing the store (reservations, gates,
+    /// leases): it must survive a crash of the store alone (a database server), and need not
+    /// be flushed by an embedded engine, whose crash ends those writes too.
+    pub coordination: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,17 +206,22 @@ pub enum EngineError {
     Unknown(PendingCommit),
 }
 
-/// A commit whose answer was lost, as the engine can find its outcome again (PostgreSQL: the
-/// transaction id and the server process that ran it). Opaque above the engines.
+/// A commit whose answer was lost, as the engine can find its outcome again. Opaque above the
+/// engines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCommit {
-    pub(crate) xid: String,
-    pub(crate) pid: i32,
+pub enum PendingCommit {
+    /// PostgreSQL: the transaction id and the server process that ran it.
+    Xact { xid: String, pid: i32 },
+    /// PostgreSQL: a single statement that recorded this id as it applied.
+    Marked { id: [u8; 16] },
 }
 
 impl std::fmt::Display for PendingCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "transaction {}", self.xid)
+        match self {
+            PendingCommit::Xact { xid, .. } => write!(f, "transaction {xid}"),
+            PendingCommit::Marked { id } => write!(f, "statement {}", hex::encode(id)),
+        }
     }
 }
 

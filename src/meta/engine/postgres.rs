@@ -13,7 +13,10 @@
 //! as well: the domain reads again and retries. A commit is durable when it returns
 //! (`synchronous_commit` as the server has it; off only for heartbeats).
 //!
-//! A commit is two round trips: everything up to the last write is sent at once (BEGIN, the
+//! A commit is one statement when it only adds to one counter (a write counting itself in
+//! flight: no transaction, so that row is locked only while the statement runs), marked with a
+//! random id in `portcullis_commits` whose presence tells its outcome if the answer is lost.
+//! Any other commit is two round trips: everything up to the last write is sent at once (BEGIN, the
 //! transaction's id, the locks, the range checks, the writes, the notifications), then COMMIT
 //! once the checks are seen to hold. Until COMMIT is sent the transaction cannot apply, so any
 //! failure before it is a known "not applied" (the connection is dropped, the server rolls
@@ -122,18 +125,36 @@ const DELETE: &str = "DELETE FROM portcullis_kv WHERE tree = $1 AND key = $2";
 /// lost) and the server process running it.
 const IDENT: &str = "SELECT pg_current_xact_id()::text, pg_backend_pid()";
 const STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
+/// `Write::Add`: two big-endian i64 counters, added to in place under the row's lock (a
+/// concurrent add waits and then adds to the newer row; nothing conflicts).
+macro_rules! add_sql {
+    () => {
+        "INSERT INTO portcullis_kv (tree, key, value) \
+     VALUES ($1, $2, int8send(GREATEST($3::bigint, 0)) || int8send(GREATEST($4::bigint, 0))) \
+     ON CONFLICT (tree, key) DO UPDATE SET value = \
+     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 1 for 8), 'hex'))::bit(64)::bigint + $3, 0)) || \
+     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 9 for 8), 'hex'))::bit(64)::bigint + $4, 0))"
+    };
+}
+const ADD: &str = add_sql!();
+/// `Write::Add` alone, in one statement (no transaction: the row is locked only while it runs,
+/// which matters for the counters every write of a node touches), recording a random id in
+/// `portcullis_commits` as it applies, so that a lost answer can be read back.
+const ADD_MARKED: &str = concat!(
+    "WITH marked AS (INSERT INTO portcullis_commits (id) VALUES ($5)) ",
+    add_sql!()
+);
+/// Reads back a marked statement's outcome by taking its id: inserted, it never applied (and
+/// now never will); already there, it did.
+const TOMBSTONE: &str = "INSERT INTO portcullis_commits (id) VALUES ($1) ON CONFLICT DO NOTHING";
+/// Ids older than this are forgotten (an outcome is read back within seconds of the loss, or
+/// by a background task as soon as the database answers again).
+const FORGET_MARKS: &str = "DELETE FROM portcullis_commits WHERE at < now() - interval '1 day'";
 /// Ends the session still holding a transaction whose COMMIT answer was lost (waiting for a
 /// COMMIT that never arrived, or about to notice its client is gone), so its outcome is settled
 /// now; matched on the transaction id too, so a reused process id is never hit.
 const END_SESSION: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
      WHERE pid = $1 AND backend_xid = $2::text::xid8::xid";
-/// `Write::Add`: two big-endian i64 counters, added to in place under the row's lock (a
-/// concurrent add waits and then adds to the newer row; nothing conflicts).
-const ADD: &str = "INSERT INTO portcullis_kv (tree, key, value) \
-     VALUES ($1, $2, int8send(GREATEST($3::bigint, 0)) || int8send(GREATEST($4::bigint, 0))) \
-     ON CONFLICT (tree, key) DO UPDATE SET value = \
-     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 1 for 8), 'hex'))::bit(64)::bigint + $3, 0)) || \
-     int8send(GREATEST(('x' || encode(substring(portcullis_kv.value from 9 for 8), 'hex'))::bit(64)::bigint + $4, 0))";
 
 /// What the engine is configured with (`[meta]`).
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +221,7 @@ impl PgEngine {
                 .map(|pool| PgPool {
                     pool,
                     timeout: opts.timeout,
+                    commits: Default::default(),
                 })
                 .map_err(|e| EngineError::Store(format!("PostgreSQL connection pool: {e}")))
         };
@@ -235,6 +257,10 @@ impl PgEngine {
                  key bytea NOT NULL,
                  value bytea NOT NULL,
                  PRIMARY KEY (tree, key)
+             );
+             CREATE TABLE IF NOT EXISTS portcullis_commits (
+                 id bytea PRIMARY KEY,
+                 at timestamptz NOT NULL DEFAULT now()
              );",
         )
         .await?;
@@ -316,6 +342,30 @@ async fn try_commit(pool: &Pool, batch: &Batch, bound: Duration) -> EngineResult
     let deadline = tokio::time::Instant::now() + bound;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let conn = within(left(), Conn::get(pool)).await??;
+    if let (true, [Write::Add { tree, key, delta }]) =
+        (batch.checks.is_empty(), batch.writes.as_slice())
+    {
+        let id: [u8; 16] = rand::random();
+        let add = async {
+            let stmt = conn.prepare_cached(ADD_MARKED).await?;
+            conn.execute(
+                &stmt,
+                &[&tree.id(), key, &delta[0], &delta[1], &id.as_slice()],
+            )
+            .await
+        };
+        return match within(left(), add).await {
+            Ok(Ok(_)) => {
+                conn.done();
+                Ok(())
+            }
+            Ok(Err(e)) if e.as_db_error().is_some() => Err(e.into()),
+            _ => {
+                drop(conn);
+                resolve(pool, &PendingCommit::Marked { id }, bound).await
+            }
+        };
+    }
     // Up to COMMIT: a failure or a timeout here leaves the transaction unable to apply (COMMIT
     // was never sent); the connection is dropped and the server rolls back.
     let pending = match within(left(), stage(&conn, batch)).await? {
@@ -461,7 +511,7 @@ async fn stage(
     let ident = &ident;
     steps.push(Box::pin(async move {
         let row = client.query_one(ident, &[]).await?;
-        Ok(Answer::Ident(PendingCommit {
+        Ok(Answer::Ident(PendingCommit::Xact {
             xid: row.get(0),
             pid: row.get(1),
         }))
@@ -573,14 +623,24 @@ async fn resolve(pool: &Pool, pending: &PendingCommit, bound: Duration) -> Engin
 /// (its session is ended, so the next reading settles it).
 async fn outcome_once(pool: &Pool, pending: &PendingCommit) -> EngineResult<Option<bool>> {
     let conn = Conn::get(pool).await?;
-    let row = conn.query_one(STATUS, &[&pending.xid]).await?;
+    let (xid, pid) = match pending {
+        PendingCommit::Xact { xid, pid } => (xid, pid),
+        PendingCommit::Marked { id } => {
+            // Waits for a statement still holding the id, then decides for good: the id was
+            // there (applied), or this row now stands in its way (it never will).
+            let stmt = conn.prepare_cached(TOMBSTONE).await?;
+            let inserted = conn.execute(&stmt, &[&id.as_slice()]).await?;
+            conn.done();
+            return Ok(Some(inserted == 0));
+        }
+    };
+    let row = conn.query_one(STATUS, &[xid]).await?;
     let status: Option<String> = row.get(0);
     let answer = match status.as_deref() {
         Some("committed") => Some(true),
         Some("aborted") => Some(false),
         Some(_) => {
-            conn.execute(END_SESSION, &[&pending.pid, &pending.xid])
-                .await?;
+            conn.execute(END_SESSION, &[pid, xid]).await?;
             None
         }
         // Too old for the commit log: cannot happen within a resolution's bound.
@@ -724,6 +784,8 @@ impl Engine for PgEngine {
 pub struct PgPool {
     pool: Pool,
     timeout: Duration,
+    /// Commits so far: every 10 000th forgets the old ids of `portcullis_commits`.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]
@@ -774,6 +836,20 @@ impl Engine for PgPool {
     }
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
+        if self
+            .commits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(10_000)
+        {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Ok(c) = pool.get().await
+                    && let Err(e) = c.execute(FORGET_MARKS, &[]).await
+                {
+                    tracing::warn!(error = %e, "could not forget old commit ids");
+                }
+            });
+        }
         try_commit(&self.pool, &batch, self.timeout).await
     }
 

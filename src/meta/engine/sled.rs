@@ -205,7 +205,9 @@ impl Engine for SledEngine {
     }
 
     async fn commit(&self, batch: Batch) -> EngineResult<()> {
-        let ephemeral = batch.ephemeral;
+        // In process, a crash of the store is a crash of the gateway: the writes that
+        // coordination state describes end with it, so it is not flushed.
+        let ephemeral = batch.ephemeral || batch.coordination;
         let (reply, done) = tokio::sync::oneshot::channel();
         let gone = || EngineError::Store("the committer thread stopped".into());
         self.commits.send((batch, reply)).map_err(|_| gone())?;
