@@ -330,7 +330,25 @@ impl Reservation {
     ///
     /// `blobs` are the new blobs the commit references: kept when it applied, or may have (an
     /// unknown outcome: the sweeper deletes them later if it did not), deleted when it did not.
-    pub async fn commit(mut self, mut c: Commit, blobs: Vec<BlobGuard>) -> Result<(), QuotaError> {
+    ///
+    /// The commit runs on a task of its own: a client that hangs up drops the request's
+    /// future, and a commit cancelled after its COMMIT was sent would still apply while the
+    /// dropped guards deleted its bytes. On its own task it ends, and its blobs and reservation
+    /// follow its outcome, whatever the client does.
+    pub async fn commit(self, c: Commit, blobs: Vec<BlobGuard>) -> Result<(), QuotaError> {
+        use tracing::Instrument as _;
+        let run = self
+            .commit_here(c, blobs)
+            .instrument(tracing::Span::current());
+        match tokio::spawn(run).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(e) => Err(MetaError::Engine(crate::meta::EngineError::Store(e.to_string())).into()),
+        }
+    }
+
+    async fn commit_here(mut self, mut c: Commit, blobs: Vec<BlobGuard>) -> Result<(), QuotaError> {
         loop {
             c.allowance = self.allowance();
             c.settle = Some(Settle {
