@@ -51,12 +51,20 @@ impl Gateway {
             location,
             placement: Some(placement),
         };
-        self.meta
+        let created = self
+            .meta
             .commit(&Commit::new(Change::CreateBucket {
                 tenant: c.tenant.clone(),
                 bucket,
             }))
-            .await?;
+            .await;
+        match created {
+            Ok(()) => {}
+            // S3's legacy behaviour in us-east-1, which create-if-missing scripts rely on: the
+            // caller's own bucket is "created" again, unchanged.
+            Err(meta::MetaError::BucketAlreadyOwned) if self.region == "us-east-1" => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         }))

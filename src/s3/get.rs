@@ -5,7 +5,8 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::object::{
-    Precondition, evaluate, no_version, precondition_failed, readable, with_protection,
+    Precondition, evaluate, no_version, not_modified, precondition_failed, readable,
+    with_protection,
 };
 use super::{Gateway, caller, ts};
 use crate::meta::{self, Object};
@@ -59,7 +60,7 @@ macro_rules! read_plan {
             i.if_modified_since.as_ref(),
         ) {
             Precondition::Ok => {}
-            Precondition::NotModified => return Err(s3_error!(NotModified)),
+            Precondition::NotModified => return Err(not_modified(&o)),
             Precondition::Failed => return Err(precondition_failed()),
         }
         let (range, partial) = select(&o, i.range.as_ref(), i.part_number)?;
@@ -96,7 +97,7 @@ fn select(
                     S3ErrorCode::Custom("InvalidPartNumber".into()),
                     "The requested partnumber is not satisfiable",
                 );
-                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                e.set_status_code(http::StatusCode::BAD_REQUEST);
                 return Err(e);
             }
             let start: u64 = o.parts[..n - 1].iter().map(|p| p.size).sum();
@@ -106,6 +107,11 @@ fn select(
         }
         (None, None) => Ok((0..o.size, false)),
     }
+}
+
+/// The tags GetObjectTagging returns: the client's, and the read-only `scan-status`.
+fn tag_count(o: &Object) -> i32 {
+    o.tags.len() as i32 + 1
 }
 
 fn content_range(r: &std::ops::Range<u64>, size: u64) -> String {
@@ -123,8 +129,7 @@ impl Gateway {
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),
-            // The read-only scan-status tag counts.
-            tag_count: Some(o.tags.len() as i32 + 1),
+            tag_count: Some(tag_count(&o)),
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
@@ -149,6 +154,12 @@ impl Gateway {
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
-        Ok(with_protection(out, &o))
+        let mut resp = with_protection(out, &o);
+        // S3 sends it on HEAD too; s3s's HEAD output has no field for it.
+        resp.headers.insert(
+            "x-amz-tagging-count",
+            http::HeaderValue::from(tag_count(&o)),
+        );
+        Ok(resp)
     }
 }

@@ -59,6 +59,37 @@ pub(super) fn protection_headers(o: &Object) -> HeaderMap {
     h
 }
 
+/// 304 Not Modified for GET/HEAD of `o`, with the validators and caching headers RFC 9110 and
+/// S3 send on it (so a browser or CDN can revalidate and keep caching), and no body.
+pub(super) fn not_modified(o: &Object) -> S3Error {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    let http_date = |ms: i64| {
+        let mut out = Vec::new();
+        super::ts(ms)
+            .format(s3s::dto::TimestampFormat::HttpDate, &mut out)
+            .ok()
+            .and_then(|()| String::from_utf8(out).ok())
+    };
+    put("etag", format!("\"{}\"", o.etag));
+    if let Some(d) = http_date(o.last_modified_ms) {
+        put("last-modified", d);
+    }
+    if let Some(c) = &o.attrs.cache_control {
+        put("cache-control", c.clone());
+    }
+    if let Some(d) = o.attrs.expires_ms.and_then(http_date) {
+        put("expires", d);
+    }
+    let mut e = s3_error!(NotModified);
+    e.set_headers(h);
+    e
+}
+
 /// Reads of a version that is not (yet) known clean are refused: only the verdict is visible.
 pub(super) fn readable(o: &Object) -> S3Result<()> {
     let status = o.scan_status();

@@ -77,11 +77,19 @@ impl Gateway {
                 1,
             )
             .await?;
+        let if_match = input.if_match.is_some();
         let precondition = match (input.if_match, input.if_none_match) {
             (Some(ETagCondition::ETag(ETag::Strong(e))), _) => meta::Precondition::IfMatch(e),
             (Some(ETagCondition::ETag(_)), _) => meta::Precondition::Never,
             (Some(_), _) => meta::Precondition::Exists,
-            (None, Some(_)) => meta::Precondition::Absent,
+            (None, Some(ETagCondition::Any)) => meta::Precondition::Absent,
+            // S3 writes take only `*` here ("create if absent").
+            (None, Some(_)) => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "If-None-Match on a write accepts only '*'."
+                ));
+            }
             (None, None) => meta::Precondition::Always,
         };
         // Fail before reading the body when the precondition is already false (the commit
@@ -92,6 +100,10 @@ impl Gateway {
                 .object(&c.tenant, &input.bucket, &input.key)
                 .await?;
             if !precondition.holds(current.as_ref()) {
+                // S3: If-Match on a key that does not exist is 404, not 412.
+                if if_match && current.is_none() {
+                    return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+                }
                 return Err(precondition_failed());
             }
         }

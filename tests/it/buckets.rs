@@ -10,10 +10,8 @@ async fn create_list_head_delete_bucket() {
     let gw = Gw::start().await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("invoices").send().await.unwrap();
-    assert_eq!(
-        code(s3.create_bucket().bucket("invoices").send().await),
-        "BucketAlreadyOwnedByYou"
-    );
+    // Again: 200 in us-east-1, as on S3 (`s3compat::creating_an_own_bucket_again_…`).
+    s3.create_bucket().bucket("invoices").send().await.unwrap();
     let names: Vec<String> = s3
         .list_buckets()
         .send()

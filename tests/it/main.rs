@@ -20,4 +20,5 @@ mod listing;
 mod multipart;
 mod objects;
 mod protection;
+mod s3compat;
 mod security;

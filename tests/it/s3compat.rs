@@ -1,0 +1,271 @@
+//! S3 behaviours real clients trip on (issue "S3 behaviours real clients trip on"): what a
+//! browser, a CDN, an SDK or a create-if-missing script expects from S3, request by request.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedPart, Tag, Tagging};
+
+use crate::harness::*;
+
+/// A signed GET (no body) with `headers`, through reqwest: its status, headers and body bytes.
+async fn signed_get(
+    gw: &Gw,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let all = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "GET",
+        path,
+        headers,
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+    );
+    let mut req = reqwest::Client::new().get(format!("{}{path}", gw.endpoint()));
+    for (k, v) in &all {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, h, resp.bytes().await.unwrap().to_vec())
+}
+
+/// A 304 carries the validators and caching headers of the object (so a browser or CDN keeps
+/// its copy fresh), and no body. Before: a bare 304 with an XML error body's headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_modified_carries_the_validators() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("web").send().await.unwrap();
+    let put = s3
+        .put_object()
+        .bucket("web")
+        .key("logo.png")
+        .cache_control("max-age=3600")
+        .body(ByteStream::from_static(b"png bytes"))
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+    let (status, h, body) = signed_get(&gw, "/web/logo.png", &[("if-none-match", &etag)]).await;
+    assert_eq!(status, 304);
+    assert_eq!(h["etag"], etag.as_str());
+    assert_eq!(h["cache-control"], "max-age=3600");
+    let last_modified = h["last-modified"].to_str().unwrap().to_string();
+    assert!(last_modified.ends_with(" GMT"), "{last_modified}");
+    assert!(body.is_empty(), "no body on a 304");
+    // The same validators when revalidating by date.
+    let (status, h, _) = signed_get(
+        &gw,
+        "/web/logo.png",
+        &[("if-modified-since", &last_modified)],
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert_eq!(h["etag"], etag.as_str());
+}
+
+/// HEAD reports `x-amz-tagging-count` as GET does (the same count GetObjectTagging returns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_reports_the_tag_count() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("tagged").send().await.unwrap();
+    s3.put_object()
+        .bucket("tagged")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    let tagging = Tagging::builder()
+        .tag_set(Tag::builder().key("client").value("acme").build().unwrap())
+        .tag_set(Tag::builder().key("kind").value("invoice").build().unwrap())
+        .build()
+        .unwrap();
+    s3.put_object_tagging()
+        .bucket("tagged")
+        .key("k")
+        .tagging(tagging)
+        .send()
+        .await
+        .unwrap();
+    let returned = s3
+        .get_object_tagging()
+        .bucket("tagged")
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .tag_set()
+        .len();
+    let get = s3
+        .get_object()
+        .bucket("tagged")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.tag_count(), Some(returned as i32));
+    let all = sign_headers(
+        &gw.endpoint(),
+        None,
+        ACME,
+        "HEAD",
+        "/tagged/k",
+        &[],
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+    );
+    let mut req = reqwest::Client::new().head(format!("{}/tagged/k", gw.endpoint()));
+    for (k, v) in &all {
+        req = req.header(k, v);
+    }
+    let head = req.send().await.unwrap();
+    assert_eq!(
+        head.headers()["x-amz-tagging-count"],
+        returned.to_string().as_str()
+    );
+}
+
+/// CreateBucket of a bucket the caller owns: 200 in us-east-1 (S3's legacy behaviour), and
+/// `BucketAlreadyOwnedByYou` in any other region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_an_own_bucket_again_is_200_in_us_east_1_only() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("twice").send().await.unwrap();
+    s3.put_object()
+        .bucket("twice")
+        .key("kept")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    s3.create_bucket().bucket("twice").send().await.unwrap();
+    let listed = s3.list_objects_v2().bucket("twice").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(1), "the bucket is unchanged");
+    // Another tenant's bucket of the same name is its own business.
+    gw.client(GLOBEX)
+        .create_bucket()
+        .bucket("twice")
+        .send()
+        .await
+        .unwrap();
+
+    let eu = Gw::start_setup(&Setup {
+        server: "region = \"eu-west-1\"",
+        ..Default::default()
+    })
+    .await;
+    let s3 = eu.acme();
+    s3.create_bucket().bucket("twice").send().await.unwrap();
+    assert_eq!(
+        code(s3.create_bucket().bucket("twice").send().await),
+        "BucketAlreadyOwnedByYou"
+    );
+}
+
+/// GET and HEAD with a `partNumber` beyond the object's parts: 400 InvalidPartNumber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_number_beyond_the_parts_is_400() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("two.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let mut parts = Vec::new();
+    for (n, len) in [(1, 5 * 1024 * 1024), (2, 1000)] {
+        let p = s3
+            .upload_part()
+            .bucket("parts")
+            .key("two.bin")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data(len, n as u64)))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    complete(&s3, "parts", "two.bin", &id, parts).await;
+    let got = s3
+        .get_object()
+        .bucket("parts")
+        .key("two.bin")
+        .part_number(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_length(), Some(1000));
+    let (status, body) = raw(
+        &gw.endpoint(),
+        ACME,
+        "GET",
+        "/parts/two.bin?partNumber=3",
+        &[],
+        Vec::new(),
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+    )
+    .await;
+    assert_eq!(
+        (status, xml_code(&body)),
+        (400, "InvalidPartNumber"),
+        "{body}"
+    );
+    let head = s3
+        .head_object()
+        .bucket("parts")
+        .key("two.bin")
+        .part_number(3)
+        .send()
+        .await;
+    assert_eq!(
+        head.unwrap_err().raw_response().unwrap().status().as_u16(),
+        400
+    );
+}
+
+/// Conditional PUT as S3 answers it: `If-Match` on a key that does not exist is 404 NoSuchKey
+/// (not 412); `If-None-Match` takes only `*` on a write (anything else: 501 NotImplemented).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_answer_as_s3() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("cond").send().await.unwrap();
+    let put = || {
+        s3.put_object()
+            .bucket("cond")
+            .key("k")
+            .body(ByteStream::from_static(b"v"))
+    };
+    assert_eq!(code(put().if_match("\"abc\"").send().await), "NoSuchKey");
+    assert_eq!(
+        code(put().if_none_match("\"abc\"").send().await),
+        "NotImplemented"
+    );
+    put().if_none_match("*").send().await.unwrap();
+    assert_eq!(
+        code(put().if_none_match("*").send().await),
+        "PreconditionFailed"
+    );
+    assert_eq!(
+        code(put().if_match("\"abc\"").send().await),
+        "PreconditionFailed"
+    );
+    let listed = s3.list_objects_v2().bucket("cond").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(1));
+}
