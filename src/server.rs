@@ -509,6 +509,45 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// An S3 error body names the request it answers, as on S3: `<Resource>` (the request's path)
+/// and `<RequestId>` (equal to the `x-amz-request-id` header), whoever produced the error (our
+/// mapping, the screen, or s3s itself). Error bodies are small and whole in memory.
+fn identify_error(resp: &mut http::Response<s3s::Body>, id: &str, resource: &str) {
+    if !resp.status().is_client_error() && !resp.status().is_server_error() {
+        return;
+    }
+    let Some(body) = resp.body().bytes() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&body);
+    let Some(end) = text.rfind("</Error>") else {
+        return;
+    };
+    if text.contains("<RequestId>") {
+        return;
+    }
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut out = String::with_capacity(text.len() + 128);
+    out.push_str(&text[..end]);
+    if !text.contains("<Resource>") {
+        out.push_str(&format!("<Resource>{}</Resource>", escape(resource)));
+    }
+    out.push_str(&format!("<RequestId>{}</RequestId>", escape(id)));
+    out.push_str(&text[end..]);
+    if resp.headers().contains_key(http::header::CONTENT_LENGTH) {
+        resp.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(out.len()),
+        );
+    }
+    *resp.body_mut() = s3s::Body::from(bytes::Bytes::from(out));
+}
+
 /// S3 has no operation on any other method: answered 405 (a client's mistake, logged at
 /// debug), never passed to s3s, which answers it as an internal error.
 fn known_method(m: &http::Method) -> Result<(), s3s::S3Error> {
@@ -692,6 +731,7 @@ impl S3Front {
     ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
         req.extensions_mut().insert(crate::s3::Peer(peer));
         let id = ulid::Ulid::new().to_string();
+        let resource = req.uri().path().to_string();
         let span = tracing::info_span!(
             "request",
             id = %id,
@@ -766,6 +806,7 @@ impl S3Front {
         match result {
             Ok(mut resp) => {
                 log.status = Some(resp.status().as_u16());
+                identify_error(&mut resp, &id, &resource);
                 if let Ok(v) = http::HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v);
                 }

@@ -269,3 +269,65 @@ async fn conditional_puts_answer_as_s3() {
     let listed = s3.list_objects_v2().bucket("cond").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(1));
 }
+
+/// Every error body names its request as S3's do: `<RequestId>` equal to the
+/// `x-amz-request-id` header, and `<Resource>`; whoever produced the error (the gateway's
+/// mapping, the screen before s3s, or s3s's signature check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_carry_the_request_id() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("errs").send().await.unwrap();
+    s3.put_object()
+        .bucket("errs")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    let check = |status: u16, h: &reqwest::header::HeaderMap, body: &[u8], code: &str| {
+        let body = String::from_utf8_lossy(body).to_string();
+        assert_eq!(xml_code(&body), code, "{body}");
+        let id = h["x-amz-request-id"].to_str().unwrap();
+        assert!(
+            body.contains(&format!("<RequestId>{id}</RequestId>")),
+            "{status}: {body}"
+        );
+        assert!(body.contains("<Resource>/errs/"), "{status}: {body}");
+    };
+    let (st, h, b) = signed_get(&gw, "/errs/missing", &[]).await;
+    assert_eq!(st, 404);
+    check(st, &h, &b, "NoSuchKey");
+    let (st, h, b) = signed_get(&gw, "/errs/k", &[("if-match", "\"nope\"")]).await;
+    assert_eq!(st, 412);
+    check(st, &h, &b, "PreconditionFailed");
+    // Refused by the screen, before s3s.
+    let (st, h, b) = signed_get(
+        &gw,
+        "/errs/k",
+        &[("x-amz-server-side-encryption", "AES256")],
+    )
+    .await;
+    assert!(st >= 400, "{st}");
+    let code = xml_code(std::str::from_utf8(&b).unwrap()).to_string();
+    check(st, &h, &b, &code);
+    // A wrong secret: s3s's own signature check.
+    let all = sign_headers(
+        &gw.endpoint(),
+        None,
+        (ACME.0, "not-the-secret"),
+        "GET",
+        "/errs/k",
+        &[],
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+    );
+    let mut req = reqwest::Client::new().get(format!("{}/errs/k", gw.endpoint()));
+    for (k, v) in &all {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    let (st, h) = (resp.status().as_u16(), resp.headers().clone());
+    let b = resp.bytes().await.unwrap();
+    assert_eq!(st, 403);
+    check(st, &h, &b, "SignatureDoesNotMatch");
+}
