@@ -16,7 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # What runs a second time on PostgreSQL: every test whose outcome depends on the metadata
 # engine. The backends, clamd, client-compatibility and connection-handling suites stay on sled.
-ON_POSTGRES='test(/^(admin|auth|buckets|hostile|listing|multipart|objects)::/)
+ON_POSTGRES='test(/^(admin|auth|buckets|hostile|listing|multipart|objects|s3compat)::/)
   | test(/^protection::(concurrent_uploads|refusals|a_refused_upload|type_policies|a_body_without)/)
   | test(/^security::(completion_raced|create_multipart_upload_is_admitted|debug_logging)/)
   | test(/^hardening::(a_delimiter_listing|empty_parts|the_open_upload_bound|a_request_with_two|upload_listings)/)
@@ -29,5 +29,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
   PORTCULLIS_TEST_ENGINE=postgres cargo test --locked --no-fail-fast --test it -- \
-    admin:: auth:: buckets:: hostile:: listing:: multipart:: objects:: durability::
+    admin:: auth:: buckets:: hostile:: listing:: multipart:: objects:: s3compat:: durability::
 fi

@@ -84,6 +84,12 @@ pub enum Change {
         bucket: String,
         key: String,
     },
+    /// Replaces a bucket's tag set (empty: deletes it).
+    SetBucketTags {
+        tenant: String,
+        bucket: String,
+        tags: Vec<(String, String)>,
+    },
     /// Replaces the tags of the current version.
     SetTags {
         tenant: String,
@@ -347,6 +353,20 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             rules.pending(&okey, None, Some(&old));
             rules.count(old.segments(), -1);
             rules.tx.delete(Tree::Objects, okey);
+        }
+        Change::SetBucketTags {
+            tenant,
+            bucket,
+            tags,
+        } => {
+            let bkey = keys::bucket(tenant, bucket);
+            let mut record: Bucket = rules
+                .tx
+                .record(Tree::Buckets, &bkey)
+                .await?
+                .ok_or(MetaError::NoSuchBucket)?;
+            record.tags = tags.clone();
+            rules.tx.put_record(Tree::Buckets, bkey, &record);
         }
         Change::SetTags {
             tenant,

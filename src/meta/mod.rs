@@ -918,6 +918,7 @@ pub(crate) mod testing {
                 created_ms: 0,
                 location: "r".into(),
                 placement: None,
+                tags: Vec::new(),
             },
         }))
         .await

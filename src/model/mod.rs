@@ -166,6 +166,9 @@ pub struct Bucket {
     /// placement existed) follows the tenant's placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The bucket's tag set (Put/Get/DeleteBucketTagging), in the client's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
 
 /// A byte range of one immutable blob. Objects and parts are lists of segments, so copies and

@@ -50,6 +50,7 @@ impl Gateway {
             created_ms: meta::now_ms(),
             location,
             placement: Some(placement),
+            tags: Vec::new(),
         };
         let created = self
             .meta

@@ -386,6 +386,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         self.op_get_bucket_tagging(req).await
     }
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        self.op_put_bucket_tagging(req).await
+    }
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.op_delete_bucket_tagging(req).await
+    }
     async fn get_bucket_encryption(
         &self,
         req: S3Request<GetBucketEncryptionInput>,

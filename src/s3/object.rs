@@ -15,6 +15,7 @@ use crate::meta::{self, MetaError, Object, ObjectAttrs};
 /// S3's limit on user-defined metadata (keys and values of `x-amz-meta-*`), in bytes.
 const MAX_USER_METADATA: usize = 2048;
 const MAX_TAGS: usize = 10;
+const MAX_BUCKET_TAGS: usize = 50;
 
 /// The tag through which existing antivirus tooling reads the verdict; read-only.
 pub(super) const SCAN_TAG: &str = "scan-status";
@@ -181,6 +182,25 @@ pub(super) fn check_tags(mut tags: Vec<(String, String)>) -> S3Result<Vec<(Strin
     if tags.len() > MAX_TAGS {
         return Err(invalid_tag("Object tags cannot be greater than 10"));
     }
+    check_tag_set(tags)
+}
+
+/// Validates a bucket's tag set as S3 does: at most 50 tags, the object tags' key and value
+/// rules, and no `aws:` keys (reserved for the system).
+pub(super) fn check_bucket_tags(tags: Vec<(String, String)>) -> S3Result<Vec<(String, String)>> {
+    if tags.len() > MAX_BUCKET_TAGS {
+        return Err(invalid_tag("Bucket tag count cannot be greater than 50"));
+    }
+    if tags.iter().any(|(k, _)| k.starts_with("aws:")) {
+        return Err(invalid_tag(
+            "System tags cannot be added/updated by requester",
+        ));
+    }
+    check_tag_set(tags)
+}
+
+/// Keys of 1 to 128 characters, values of at most 256, each key once.
+fn check_tag_set(tags: Vec<(String, String)>) -> S3Result<Vec<(String, String)>> {
     let mut seen = HashSet::new();
     for (k, v) in &tags {
         if k.is_empty() || k.chars().count() > 128 {

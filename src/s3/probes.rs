@@ -107,20 +107,6 @@ impl Gateway {
             .await)
     }
 
-    pub(super) async fn op_get_bucket_tagging(
-        &self,
-        req: S3Request<GetBucketTaggingInput>,
-    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        let c = caller(&req)?;
-        Err(self
-            .unset(
-                &c.tenant,
-                &req.input.bucket,
-                s3_error!(NoSuchTagSet, "The TagSet does not exist"),
-            )
-            .await)
-    }
-
     pub(super) async fn op_get_bucket_encryption(
         &self,
         req: S3Request<GetBucketEncryptionInput>,

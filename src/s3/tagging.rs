@@ -1,9 +1,10 @@
-//! Put/Get/DeleteObjectTagging; the read-only `scan-status` tag is reported, never stored.
+//! Put/Get/DeleteObjectTagging (the read-only `scan-status` tag is reported, never stored) and
+//! Put/Get/DeleteBucketTagging.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::object::{SCAN_TAG, check_tags, no_version};
+use super::object::{SCAN_TAG, check_bucket_tags, check_tags, no_version};
 use super::{Gateway, caller};
 use crate::meta::{Change, Commit};
 
@@ -16,7 +17,71 @@ fn set_tags(tenant: &str, bucket: &str, key: &str, tags: Vec<(String, String)>) 
     })
 }
 
+fn set_bucket_tags(tenant: &str, bucket: &str, tags: Vec<(String, String)>) -> Commit {
+    Commit::new(Change::SetBucketTags {
+        tenant: tenant.to_string(),
+        bucket: bucket.to_string(),
+        tags,
+    })
+}
+
+fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
+    tags.into_iter()
+        .map(|(k, v)| Tag {
+            key: Some(k),
+            value: Some(v),
+        })
+        .collect()
+}
+
 impl Gateway {
+    pub(super) async fn op_put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let c = caller(&req)?;
+        let i = req.input;
+        let tags = check_bucket_tags(
+            i.tagging
+                .tag_set
+                .into_iter()
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                .collect(),
+        )?;
+        self.meta
+            .commit(&set_bucket_tags(&c.tenant, &i.bucket, tags))
+            .await?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    pub(super) async fn op_get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let c = caller(&req)?;
+        let b = self
+            .meta
+            .require_bucket(&c.tenant, &req.input.bucket)
+            .await?;
+        if b.tags.is_empty() {
+            return Err(s3s::s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        }
+        Ok(S3Response::new(GetBucketTaggingOutput {
+            tag_set: tag_set(b.tags),
+        }))
+    }
+
+    pub(super) async fn op_delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let c = caller(&req)?;
+        self.meta
+            .commit(&set_bucket_tags(&c.tenant, &req.input.bucket, Vec::new()))
+            .await?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+    }
+
     pub(super) async fn op_put_object_tagging(
         &self,
         req: S3Request<PutObjectTaggingInput>,
@@ -48,15 +113,12 @@ impl Gateway {
         let o = self.current(&c.tenant, &i.bucket, &i.key).await?;
         let status = o.scan_status().as_str().to_string();
         Ok(S3Response::new(GetObjectTaggingOutput {
-            tag_set: o
-                .tags
-                .into_iter()
-                .chain([(SCAN_TAG.to_string(), status)])
-                .map(|(k, v)| Tag {
-                    key: Some(k),
-                    value: Some(v),
-                })
-                .collect(),
+            tag_set: tag_set(
+                o.tags
+                    .into_iter()
+                    .chain([(SCAN_TAG.to_string(), status)])
+                    .collect(),
+            ),
             version_id: None,
         }))
     }

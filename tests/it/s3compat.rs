@@ -331,3 +331,94 @@ async fn error_bodies_carry_the_request_id() {
     assert_eq!(st, 403);
     check(st, &h, &b, "SignatureDoesNotMatch");
 }
+
+fn tags(pairs: &[(&str, &str)]) -> Tagging {
+    let mut t = Tagging::builder();
+    for (k, v) in pairs {
+        t = t.tag_set(Tag::builder().key(*k).value(*v).build().unwrap());
+    }
+    t.build().unwrap()
+}
+
+/// Put/Get/DeleteBucketTagging with S3's validation: `NoSuchTagSet` when none, at most 50
+/// tags, keys of 1–128 and values of at most 256 characters, no duplicate keys, no `aws:` keys
+/// (`InvalidTag`); a refused set leaves the stored one as it was. Another tenant's bucket of the
+/// same name keeps its own tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_tagging_as_s3() {
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("crm").send().await.unwrap();
+    let get = || s3.get_bucket_tagging().bucket("crm").send();
+    assert_eq!(code(get().await), "NoSuchTagSet");
+
+    let put = |t: Tagging| s3.put_bucket_tagging().bucket("crm").tagging(t).send();
+    put(tags(&[("team", "sales"), ("cost-center", "42")]))
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = get()
+        .await
+        .unwrap()
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("team".to_string(), "sales".to_string()),
+            ("cost-center".to_string(), "42".to_string())
+        ]
+    );
+
+    // n tags k0..k{n-1}.
+    let many = |n: usize| {
+        let owned: Vec<(String, String)> = (0..n).map(|i| (format!("k{i}"), "v".into())).collect();
+        let pairs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tags(&pairs)
+    };
+    put(many(50)).await.unwrap();
+    assert_eq!(get().await.unwrap().tag_set().len(), 50);
+    let long_key = "k".repeat(129);
+    let long_value = "v".repeat(257);
+    for bad in [
+        many(51),
+        tags(&[(long_key.as_str(), "v")]),
+        tags(&[("k", long_value.as_str())]),
+        tags(&[("dup", "1"), ("dup", "2")]),
+        tags(&[("aws:cloudformation", "x")]),
+    ] {
+        assert_eq!(code(put(bad).await), "InvalidTag");
+    }
+    assert_eq!(get().await.unwrap().tag_set().len(), 50, "unchanged");
+
+    // Globex's "crm" is another bucket.
+    let globex = gw.client(GLOBEX);
+    globex.create_bucket().bucket("crm").send().await.unwrap();
+    assert_eq!(
+        code(globex.get_bucket_tagging().bucket("crm").send().await),
+        "NoSuchTagSet"
+    );
+
+    s3.delete_bucket_tagging()
+        .bucket("crm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(get().await), "NoSuchTagSet");
+    assert_eq!(
+        code(s3.get_bucket_tagging().bucket("nope").send().await),
+        "NoSuchBucket"
+    );
+    // Objects can still be written into a bucket whose tags changed.
+    s3.put_object()
+        .bucket("crm")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+}
