@@ -109,9 +109,12 @@ fn select(
     }
 }
 
-/// The tags GetObjectTagging returns: the client's, and the read-only `scan-status`.
-fn tag_count(o: &Object) -> i32 {
-    o.tags.len() as i32 + 1
+/// How many tags GetObjectTagging returns (`x-amz-tagging-count`, sent only when there are
+/// some, as S3 does).
+fn tag_count(o: &Object) -> Option<i32> {
+    let scan_tag = o.scan_status() != meta::ScanStatus::NotScanned;
+    let n = o.tags.len() + usize::from(scan_tag);
+    (n > 0).then_some(n as i32)
 }
 
 fn content_range(r: &std::ops::Range<u64>, size: u64) -> String {
@@ -129,7 +132,7 @@ impl Gateway {
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range: partial.then(|| content_range(&range, o.size)),
-            tag_count: Some(tag_count(&o)),
+            tag_count: tag_count(&o),
             ..Default::default()
         };
         object_fields!(out, &o, with_checksums);
@@ -156,10 +159,10 @@ impl Gateway {
         object_fields!(out, &o, with_checksums);
         let mut resp = with_protection(out, &o);
         // S3 sends it on HEAD too; s3s's HEAD output has no field for it.
-        resp.headers.insert(
-            "x-amz-tagging-count",
-            http::HeaderValue::from(tag_count(&o)),
-        );
+        if let Some(n) = tag_count(&o) {
+            resp.headers
+                .insert("x-amz-tagging-count", http::HeaderValue::from(n));
+        }
         Ok(resp)
     }
 }

@@ -20,6 +20,19 @@ const MAX_BUCKET_TAGS: usize = 50;
 /// The tag through which existing antivirus tooling reads the verdict; read-only.
 pub(super) const SCAN_TAG: &str = "scan-status";
 
+/// The tags GetObjectTagging returns for `o`: the client's, and `scan-status` where there is a
+/// verdict (an object of a bucket that scans). An object of a bucket that does not scan shows
+/// exactly the client's tags, so exact tag-set comparisons hold; the tag never counts against
+/// the client's 10. (`get::tag_count` counts the same.)
+pub(super) fn visible_tags(o: &Object) -> Vec<(String, String)> {
+    let status = o.scan_status();
+    let mut tags = o.tags.clone();
+    if status != meta::ScanStatus::NotScanned {
+        tags.push((SCAN_TAG.to_string(), status.as_str().to_string()));
+    }
+    tags
+}
+
 /// A response for PUT, GET or HEAD of `o`, with the headers that carry its stored verdict and
 /// detected type (see the README).
 pub(super) fn with_protection<T>(out: T, o: &Object) -> S3Response<T> {

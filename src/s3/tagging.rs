@@ -1,10 +1,11 @@
-//! Put/Get/DeleteObjectTagging (the read-only `scan-status` tag is reported, never stored) and
+//! Put/Get/DeleteObjectTagging (the read-only `scan-status` tag is reported where there is a
+//! verdict, never stored) and
 //! Put/Get/DeleteBucketTagging.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::object::{SCAN_TAG, check_bucket_tags, check_tags, no_version};
+use super::object::{check_bucket_tags, check_tags, no_version, visible_tags};
 use super::{Gateway, caller};
 use crate::meta::{Change, Commit};
 
@@ -111,14 +112,8 @@ impl Gateway {
         let i = &req.input;
         no_version(i.version_id.as_deref())?;
         let o = self.current(&c.tenant, &i.bucket, &i.key).await?;
-        let status = o.scan_status().as_str().to_string();
         Ok(S3Response::new(GetObjectTaggingOutput {
-            tag_set: tag_set(
-                o.tags
-                    .into_iter()
-                    .chain([(SCAN_TAG.to_string(), status)])
-                    .collect(),
-            ),
+            tag_set: tag_set(visible_tags(&o)),
             version_id: None,
         }))
     }

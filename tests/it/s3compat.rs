@@ -422,3 +422,73 @@ async fn bucket_tagging_as_s3() {
         .await
         .unwrap();
 }
+
+/// GetObjectTagging returns exactly the client's tags on a bucket that does not scan; on one
+/// that scans it adds the read-only `scan-status` (documented), which never counts against the
+/// client's 10 tags, and a tag set written back as read (with it) is accepted and not stored.
+/// The tagging count of GET and HEAD is what GetObjectTagging returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_tags_are_exactly_the_clients() {
+    let clamd = crate::services::Service::start(crate::services::Kind::Clamd).await;
+    let gw = Gw::start_setup(&Setup {
+        tail: &clamd.scanner_toml(""),
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("scanned").send().await.unwrap();
+    let ten: Vec<(String, String)> = (0..10).map(|i| (format!("k{i}"), "v".into())).collect();
+    let pairs: Vec<(&str, &str)> = ten.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    s3.put_object()
+        .bucket("scanned")
+        .key("contract.pdf")
+        .body(ByteStream::from_static(b"%PDF-1.4 a clean file"))
+        .send()
+        .await
+        .unwrap();
+    s3.put_object_tagging()
+        .bucket("scanned")
+        .key("contract.pdf")
+        .tagging(tags(&pairs))
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object_tagging()
+        .bucket("scanned")
+        .key("contract.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.tag_set().len(),
+        11,
+        "ten of the client's and the verdict"
+    );
+    assert!(
+        got.tag_set()
+            .iter()
+            .any(|t| t.key() == "scan-status" && t.value() == "clean")
+    );
+    // Written back as read: accepted, and still ten of the client's.
+    s3.put_object_tagging()
+        .bucket("scanned")
+        .key("contract.pdf")
+        .tagging(
+            Tagging::builder()
+                .set_tag_set(Some(got.tag_set().to_vec()))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let get = s3
+        .get_object()
+        .bucket("scanned")
+        .key("contract.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.tag_count(), Some(11));
+}
