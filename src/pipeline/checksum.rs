@@ -205,6 +205,35 @@ pub fn combined(alg: &str, parts: &[(&str, u64)]) -> Option<String> {
     Some(B64.encode(&v.to_be_bytes()[8 - width..]))
 }
 
+/// A checksum of the whole object declared on CompleteMultipartUpload, against the one the
+/// parts compose (`computed`): S3 refuses an algorithm the upload was not created with
+/// (`InvalidRequest`) and a value that differs (`BadDigest`), and stores nothing. A composite
+/// value is compared without its `-N` part count, which clients may leave out.
+pub fn check_declared_whole(
+    computed: &Checksums,
+    upload_algorithm: Option<&str>,
+    declared: [(&str, Option<&str>); 5],
+) -> s3s::S3Result<()> {
+    let bare = |v: &str| v.split('-').next().unwrap_or_default().to_string();
+    for (alg, value) in declared {
+        let Some(value) = value else { continue };
+        if upload_algorithm != Some(alg) {
+            return Err(s3s::s3_error!(
+                InvalidRequest,
+                "The upload was created using the {} checksum algorithm; the complete request named {alg}.",
+                upload_algorithm.unwrap_or("no")
+            ));
+        }
+        if get(computed, alg).map(bare) != Some(bare(value)) {
+            return Err(s3s::s3_error!(
+                BadDigest,
+                "The {alg} you specified did not match the calculated checksum."
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,6 +449,17 @@ impl Gateway {
                 checksums.kind = upload.checksum_type.clone();
             }
         }
+        checksum::check_declared_whole(
+            &checksums,
+            upload.checksum_algorithm.as_deref(),
+            [
+                ("crc32", i.checksum_crc32.as_deref()),
+                ("crc32c", i.checksum_crc32c.as_deref()),
+                ("sha1", i.checksum_sha1.as_deref()),
+                ("sha256", i.checksum_sha256.as_deref()),
+                ("crc64nvme", i.checksum_crc64nvme.as_deref()),
+            ],
+        )?;
         let size = chosen.iter().map(|p| p.size).sum();
         let parts: Vec<PartLayout> = chosen
             .iter()

@@ -492,3 +492,80 @@ async fn object_tags_are_exactly_the_clients() {
         .unwrap();
     assert_eq!(get.tag_count(), Some(11));
 }
+
+/// A whole-object checksum declared on CompleteMultipartUpload is checked against the parts'
+/// composite: a wrong one (or one computed over a part's earlier bytes, since re-uploaded) is
+/// `BadDigest` and stores nothing; another algorithm than the upload's is `InvalidRequest`;
+/// the right one completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_checksum_must_match_the_parts() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
+    use base64::Engine as _;
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("sums").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("k")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let upload = |body: Vec<u8>| {
+        s3.upload_part()
+            .bucket("sums")
+            .key("k")
+            .upload_id(&id)
+            .part_number(1)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    let composite = |part_sum: &str| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(part_sum)
+            .unwrap();
+        let digest = <s3s::crypto::Sha256 as s3s::crypto::Checksum>::checksum(&raw);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    };
+    let first = upload(data(1000, 1)).await.unwrap();
+    let stale = composite(first.checksum_sha256().unwrap());
+    let second = upload(data(1000, 2)).await.unwrap();
+    let right = composite(second.checksum_sha256().unwrap());
+    let complete = |sum: Option<String>, sha1: Option<String>| {
+        s3.complete_multipart_upload()
+            .bucket("sums")
+            .key("k")
+            .upload_id(&id)
+            .set_checksum_sha256(sum)
+            .set_checksum_sha1(sha1)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .parts(
+                        CompletedPart::builder()
+                            .part_number(1)
+                            .e_tag(second.e_tag().unwrap())
+                            .checksum_sha256(second.checksum_sha256().unwrap())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+    };
+    assert_eq!(code(complete(Some(stale), None).await), "BadDigest");
+    assert_eq!(
+        code(complete(None, Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())).await),
+        "InvalidRequest"
+    );
+    let listed = s3.list_objects_v2().bucket("sums").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(0), "nothing stored");
+    let done = complete(Some(format!("{right}-1")), None).await.unwrap();
+    assert_eq!(
+        done.checksum_sha256().map(|s| s.split('-').next().unwrap()),
+        Some(right.as_str())
+    );
+}
