@@ -548,6 +548,35 @@ fn identify_error(resp: &mut http::Response<s3s::Body>, id: &str, resource: &str
     *resp.body_mut() = s3s::Body::from(bytes::Bytes::from(out));
 }
 
+/// SigV4 takes the request time from `x-amz-date`, or from `Date` when that is absent (S3
+/// does; s3s reads only the first). Such a request gets `x-amz-date` from its `Date`: the
+/// string to sign uses that instant either way, and the signed headers are the client's, so the
+/// signature covers exactly what the client signed.
+fn date_as_amz_date(h: &mut http::HeaderMap) {
+    if h.contains_key("x-amz-date") {
+        return;
+    }
+    let Some(date) = h.get(http::header::DATE).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let Ok(t) = s3s::dto::Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, date) else {
+        return;
+    };
+    let t = time::OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+    let amz = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&amz) {
+        h.insert("x-amz-date", v);
+    }
+}
+
 /// S3 has no operation on any other method: answered 405 (a client's mistake, logged at
 /// debug), never passed to s3s, which answers it as an internal error.
 fn known_method(m: &http::Method) -> Result<(), s3s::S3Error> {
@@ -767,6 +796,9 @@ impl S3Front {
             });
         let refused = match screened {
             Ok(method) => {
+                if method == crate::s3::AuthMethod::Header {
+                    date_as_amz_date(req.headers_mut());
+                }
                 // The mechanism s3s will verify, decided once: `S3Access` reads it, and the
                 // access log shows it.
                 span.record("auth", method.as_str());

@@ -569,3 +569,76 @@ async fn a_completion_checksum_must_match_the_parts() {
         Some(right.as_str())
     );
 }
+
+/// A SigV4 request that dates itself with `Date` and no `x-amz-date` (S3 accepts it; s3-tests
+/// `test_object_create_amz_date_and_no_date`), signed by hand as such a client does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigv4_with_date_instead_of_x_amz_date() {
+    use hmac::{KeyInit, Mac};
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    let hmac = |key: &[u8], msg: &str| {
+        let mut m = HmacSha256::new_from_slice(key).unwrap();
+        m.update(msg.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    };
+    let sha256_hex = |s: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(s.as_bytes()));
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("dated").send().await.unwrap();
+
+    let now = time::OffsetDateTime::now_utc();
+    let mut date = Vec::new();
+    s3s::dto::Timestamp::from(now)
+        .format(s3s::dto::TimestampFormat::HttpDate, &mut date)
+        .unwrap();
+    let date = String::from_utf8(date).unwrap();
+    let amz = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let day = &amz[..8];
+    let host = gw.addr.to_string();
+    let path = "/dated/k";
+    let signed = "date;host;x-amz-content-sha256";
+    let canonical = format!(
+        "PUT\n{path}\n\ndate:{date}\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n\n{signed}\nUNSIGNED-PAYLOAD"
+    );
+    let scope = format!("{day}/us-east-1/s3/aws4_request");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+        sha256_hex(&canonical)
+    );
+    let mut key = hmac(format!("AWS4{}", ACME.1).as_bytes(), day);
+    for part in ["us-east-1", "s3", "aws4_request"] {
+        key = hmac(&key, part);
+    }
+    let signature = hex::encode(hmac(&key, &to_sign));
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+        ACME.0
+    );
+    let resp = reqwest::Client::new()
+        .put(format!("{}{path}", gw.endpoint()))
+        .header("date", &date)
+        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        .header("authorization", auth)
+        .body("dated by Date")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    let got = s3
+        .get_object()
+        .bucket("dated")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(got).await, b"dated by Date");
+}
