@@ -112,8 +112,7 @@ fn select(
 /// How many tags GetObjectTagging returns (`x-amz-tagging-count`, sent only when there are
 /// some, as S3 does).
 fn tag_count(o: &Object) -> Option<i32> {
-    let scan_tag = o.scan_status() != meta::ScanStatus::NotScanned;
-    let n = o.tags.len() + usize::from(scan_tag);
+    let n = o.tags.len() + usize::from(super::object::shows_scan_tag(o));
     (n > 0).then_some(n as i32)
 }
 

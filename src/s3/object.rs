@@ -20,15 +20,18 @@ const MAX_BUCKET_TAGS: usize = 50;
 /// The tag through which existing antivirus tooling reads the verdict; read-only.
 pub(super) const SCAN_TAG: &str = "scan-status";
 
-/// The tags GetObjectTagging returns for `o`: the client's, and `scan-status` where there is a
-/// verdict (an object of a bucket that scans). An object of a bucket that does not scan shows
-/// exactly the client's tags, so exact tag-set comparisons hold; the tag never counts against
-/// the client's 10. (`get::tag_count` counts the same.)
+/// Whether `o` shows the read-only `scan-status` tag: where there is a verdict (an object of a
+/// bucket that scans). An object of a bucket that does not scan shows exactly the client's tags,
+/// so exact tag-set comparisons hold; the tag never counts against the client's 10.
+pub(super) fn shows_scan_tag(o: &Object) -> bool {
+    o.scan_status() != meta::ScanStatus::NotScanned
+}
+
+/// The tags GetObjectTagging returns for `o`.
 pub(super) fn visible_tags(o: &Object) -> Vec<(String, String)> {
-    let status = o.scan_status();
     let mut tags = o.tags.clone();
-    if status != meta::ScanStatus::NotScanned {
-        tags.push((SCAN_TAG.to_string(), status.as_str().to_string()));
+    if shows_scan_tag(o) {
+        tags.push((SCAN_TAG.to_string(), o.scan_status().as_str().to_string()));
     }
     tags
 }
