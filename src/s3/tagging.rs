@@ -26,6 +26,14 @@ fn set_bucket_tags(tenant: &str, bucket: &str, tags: Vec<(String, String)>) -> C
     })
 }
 
+/// A request's tag set as (key, value) pairs.
+fn pairs(t: Tagging) -> Vec<(String, String)> {
+    t.tag_set
+        .into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+        .collect()
+}
+
 fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
     tags.into_iter()
         .map(|(k, v)| Tag {
@@ -42,13 +50,7 @@ impl Gateway {
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
         let c = caller(&req)?;
         let i = req.input;
-        let tags = check_bucket_tags(
-            i.tagging
-                .tag_set
-                .into_iter()
-                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-                .collect(),
-        )?;
+        let tags = check_bucket_tags(pairs(i.tagging))?;
         self.meta
             .commit(&set_bucket_tags(&c.tenant, &i.bucket, tags))
             .await?;
@@ -90,13 +92,7 @@ impl Gateway {
         let c = caller(&req)?;
         let i = req.input;
         no_version(i.version_id.as_deref())?;
-        let tags = check_tags(
-            i.tagging
-                .tag_set
-                .into_iter()
-                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-                .collect(),
-        )?;
+        let tags = check_tags(pairs(i.tagging))?;
         self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         self.meta
             .commit(&set_tags(&c.tenant, &i.bucket, &i.key, tags))

@@ -12,16 +12,28 @@ async fn signed_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    signed(gw, ACME, "GET", path, headers).await
+}
+
+/// A request signed with `key` (no body), through reqwest: its status, headers and body bytes.
+async fn signed(
+    gw: &Gw,
+    key: (&str, &str),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let all = sign_headers(
         &gw.endpoint(),
         None,
-        ACME,
-        "GET",
+        key,
+        method,
         path,
         headers,
         aws_sigv4::http_request::SignableBody::Bytes(b""),
     );
-    let mut req = reqwest::Client::new().get(format!("{}{path}", gw.endpoint()));
+    let mut req =
+        reqwest::Client::new().request(method.parse().unwrap(), format!("{}{path}", gw.endpoint()));
     for (k, v) in &all {
         req = req.header(k, v);
     }
@@ -79,15 +91,10 @@ async fn head_reports_the_tag_count() {
         .send()
         .await
         .unwrap();
-    let tagging = Tagging::builder()
-        .tag_set(Tag::builder().key("client").value("acme").build().unwrap())
-        .tag_set(Tag::builder().key("kind").value("invoice").build().unwrap())
-        .build()
-        .unwrap();
     s3.put_object_tagging()
         .bucket("tagged")
         .key("k")
-        .tagging(tagging)
+        .tagging(tags(&[("client", "acme"), ("kind", "invoice")]))
         .send()
         .await
         .unwrap();
@@ -108,24 +115,9 @@ async fn head_reports_the_tag_count() {
         .await
         .unwrap();
     assert_eq!(get.tag_count(), Some(returned as i32));
-    let all = sign_headers(
-        &gw.endpoint(),
-        None,
-        ACME,
-        "HEAD",
-        "/tagged/k",
-        &[],
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-    );
-    let mut req = reqwest::Client::new().head(format!("{}/tagged/k", gw.endpoint()));
-    for (k, v) in &all {
-        req = req.header(k, v);
-    }
-    let head = req.send().await.unwrap();
-    assert_eq!(
-        head.headers()["x-amz-tagging-count"],
-        returned.to_string().as_str()
-    );
+    let (status, head, _) = signed(&gw, ACME, "HEAD", "/tagged/k", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(head["x-amz-tagging-count"], returned.to_string().as_str());
 }
 
 /// CreateBucket of a bucket the caller owns: 200 in us-east-1 (S3's legacy behaviour), and
@@ -312,22 +304,7 @@ async fn error_bodies_carry_the_request_id() {
     let code = xml_code(std::str::from_utf8(&b).unwrap()).to_string();
     check(st, &h, &b, &code);
     // A wrong secret: s3s's own signature check.
-    let all = sign_headers(
-        &gw.endpoint(),
-        None,
-        (ACME.0, "not-the-secret"),
-        "GET",
-        "/errs/k",
-        &[],
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-    );
-    let mut req = reqwest::Client::new().get(format!("{}/errs/k", gw.endpoint()));
-    for (k, v) in &all {
-        req = req.header(k, v);
-    }
-    let resp = req.send().await.unwrap();
-    let (st, h) = (resp.status().as_u16(), resp.headers().clone());
-    let b = resp.bytes().await.unwrap();
+    let (st, h, b) = signed(&gw, (ACME.0, "not-the-secret"), "GET", "/errs/k", &[]).await;
     assert_eq!(st, 403);
     check(st, &h, &b, "SignatureDoesNotMatch");
 }
