@@ -937,6 +937,7 @@ pub(crate) mod testing {
             parts: vec![PartLayout {
                 size,
                 segments: vec![],
+                checksums: Default::default(),
             }],
             multipart: false,
             detected_type: None,

@@ -198,6 +198,12 @@ pub struct Checksums {
     pub kind: Option<String>,
 }
 
+impl Checksums {
+    pub fn is_empty(&self) -> bool {
+        *self == Checksums::default()
+    }
+}
+
 /// The S3 attributes a client sets on an object and gets back on GET/HEAD.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ObjectAttrs {
@@ -223,6 +229,10 @@ pub struct ObjectAttrs {
 pub struct PartLayout {
     pub size: u64,
     pub segments: Vec<Segment>,
+    /// The part's own checksums, for GetObjectAttributes (multipart objects only; records
+    /// written before they were kept have none).
+    #[serde(default, skip_serializing_if = "Checksums::is_empty")]
+    pub checksums: Checksums,
 }
 
 /// The current version of an object.

@@ -2,6 +2,7 @@
 //! one file per operation family (buckets, objects, listing, multipart). Operations that are not
 //! implemented fall through to s3s's default `NotImplemented` answer (listed in the README).
 
+mod attributes;
 mod auth;
 mod bucket;
 mod copy;
@@ -379,6 +380,12 @@ impl S3 for Gateway {
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
         self.op_get_bucket_lifecycle_configuration(req).await
+    }
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.op_get_object_attributes(req).await
     }
     async fn get_bucket_tagging(
         &self,

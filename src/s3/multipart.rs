@@ -466,6 +466,7 @@ impl Gateway {
             .map(|p| PartLayout {
                 size: p.size,
                 segments: p.segments.clone(),
+                checksums: p.checksums.clone(),
             })
             .collect();
         // The parts' bytes are charged already; the object adds one to the count. Its type and

@@ -140,6 +140,7 @@ impl Gateway {
             parts: vec![PartLayout {
                 size: stored.segment.len,
                 segments: vec![stored.segment.clone()],
+                checksums: Default::default(),
             }],
             multipart: false,
             detected_type: stored.detected.clone(),

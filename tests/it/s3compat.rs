@@ -619,3 +619,114 @@ async fn sigv4_with_date_instead_of_x_amz_date() {
         .unwrap();
     assert_eq!(body_of(got).await, b"dated by Date");
 }
+
+/// GetObjectAttributes of a multipart object with SHA-256 parts: ETag, the composite checksum,
+/// the parts with their sizes and checksums paged by `MaxParts` / `PartNumberMarker`, the
+/// storage class and the size; only what was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_attributes_with_parts() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectAttributes};
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("attrs").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("attrs")
+        .key("big.bin")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let sizes = [5 * 1024 * 1024, 5 * 1024 * 1024, 1000];
+    let mut parts = Vec::new();
+    let mut sums = Vec::new();
+    for (n, len) in sizes.iter().enumerate() {
+        let n = n as i32 + 1;
+        let p = s3
+            .upload_part()
+            .bucket("attrs")
+            .key("big.bin")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(data(*len, n as u64)))
+            .send()
+            .await
+            .unwrap();
+        sums.push(p.checksum_sha256().unwrap().to_string());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .checksum_sha256(p.checksum_sha256().unwrap())
+                .build(),
+        );
+    }
+    let done = complete(&s3, "attrs", "big.bin", &id, parts).await;
+    let all = [
+        ObjectAttributes::Etag,
+        ObjectAttributes::Checksum,
+        ObjectAttributes::ObjectParts,
+        ObjectAttributes::StorageClass,
+        ObjectAttributes::ObjectSize,
+    ];
+    let a = s3
+        .get_object_attributes()
+        .bucket("attrs")
+        .key("big.bin")
+        .set_object_attributes(Some(all.to_vec()))
+        .max_parts(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        a.e_tag().map(|e| e.trim_matches('"')),
+        done.e_tag().map(|e| e.trim_matches('"'))
+    );
+    assert_eq!(
+        a.checksum().and_then(|c| c.checksum_sha256()),
+        done.checksum_sha256()
+    );
+    assert_eq!(a.object_size(), Some(sizes.iter().sum::<usize>() as i64));
+    assert_eq!(a.storage_class().map(|s| s.as_str()), Some("STANDARD"));
+    let p = a.object_parts().unwrap();
+    assert_eq!(p.total_parts_count(), Some(3));
+    assert_eq!(p.is_truncated(), Some(true));
+    assert_eq!(p.next_part_number_marker(), Some("2"));
+    let got: Vec<(i32, i64, &str)> = p
+        .parts()
+        .iter()
+        .map(|x| {
+            (
+                x.part_number().unwrap(),
+                x.size().unwrap(),
+                x.checksum_sha256().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, sizes[0] as i64, sums[0].as_str()),
+            (2, sizes[1] as i64, sums[1].as_str())
+        ]
+    );
+    let rest = s3
+        .get_object_attributes()
+        .bucket("attrs")
+        .key("big.bin")
+        .object_attributes(ObjectAttributes::ObjectParts)
+        .part_number_marker("2")
+        .send()
+        .await
+        .unwrap();
+    assert!(rest.e_tag().is_none(), "only what was asked for");
+    let p = rest.object_parts().unwrap();
+    assert_eq!(p.is_truncated(), Some(false));
+    assert_eq!(p.parts().len(), 1);
+    assert_eq!(p.parts()[0].part_number(), Some(3));
+    assert_eq!(p.parts()[0].size(), Some(1000));
+}
