@@ -730,3 +730,74 @@ async fn object_attributes_with_parts() {
     assert_eq!(p.parts()[0].part_number(), Some(3));
     assert_eq!(p.parts()[0].size(), Some(1000));
 }
+
+/// A part re-uploaded while an earlier attempt of the same number is still streaming: the
+/// attempt that completes last wins, and CompleteMultipartUpload with the ETag that attempt
+/// got back succeeds with its bytes (s3-tests `test_multipart_resend_first_finishes_last`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_part_attempt_that_finishes_last_wins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start().await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("resend").send().await.unwrap();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("resend")
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    // The first attempt starts, and stalls halfway.
+    let first = data(200_000, 1);
+    let path = format!("/resend/k?partNumber=1&uploadId={id}");
+    let mut slow = raw_put_head(&gw.endpoint(), gw.addr, &path, first.len() as u64).await;
+    slow.write_all(&first[..100_000]).await.unwrap();
+    slow.flush().await.unwrap();
+    // The second attempt runs whole meanwhile.
+    s3.upload_part()
+        .bucket("resend")
+        .key("k")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(data(200_000, 2)))
+        .send()
+        .await
+        .unwrap();
+    // The first one finishes last.
+    slow.write_all(&first[100_000..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = slow.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the first attempt got no answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    let done = CompletedPart::builder().part_number(1).e_tag(&etag).build();
+    complete(&s3, "resend", "k", &id, vec![done]).await;
+    let got = s3
+        .get_object()
+        .bucket("resend")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(got).await,
+        first,
+        "the bytes of the attempt that finished last"
+    );
+}
