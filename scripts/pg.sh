@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a private PostgreSQL cluster for the tests: Debian's package (installed when missing),
 # its own data directory and a free port on 127.0.0.1, fsync off (test data only: a crash of the
-# server process loses nothing, a crash of the machine would).
+# server process loses nothing, a crash of the machine would; PORTCULLIS_PG_FSYNC=on for a test
+# of a crash as production has it).
 #   source scripts/pg.sh            # exports PORTCULLIS_TEST_PG, PORTCULLIS_PG_PID and
 #                                   # PORTCULLIS_PG_DIR (with stop.sh and start.sh)
 #   kill "$PORTCULLIS_PG_PID"       # stops it (scripts/test.sh does on exit)
@@ -35,7 +36,7 @@ cat >"$PG_DIR/start.sh" <<START
 #!/usr/bin/env bash
 set -e
 ${AS[*]} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \\
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c full_page_writes=off -c max_connections=400" >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=${PORTCULLIS_PG_FSYNC:-off} -c full_page_writes=${PORTCULLIS_PG_FSYNC:-off} -c max_connections=400" >/dev/null
 head -1 "$PG_DIR/data/postmaster.pid"
 START
 # stop.sh stops it at once, as a crash would (no checkpoint; clients see their connections die).

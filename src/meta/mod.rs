@@ -395,10 +395,20 @@ impl Meta {
         }
     }
 
-    /// Whether the commit of an unknown outcome ([`MetaError::unknown`]) applied: `true`, `false` (it never
-    /// will), or an error while the store does not answer.
-    pub async fn outcome(&self, pending: &engine::PendingCommit) -> MetaResult<bool> {
-        Ok(self.engine.outcome(pending).await?)
+    /// Whether the commit of an unknown outcome ([`MetaError::unknown`]) applied (`true`) or
+    /// never will (`false`), asking until the store answers: for background tasks only.
+    pub async fn outcome(&self, pending: &engine::PendingCommit) -> bool {
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.engine.outcome(pending).await {
+                Ok(applied) => return applied,
+                Err(e) => {
+                    tracing::warn!(error = %e, %pending, "the outcome of a commit is still unknown; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Commits `c` until it has applied exactly once, in the background of a caller that cannot
@@ -406,22 +416,19 @@ impl Meta {
     /// change is never applied twice; a store that is down is waited for.
     pub async fn commit_once(&self, c: &Commit) {
         let mut pause = std::time::Duration::from_millis(50);
-        let mut nap = async |what: MetaError| {
-            tracing::warn!(error = %what, "a change waits for the metadata store; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_secs(5));
-        };
         loop {
             match self.commit(c).await {
                 Ok(()) => return,
-                Err(MetaError::Engine(EngineError::Unknown(p))) => loop {
-                    match self.outcome(&p).await {
-                        Ok(true) => return,
-                        Ok(false) => break,
-                        Err(e) => nap(e).await,
+                Err(MetaError::Engine(EngineError::Unknown(p))) => {
+                    if self.outcome(&p).await {
+                        return;
                     }
-                },
-                Err(e) => nap(e).await,
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a change waits for the metadata store; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
             }
         }
     }

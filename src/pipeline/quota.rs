@@ -295,18 +295,8 @@ impl Reservation {
         };
         let meta = self.quotas.meta.clone();
         rt.spawn(async move {
-            let mut pause = Duration::from_millis(100);
-            let applied = loop {
-                match meta.outcome(&pending).await {
-                    Ok(applied) => break applied,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %pending, "the outcome of a commit is still unknown; its reservation stays held");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                }
-            };
-            if applied != give_back_if_applied {
+            // Held until then: the quota errs on the safe side.
+            if meta.outcome(&pending).await != give_back_if_applied {
                 self.forget();
             }
             // Drop gives back what is still held.

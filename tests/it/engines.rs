@@ -21,7 +21,13 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_fsync(false)
+    }
+
+    /// With `fsync`, commits reach the disk as on a production server.
+    fn start_fsync(fsync: bool) -> Self {
         let out = Command::new("bash")
+            .env("PORTCULLIS_PG_FSYNC", if fsync { "on" } else { "off" })
             .arg("-c")
             .arg(r#"source scripts/pg.sh 2>/dev/null && echo "$PORTCULLIS_TEST_PG $PORTCULLIS_PG_DIR""#)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -582,15 +588,16 @@ async fn a_frozen_database_is_503_within_the_bound_and_the_node_recovers() {
     idle_usage(gw.admin, "acme").await;
 }
 
-/// PostgreSQL crashes (`pg_ctl stop -m immediate`) moments after node A admitted an upload that
-/// is still arriving: once the server is back, node B cannot take that room (the reservation
-/// was on disk before the upload was admitted), A's upload completes, and the quota is never
-/// passed. With reservations committed asynchronously (`synchronous_commit = off`), the crash
-/// lost the reservation and B admitted the same room.
+/// PostgreSQL, with fsync on as in production, crashes (`pg_ctl stop -m immediate`) moments
+/// after node A admitted an upload that is still arriving: once the server is back, node B
+/// cannot take that room (the reservation was on disk before the upload was admitted), A's
+/// upload completes, and the quota is never passed. With reservations committed asynchronously
+/// (`synchronous_commit = off`) the crash lost the reservation and B's PUT was admitted (seen
+/// with fsync on; with fsync off the WAL reached the kernel in time and the test passed anyway).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_survives_a_database_crash() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let pg = Cluster::start();
+    let pg = Cluster::start_fsync(true);
     // WAL of asynchronous commits reaches disk within ten seconds rather than 200 ms: a
     // reservation written that way is lost in the crash every time, not just when the crash
     // comes soon enough.

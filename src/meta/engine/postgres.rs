@@ -125,6 +125,8 @@ const DELETE: &str = "DELETE FROM portcullis_kv WHERE tree = $1 AND key = $2";
 /// lost) and the server process running it.
 const IDENT: &str = "SELECT pg_current_xact_id()::text, pg_backend_pid()";
 const STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
+/// Tells the listening nodes what changed (delivered only if the transaction commits).
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 /// `Write::Add`: two big-endian i64 counters, added to in place under the row's lock (a
 /// concurrent add waits and then adds to the newer row; nothing conflicts).
 macro_rules! add_sql {
@@ -436,19 +438,6 @@ async fn stage(
         .map(|v| (v.0, v.1))
         .collect();
 
-    // Every statement prepared first (cached after a connection's first commit), so that each
-    // future below sends its statement on its first poll, in this order.
-    let ident = client.prepare_cached(IDENT).await?;
-    let lock_update = client.prepare_cached(LOCK_UPDATE).await?;
-    let lock_share = client.prepare_cached(LOCK_SHARE).await?;
-    let scan = client.prepare_cached(SCAN).await?;
-    let scan_open = client.prepare_cached(SCAN_OPEN).await?;
-    let insert = client.prepare_cached(INSERT).await?;
-    let upsert = client.prepare_cached(UPSERT).await?;
-    let delete = client.prepare_cached(DELETE).await?;
-    let add = client.prepare_cached(ADD).await?;
-    let notify = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-
     let tree_ids: Vec<i16> = values.iter().map(|v| v.0.id()).collect();
     let lock_params: Vec<[&(dyn ToSql + Sync); 2]> = values
         .iter()
@@ -498,6 +487,49 @@ async fn stage(
     let note_params: Vec<[&(dyn ToSql + Sync); 2]> =
         payloads.iter().map(|p| [&CHANNEL as _, p as _]).collect();
 
+    // The statement of each step.
+    let lock_sql: Vec<&str> = values
+        .iter()
+        .map(|(tree, key, _)| {
+            if written(*tree, key) {
+                LOCK_UPDATE
+            } else {
+                LOCK_SHARE
+            }
+        })
+        .collect();
+    let range_sql: Vec<&str> = range_ends
+        .iter()
+        .map(|end| if end.is_some() { SCAN } else { SCAN_OPEN })
+        .collect();
+    let write_sql: Vec<&str> = batch
+        .writes
+        .iter()
+        .map(|w| match w {
+            Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => INSERT,
+            Write::Put { .. } => UPSERT,
+            Write::Delete { .. } => DELETE,
+            Write::Add { .. } => ADD,
+        })
+        .collect();
+    let notify_sql = (!note_params.is_empty()).then_some(NOTIFY);
+    // Each statement this commit uses prepared first (cached on the connection after its first
+    // use), so that each future below sends its statement on its first poll, in this order.
+    let mut prepared: std::collections::HashMap<&str, tokio_postgres::Statement> =
+        std::collections::HashMap::new();
+    let used = [IDENT]
+        .into_iter()
+        .chain(lock_sql.iter().copied())
+        .chain(range_sql.iter().copied())
+        .chain(write_sql.iter().copied())
+        .chain(notify_sql);
+    for sql in used {
+        if !prepared.contains_key(sql) {
+            prepared.insert(sql, client.prepare_cached(sql).await?);
+        }
+    }
+    let prepared = &prepared;
+
     type Step<'a> = futures::future::BoxFuture<'a, Result<Answer, tokio_postgres::Error>>;
     let mut steps: Vec<Step<'_>> = Vec::new();
     let begin = if batch.ephemeral {
@@ -508,31 +540,22 @@ async fn stage(
     steps.push(Box::pin(async move {
         client.batch_execute(begin).await.map(|()| Answer::Done)
     }));
-    let ident = &ident;
     steps.push(Box::pin(async move {
-        let row = client.query_one(ident, &[]).await?;
+        let row = client.query_one(&prepared[IDENT], &[]).await?;
         Ok(Answer::Ident(PendingCommit::Xact {
             xid: row.get(0),
             pid: row.get(1),
         }))
     }));
-    for ((tree, key, _), p) in values.iter().zip(&lock_params) {
-        let stmt = if written(*tree, key) {
-            &lock_update
-        } else {
-            &lock_share
-        };
+    for (sql, p) in lock_sql.iter().zip(&lock_params) {
+        let stmt = &prepared[sql];
         steps.push(Box::pin(async move {
             let row = client.query_opt(stmt, p).await?;
             Ok(Answer::Row(row.map(|r| r.get(0))))
         }));
     }
-    for (i, p) in range_params.iter().enumerate() {
-        let stmt = if range_ends[i].is_some() {
-            &scan
-        } else {
-            &scan_open
-        };
+    for (sql, p) in range_sql.iter().zip(&range_params) {
+        let stmt = &prepared[sql];
         steps.push(Box::pin(async move {
             let rows = client.query(stmt, p).await?;
             Ok(Answer::Rows(
@@ -540,21 +563,18 @@ async fn stage(
             ))
         }));
     }
-    for (w, p) in batch.writes.iter().zip(&write_params) {
-        let stmt = match w {
-            Write::Put { tree, key, .. } if absent.contains(&(*tree, key.as_slice())) => &insert,
-            Write::Put { .. } => &upsert,
-            Write::Delete { .. } => &delete,
-            Write::Add { .. } => &add,
-        };
+    for (sql, p) in write_sql.iter().zip(&write_params) {
+        let stmt = &prepared[sql];
         steps.push(Box::pin(async move {
             client.execute(stmt, p).await.map(|_| Answer::Done)
         }));
     }
     for p in &note_params {
-        let notify = &notify;
         steps.push(Box::pin(async move {
-            client.execute(notify, p).await.map(|_| Answer::Done)
+            client
+                .execute(&prepared[NOTIFY], p)
+                .await
+                .map(|_| Answer::Done)
         }));
     }
     // Sent in order on the one connection (each step's first poll sends it) and executed in
