@@ -599,15 +599,54 @@ async fn sigv4_with_date_instead_of_x_amz_date() {
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
         ACME.0
     );
-    let resp = reqwest::Client::new()
-        .put(format!("{}{path}", gw.endpoint()))
-        .header("date", &date)
-        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        .header("authorization", auth)
-        .body("dated by Date")
-        .send()
-        .await
+    // The same request in the variants the screen decides once: each refused, nothing stored.
+    let send = |client: reqwest::Client, auth: String, query: &str, second_auth: bool| {
+        let mut req = client
+            .put(format!("{}{path}{query}", gw.endpoint()))
+            .header("date", &date)
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+            .header("authorization", auth)
+            .body("dated by Date");
+        if second_auth {
+            req = req.header("authorization", "Bearer x");
+        }
+        req.send()
+    };
+    let plain = reqwest::Client::new;
+    for (auth, query, second, what) in [
+        (
+            auth.replacen("AWS4-HMAC-SHA256", "aws4-hmac-sha256", 1),
+            "",
+            false,
+            "lower-cased token",
+        ),
+        (auth.clone(), "", true, "a second Authorization header"),
+        (
+            auth.clone(),
+            "?X-Amz-Signature=00",
+            false,
+            "a query signature as well",
+        ),
+    ] {
+        let r = send(plain(), auth, query, second).await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            400,
+            "{what}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    assert_eq!(
+        code(s3.head_object().bucket("dated").key("k").send().await),
+        "NotFound"
+    );
+    // Over HTTP/2 as over HTTP/1.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
         .unwrap();
+    let resp = send(h2, auth.clone(), "", false).await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let status = resp.status().as_u16();
     assert_eq!(status, 200, "{}", resp.text().await.unwrap());
     let got = s3
