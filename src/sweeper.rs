@@ -1,6 +1,7 @@
 //! The sweeper: a background worker that removes what interrupted work left behind — blobs that
 //! no committed record references (a crash between writing a blob and committing it, or a failed
-//! delete), and multipart uploads abandoned for longer than the configured expiry.
+//! delete), multipart uploads abandoned for longer than the configured expiry, and the records
+//! of completed uploads (kept to answer a repeated completion) after the same lifetime.
 //!
 //! Listing the backend is fine here: the sweeper is never on the request path.
 
@@ -20,7 +21,8 @@ pub struct SweeperConfig {
     pub interval: Duration,
     /// An unreferenced blob younger than this may belong to a write about to commit.
     pub grace: Duration,
-    /// Multipart uploads left open longer than this are aborted.
+    /// Multipart uploads left open longer than this are aborted; completions older than this are
+    /// forgotten.
     pub abandoned_upload: Duration,
 }
 
@@ -31,6 +33,7 @@ pub struct SweepReport {
     /// Unreferenced blobs handed to the deleter.
     pub orphans_released: usize,
     pub uploads_aborted: usize,
+    pub completions_forgotten: usize,
 }
 
 #[derive(Clone)]
@@ -105,6 +108,25 @@ impl Sweeper {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "sweeper could not scan uploads"),
+        }
+        match meta.stale_completions(cutoff).await {
+            Ok(stale) => {
+                for (tenant, bucket, c) in stale {
+                    let forget = Commit::new(Change::ForgetCompletion {
+                        tenant,
+                        bucket,
+                        key: c.key,
+                        upload_id: c.upload_id,
+                    });
+                    match meta.commit(&forget).await {
+                        Ok(()) => report.completions_forgotten += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sweeper could not forget a completion")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeper could not scan completions"),
         }
         let places = match self.places().await {
             Ok(p) => p,

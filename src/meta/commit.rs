@@ -128,6 +128,15 @@ pub enum Change {
         bucket: String,
         upload: Upload,
         object: Object,
+        /// The parts list it is completed with (number, ETag), kept in its `Completion`.
+        parts: Vec<(u32, String)>,
+    },
+    /// A completion past its lifetime is forgotten (the sweeper).
+    ForgetCompletion {
+        tenant: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
     },
     AbortUpload {
         tenant: String,
@@ -477,12 +486,22 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             bucket,
             upload,
             object,
+            parts,
         } => {
             let ukey = keys::upload(tenant, bucket, &upload.key, &upload.upload_id);
             if rules.tx.get(Tree::Uploads, &ukey).await?.is_none() {
                 return Err(MetaError::NoSuchUpload);
             }
-            rules.tx.delete(Tree::Uploads, ukey);
+            rules.tx.delete(Tree::Uploads, ukey.clone());
+            let completion = Completion {
+                key: upload.key.clone(),
+                upload_id: upload.upload_id.clone(),
+                completed_ms: object.last_modified_ms,
+                etag: object.etag.clone(),
+                parts: parts.clone(),
+                checksums: object.checksums.clone(),
+            };
+            rules.tx.put_record(Tree::Completions, ukey, &completion);
             let (part_bytes, parts) = rules.drop_parts(&upload.upload_id).await?;
             rules
                 .tx
@@ -502,6 +521,15 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Commit) -> MetaResult<Vec<String
             rules.charge(tenant, bucket, d, &c.allowance).await?;
             rules.pending(&okey, Some(object), old.as_ref());
             rules.tx.put_record(Tree::Objects, okey, object);
+        }
+        Change::ForgetCompletion {
+            tenant,
+            bucket,
+            key,
+            upload_id,
+        } => {
+            let ukey = keys::upload(tenant, bucket, key, upload_id);
+            rules.tx.delete(Tree::Completions, ukey);
         }
     }
     rules.settle_refs().await

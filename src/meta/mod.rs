@@ -490,6 +490,16 @@ impl Meta {
         tree: Tree,
         prefix: &[u8],
     ) -> MetaResult<Vec<(Vec<u8>, T)>> {
+        self.scan_where(tree, prefix, |_| true).await
+    }
+
+    /// The records under `prefix` that `keep` keeps, read page by page (only those are held).
+    async fn scan_where<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> MetaResult<Vec<(Vec<u8>, T)>> {
         let mut out = Vec::new();
         let mut from = prefix.to_vec();
         loop {
@@ -498,7 +508,10 @@ impl Meta {
             for (k, v) in page {
                 from = k.clone();
                 from.push(0);
-                out.push((k, decode(&v)?));
+                let record = decode(&v)?;
+                if keep(&record) {
+                    out.push((k, record));
+                }
             }
             if !full {
                 return Ok(out);
@@ -743,6 +756,42 @@ impl Meta {
                     .ok_or_else(|| MetaError::Corrupt("upload key".into()))?;
                 out.push((tenant, bucket, upload));
             }
+        }
+        Ok(out)
+    }
+
+    /// The completion of an upload that is no longer open, if it completed within the
+    /// abandoned-upload lifetime.
+    pub async fn completion(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Option<Completion>> {
+        if upload_id.len() != keys::ULID_LEN {
+            return Ok(None);
+        }
+        self.record(
+            Tree::Completions,
+            &keys::upload(tenant, bucket, key, upload_id),
+        )
+        .await
+    }
+
+    /// Completions recorded before `before_ms`, for the sweeper to forget.
+    pub async fn stale_completions(
+        &self,
+        before_ms: i64,
+    ) -> MetaResult<Vec<(String, String, Completion)>> {
+        let mut out = Vec::new();
+        for (k, c) in self
+            .scan_where::<Completion>(Tree::Completions, &[], |c| c.completed_ms < before_ms)
+            .await?
+        {
+            let (tenant, bucket) = keys::split_bucket_prefix(&k)
+                .ok_or_else(|| MetaError::Corrupt("completion key".into()))?;
+            out.push((tenant, bucket, c));
         }
         Ok(out)
     }
@@ -1261,6 +1310,7 @@ mod tests {
                 bucket: "b".into(),
                 upload: upload.clone(),
                 object: object(0),
+                parts: vec![(1, "e".into())],
             });
             let (a, b) = tokio::join!(m.commit(&put_part), m.commit(&complete));
             b.unwrap();

@@ -292,6 +292,34 @@ pub struct Upload {
     pub checksum_type: Option<String>,
 }
 
+/// What a completed multipart upload became, kept for the sweeper's abandoned-upload lifetime so
+/// that a client repeating `CompleteMultipartUpload` (its answer was lost) gets the same answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Completion {
+    pub key: String,
+    pub upload_id: String,
+    pub completed_ms: i64,
+    pub etag: String,
+    /// The parts list the upload was completed with: part number and the part's ETag.
+    pub parts: Vec<(u32, String)>,
+    #[serde(default, skip_serializing_if = "Checksums::is_empty")]
+    pub checksums: Checksums,
+}
+
+impl Completion {
+    /// Whether a repeated request names the same parts: the same numbers in the same order, and
+    /// the same ETag wherever the request gives one.
+    pub fn same_parts<'a>(
+        &self,
+        requested: impl ExactSizeIterator<Item = (u32, Option<&'a str>)>,
+    ) -> bool {
+        requested.len() == self.parts.len()
+            && requested.zip(&self.parts).all(|((n, etag), (m, stored))| {
+                n == *m && etag.is_none_or(|e| e.trim_matches('"') == stored)
+            })
+    }
+}
+
 /// An uploaded part of an open multipart upload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Part {

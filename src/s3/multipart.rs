@@ -73,6 +73,28 @@ fn abort(tenant: &str, bucket: &str, key: &str, upload_id: &str) -> Commit {
     })
 }
 
+/// What a completion answers (the first time and every repeat of it).
+fn completed(
+    i: &CompleteMultipartUploadInput,
+    etag: String,
+    checksums: Checksums,
+) -> S3Response<CompleteMultipartUploadOutput> {
+    let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&checksums);
+    S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        location: Some(format!("/{}/{}", i.bucket, i.key)),
+        e_tag: Some(ETag::Strong(etag)),
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_crc64nvme: crc64nvme,
+        checksum_type: checksums.kind.map(ChecksumType::from),
+        ..Default::default()
+    })
+}
+
 impl Gateway {
     async fn open_upload(
         &self,
@@ -348,16 +370,31 @@ impl Gateway {
         let c = caller(&req)?;
         let client = peer(&req);
         let i = req.input;
-        let upload = self
-            .open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
-            .await?;
-        let requested = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let requested = i
+            .multipart_upload
+            .as_ref()
+            .and_then(|m| m.parts.clone())
+            .unwrap_or_default();
         if requested.is_empty() {
             return Err(s3_error!(
                 MalformedXML,
                 "The XML you provided was not well-formed or did not validate against our published schema: at least one part is required"
             ));
         }
+        let bucket = self.meta.require_bucket(&c.tenant, &i.bucket).await?;
+        let upload = match self
+            .meta
+            .upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+            .await
+        {
+            Ok(u) => u,
+            Err(meta::MetaError::NoSuchUpload) => {
+                return self
+                    .completed_before(&c.tenant, &bucket, &i, &requested)
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let stored: std::collections::HashMap<u32, meta::Part> = self
             .meta
             .parts(&upload.upload_id)
@@ -517,31 +554,58 @@ impl Gateway {
             detected_type: Some(detected),
             scan: Some(scan),
         };
-        reservation
+        let committed = reservation
             .commit(
                 Commit::new(Change::CompleteUpload {
                     tenant: c.tenant.clone(),
                     bucket: i.bucket.clone(),
                     upload: upload.clone(),
                     object: object.clone(),
+                    parts: chosen
+                        .iter()
+                        .map(|p| (p.part_number, p.etag.clone()))
+                        .collect(),
                 }),
                 Vec::new(),
             )
-            .await?;
-        let [crc32, crc32c, sha1, sha256, crc64nvme] = part_checksums(&object.checksums);
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(i.bucket.clone()),
-            key: Some(i.key.clone()),
-            location: Some(format!("/{}/{}", i.bucket, i.key)),
-            e_tag: Some(ETag::Strong(object.etag)),
-            checksum_crc32: crc32,
-            checksum_crc32c: crc32c,
-            checksum_sha1: sha1,
-            checksum_sha256: sha256,
-            checksum_crc64nvme: crc64nvme,
-            checksum_type: object.checksums.kind.map(ChecksumType::from),
-            ..Default::default()
-        }))
+            .await;
+        match committed {
+            Ok(()) => Ok(completed(&i, object.etag, object.checksums)),
+            // Another request completed it meanwhile: answered as a repeat of that one.
+            Err(pipeline::quota::QuotaError::Meta(meta::MetaError::NoSuchUpload)) => {
+                self.completed_before(&c.tenant, &bucket, &i, &requested)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A completion of an upload that is no longer open: S3 answers a repeat with the same
+    /// parts list as it answered the first (an SDK retrying after a lost answer), and anything
+    /// else with `NoSuchUpload`. A completion recorded before the bucket was (re)created belongs
+    /// to an earlier bucket of that name.
+    async fn completed_before(
+        &self,
+        tenant: &str,
+        bucket: &meta::Bucket,
+        i: &CompleteMultipartUploadInput,
+        requested: &[CompletedPart],
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let done = self
+            .meta
+            .completion(tenant, &bucket.name, &i.key, &i.upload_id)
+            .await?
+            .filter(|d| d.completed_ms >= bucket.created_ms);
+        let parts = requested.iter().map(|p| {
+            (
+                p.part_number.map_or(0, |n| n.max(0) as u32),
+                p.e_tag.as_ref().map(|e| e.value()),
+            )
+        });
+        match done {
+            Some(d) if d.same_parts(parts) => Ok(completed(i, d.etag, d.checksums)),
+            _ => Err(meta::MetaError::NoSuchUpload.into()),
+        }
     }
 
     pub(super) async fn op_abort_multipart_upload(

@@ -229,8 +229,10 @@ async fn completion_rules_are_enforced() {
         "InvalidArgument"
     );
     // A single small part is a valid object (the last part may be small).
-    complete(&[(2, e2)]).await.unwrap();
-    assert_eq!(code(complete(&[(2, e2)]).await), "NoSuchUpload");
+    let done = complete(&[(2, e2)]).await.unwrap();
+    // Completed: the same list again is answered as the first time, another list is not.
+    assert_eq!(complete(&[(2, e2)]).await.unwrap().e_tag(), done.e_tag());
+    assert_eq!(code(complete(&[(1, e1)]).await), "NoSuchUpload");
     assert_eq!(
         body_of(
             s3.get_object()

@@ -840,3 +840,143 @@ async fn the_part_attempt_that_finishes_last_wins() {
         "the bytes of the attempt that finished last"
     );
 }
+
+/// An SDK that repeats CompleteMultipartUpload (its first answer was lost, or two workers raced)
+/// gets the first completion's answer for the same parts list, `NoSuchUpload` for any other;
+/// the record goes with the sweeper's abandoned-upload lifetime, and a bucket deleted and
+/// created again does not inherit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_completion_answers_as_the_first() {
+    use aws_sdk_s3::types::ChecksumAlgorithm;
+    // Every completion counts as past its lifetime when the admin API asks for a sweep.
+    let gw = Gw::start_with("", "interval_secs = 3600\nabandoned_upload_secs = 0").await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("again").send().await.unwrap();
+    let start = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let id = s3
+                .create_multipart_upload()
+                .bucket("again")
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send()
+                .await
+                .unwrap()
+                .upload_id()
+                .unwrap()
+                .to_string();
+            let mut parts = Vec::new();
+            for (n, body) in [(1, data(5 * 1024 * 1024, 1)), (2, data(1000, 2))] {
+                let p = s3
+                    .upload_part()
+                    .bucket("again")
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await
+                    .unwrap();
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(p.e_tag().unwrap())
+                        .build(),
+                );
+            }
+            (id, parts)
+        }
+    };
+    let finish = |key: &'static str, id: String, parts: Vec<CompletedPart>| {
+        s3.complete_multipart_upload()
+            .bucket("again")
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+    };
+    let (id, parts) = start("k").await;
+    let first = finish("k", id.clone(), parts.clone()).await.unwrap();
+    let again = finish("k", id.clone(), parts.clone()).await.unwrap();
+    assert_eq!(again.e_tag(), first.e_tag());
+    assert!(first.e_tag().unwrap().ends_with("-2\""), "{first:?}");
+    assert_eq!(again.location(), first.location());
+    assert_eq!(again.bucket(), Some("again"));
+    assert_eq!(again.key(), Some("k"));
+    assert_eq!(again.checksum_sha256(), first.checksum_sha256());
+    assert!(first.checksum_sha256().is_some());
+    // Without the ETags (S3 requires them; the numbers alone still name the same list).
+    let bare: Vec<CompletedPart> = (1..=2)
+        .map(|n| CompletedPart::builder().part_number(n).build())
+        .collect();
+    let third = finish("k", id.clone(), bare).await;
+    assert_eq!(third.unwrap().e_tag(), first.e_tag());
+    // Another parts list is not that completion.
+    assert_eq!(
+        code(finish("k", id.clone(), parts[..1].to_vec()).await),
+        "NoSuchUpload"
+    );
+    let mut wrong = parts.clone();
+    wrong[1] = CompletedPart::builder()
+        .part_number(2)
+        .e_tag("\"00000000000000000000000000000000\"")
+        .build();
+    assert_eq!(code(finish("k", id.clone(), wrong).await), "NoSuchUpload");
+    // Two completions at once: both answer the one object.
+    let (id2, parts2) = start("k2").await;
+    let (a, b) = tokio::join!(
+        finish("k2", id2.clone(), parts2.clone()),
+        finish("k2", id2.clone(), parts2.clone())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.e_tag(), b.e_tag());
+    // The repeats stored nothing twice.
+    let usage = tenant_usage(gw.admin, "acme").await;
+    assert_eq!(usage["usage"]["objects"], 2, "{usage}");
+    assert_eq!(
+        usage["usage"]["bytes"],
+        2 * (5 * 1024 * 1024 + 1000),
+        "{usage}"
+    );
+    let got = s3
+        .get_object()
+        .bucket("again")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.e_tag(), first.e_tag());
+    // A bucket deleted and created again does not answer for its predecessor's uploads.
+    for k in ["k", "k2"] {
+        s3.delete_object()
+            .bucket("again")
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.delete_bucket().bucket("again").send().await.unwrap();
+    s3.create_bucket().bucket("again").send().await.unwrap();
+    assert_eq!(
+        code(finish("k", id.clone(), parts.clone()).await),
+        "NoSuchUpload"
+    );
+    // The sweeper forgets them after the lifetime.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let report: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/sweep", gw.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["completions_forgotten"], 2, "{report}");
+}

@@ -40,10 +40,13 @@ pub enum Tree {
     Reservations,
     /// Background jobs (rescans) with their progress, resumable by any node.
     Jobs,
+    /// Multipart uploads completed within the abandoned-upload lifetime, under the upload's key
+    /// (`model::Completion`): a repeated completion is answered from here.
+    Completions,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Tenants,
         Tree::AccessKeys,
         Tree::Buckets,
@@ -57,6 +60,7 @@ impl Tree {
         Tree::Leases,
         Tree::Reservations,
         Tree::Jobs,
+        Tree::Completions,
     ];
 
     /// The stable name of the tree (sled's tree name; never change one, stores hold it).
@@ -75,6 +79,7 @@ impl Tree {
             Tree::Leases => "leases",
             Tree::Reservations => "reservations",
             Tree::Jobs => "jobs",
+            Tree::Completions => "completions",
         }
     }
 
