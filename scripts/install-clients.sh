@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PKGS=(awscli boto3 s3cmd 'moto[server]' gcp-storage-emulator azure-storage-blob)
+PY_PKGS=(awscli boto3 requests s3cmd 'moto[server]' gcp-storage-emulator azure-storage-blob)
 if [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/s3cmd ] || [ ! -x .venv/bin/moto_server ] \
   || [ ! -x .venv/bin/gcp-storage-emulator ] \
-  || ! .venv/bin/python -c 'import boto3, azure.storage.blob' 2>/dev/null; then
+  || ! .venv/bin/python -c 'import boto3, requests, azure.storage.blob' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "${PY_PKGS[@]}"
 fi

@@ -64,7 +64,8 @@ pub enum StartError {
 
 /// Virtual-hosted-style requests under one domain. Clients send `Host: bucket.domain:port`;
 /// s3s's matcher expects no port, so it is removed first.
-struct VirtualHosts(s3s::host::SingleDomain);
+#[derive(Clone)]
+struct VirtualHosts(Arc<s3s::host::SingleDomain>);
 
 impl s3s::host::S3Host for VirtualHosts {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
@@ -407,11 +408,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }));
     builder.set_auth(Auth(meta.clone()));
     builder.set_access(Access(meta.clone()));
-    if let Some(domain) = &config.domain {
-        let domain =
-            s3s::host::SingleDomain::new(domain).map_err(|e| StartError::Domain(e.to_string()))?;
-        builder.set_host(VirtualHosts(domain));
-    }
+    let hosts = match &config.domain {
+        Some(domain) => {
+            let domain = s3s::host::SingleDomain::new(domain)
+                .map_err(|e| StartError::Domain(e.to_string()))?;
+            let hosts = VirtualHosts(Arc::new(domain));
+            builder.set_host(hosts.clone());
+            Some(hosts)
+        }
+        None => None,
+    };
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = config.max_xml_body;
     // POST forms are refused by the screen before s3s sees them; should one get through, s3s
@@ -434,6 +440,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             require_region: config.require_region,
         }),
         pace: config.pace,
+        hosts,
     };
     tasks.spawn(transport::serve(
         "s3",
@@ -727,6 +734,8 @@ struct S3Front {
     max_xml_body: usize,
     screen: Arc<ScreenOptions>,
     pace: PaceOptions,
+    /// The virtual-host domain, for the bucket a SigV2 presigned URL signs.
+    hosts: Option<VirtualHosts>,
 }
 
 /// The access-log line of one request, written when it is dropped: also for a request whose
@@ -752,6 +761,19 @@ impl Drop for AccessLog {
 }
 
 impl S3Front {
+    /// The bucket a virtual-hosted request names in its `Host`, as s3s will read it.
+    fn bucket_from_host<B>(&self, req: &http::Request<B>) -> Option<String> {
+        use s3s::host::S3Host as _;
+        let hosts = self.hosts.as_ref()?;
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+        let vh = hosts.parse_host_header(host).ok()?;
+        vh.bucket().map(str::to_string)
+    }
+
     /// Wraps one S3 request in its span, names it with a request id and logs its outcome.
     async fn handle(
         self,
@@ -796,8 +818,17 @@ impl S3Front {
             });
         let refused = match screened {
             Ok(method) => {
-                if method == crate::s3::AuthMethod::Header {
-                    date_as_amz_date(req.headers_mut());
+                match method {
+                    crate::s3::AuthMethod::Header => date_as_amz_date(req.headers_mut()),
+                    crate::s3::AuthMethod::PresignedV2 => {
+                        // Verified by `Access` from the request as sent; s3s gets it without
+                        // the parameters and so never verifies them itself.
+                        let host_bucket = self.bucket_from_host(&req);
+                        let claim = crate::s3::SigV2Claim::of(&req, host_bucket.as_deref());
+                        *req.uri_mut() = crate::s3::strip_sigv2(req.uri());
+                        req.extensions_mut().insert(claim);
+                    }
+                    _ => {}
                 }
                 // The mechanism s3s will verify, decided once: `S3Access` reads it, and the
                 // access log shows it.

@@ -1,5 +1,6 @@
-//! Authentication and authorisation: access key → secret for SigV4 (`Auth`), and access key →
-//! tenant, user and role for every request (`Access`). A read-only key may only run read
+//! Authentication and authorisation: access key → secret for SigV4 (`Auth`, for s3s's
+//! verifier), the verification of SigV2 presigned URLs (`Access`, from the front's claim), and
+//! access key → tenant, user and role for every request (`Access`). A read-only key may only run read
 //! operations. Bucket names are per tenant, so another tenant's bucket simply does not exist
 //! for the caller — nothing reveals that it does.
 
@@ -51,23 +52,45 @@ impl S3Access for Access {
         // The screen decided which mechanism authenticates the request (in s3s's order) and
         // checked that one; credentials without that decision mean s3s verified something else.
         let method = cx.extensions_mut().get::<super::AuthMethod>().copied();
-        let Some(cred) = cx.credentials() else {
-            return Err(s3_error!(AccessDenied, "Anonymous access is not allowed."));
+        let unknown_key = || {
+            s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )
         };
-        if !matches!(
-            method,
-            Some(super::AuthMethod::Header | super::AuthMethod::Presigned)
-        ) {
-            return Err(s3_error!(
-                AccessDenied,
-                "The request's authentication could not be determined."
-            ));
-        }
-        let key = self
-            .0
-            .access_key(&cred.access_key)
-            .await?
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let key = match (method, cx.credentials()) {
+            (Some(super::AuthMethod::Header | super::AuthMethod::Presigned), Some(cred)) => self
+                .0
+                .access_key(&cred.access_key)
+                .await?
+                .ok_or_else(unknown_key)?,
+            // s3s saw no signature: the front took the SigV2 parameters off for us to verify.
+            (Some(super::AuthMethod::PresignedV2), None) => {
+                let claim = cx
+                    .extensions_mut()
+                    .remove::<super::SigV2Claim>()
+                    .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))?;
+                let key = self
+                    .0
+                    .access_key(&claim.access_key)
+                    .await?
+                    .ok_or_else(unknown_key)?;
+                if !claim.verify(&key.secret_key) {
+                    return Err(s3_error!(
+                        SignatureDoesNotMatch,
+                        "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+                    ));
+                }
+                key
+            }
+            (_, None) => return Err(s3_error!(AccessDenied, "Anonymous access is not allowed.")),
+            _ => {
+                return Err(s3_error!(
+                    AccessDenied,
+                    "The request's authentication could not be determined."
+                ));
+            }
+        };
         let op = cx.s3_op().name();
         let span = tracing::Span::current();
         span.record("tenant", key.tenant.as_str());

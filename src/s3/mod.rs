@@ -15,6 +15,7 @@ mod object;
 mod probes;
 mod put;
 mod screen;
+mod sigv2;
 mod tagging;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 pub use auth::{Access, Auth, Caller};
 pub use inflight::{InFlight, UploadLimits};
 pub use screen::{AuthMethod, ScreenOptions, screen};
+pub use sigv2::{Claim as SigV2Claim, strip as strip_sigv2};
 
 use crate::backend::{Backends, Placement};
 use crate::meta::Usage;

@@ -16,9 +16,13 @@
 //! - **POST forms** (`multipart/form-data`): refused before a body byte is read, with or without
 //!   a signature, until POST uploads go through the write runner (s3s would read the whole form
 //!   into memory before verifying its signature).
-//! - **SigV2** (header `Authorization: AWS …`, a `Signature=` or `AWSAccessKeyId=` query): it
-//!   covers neither the body nor a bounded date (s3s never compares a V2 date with the clock),
-//!   so a captured request can be replayed forever with another body. Refused.
+//! - **SigV2 headers** (`Authorization: AWS …`): they cover neither the body nor a bounded date
+//!   (s3s never compares a V2 date with the clock), so a captured request can be replayed
+//!   forever with another body. Refused.
+//! - **SigV2 presigned URLs** (`AWSAccessKeyId`, `Expires`, `Signature`; what the aws CLI v1 and
+//!   `s3cmd signurl` produce): accepted for GET, HEAD and PUT with the bounds of a SigV4 one —
+//!   each parameter once, expiring at most 7 days ahead, refused after it — and verified by
+//!   our own code (`s3::sigv2`), not by s3s.
 //! - **Algorithm**: the header's token and `X-Amz-Algorithm` must be exactly `AWS4-HMAC-SHA256`
 //!   (s3s also accepts other spellings, which once walked around this screen).
 //! - **Unsigned `x-amz-*` headers** (SigV4, header or query auth): every one present must be in
@@ -75,6 +79,8 @@ pub enum AuthMethod {
     Header,
     /// SigV4 in the query (a presigned URL).
     Presigned,
+    /// A SigV2 presigned URL: verified by `Access` from its [`super::sigv2::Claim`].
+    PresignedV2,
 }
 
 impl AuthMethod {
@@ -83,6 +89,7 @@ impl AuthMethod {
             Self::Anonymous => "anonymous",
             Self::Header => "sigv4-header",
             Self::Presigned => "sigv4-query",
+            Self::PresignedV2 => "sigv2-query",
         }
     }
 }
@@ -98,6 +105,7 @@ enum Signed<'a> {
         credential: &'a str,
         signed: &'a str,
     },
+    PresignedV2,
 }
 
 fn invalid_argument(msg: &str) -> S3Error {
@@ -165,12 +173,49 @@ fn decide<'a, B>(
         })?),
         None => None,
     };
-    if v2_query || authorization.is_some_and(|a| a.starts_with("AWS ")) {
+    if authorization.is_some_and(|a| a.starts_with("AWS ")) {
         return Err(err(
             S3ErrorCode::InvalidRequest,
             http::StatusCode::BAD_REQUEST,
             "SigV2 is not supported; use SigV4 (AWS4-HMAC-SHA256).".into(),
         ));
+    }
+    if v2_query {
+        if let Some(p) = super::sigv2::PARAMS.iter().find(|p| count(p) != 1) {
+            return Err(query_error(format!(
+                "Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters, each once ({p} is {}).",
+                if count(p) == 0 { "missing" } else { "repeated" }
+            )));
+        }
+        if !matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::PUT
+        ) {
+            return Err(err(
+                S3ErrorCode::InvalidRequest,
+                http::StatusCode::BAD_REQUEST,
+                "SigV2 presigned URLs are accepted for GET, HEAD and PUT only; sign this request with SigV4 (AWS4-HMAC-SHA256).".into(),
+            ));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match param("Expires").map(str::parse::<u64>) {
+            Some(Ok(at)) if at < now => {
+                return Err(err(
+                    S3ErrorCode::AccessDenied,
+                    http::StatusCode::FORBIDDEN,
+                    "Request has expired".into(),
+                ));
+            }
+            Some(Ok(at)) if at - now <= MAX_PRESIGNED_SECS => {}
+            _ => {
+                return Err(query_error(format!(
+                    "Expires must be a time in seconds since the epoch at most {MAX_PRESIGNED_SECS} seconds (7 days) ahead."
+                )));
+            }
+        }
+        return Ok(Signed::PresignedV2);
     }
     if v4_query {
         if let Some(p) = PRESIGNED_PARAMS.iter().find(|p| count(p) != 1) {
@@ -247,6 +292,11 @@ pub fn screen<B>(req: &http::Request<B>, opts: &ScreenOptions) -> Result<AuthMet
             // Refused later by the access check; no signature to cover anything.
             sse(headers, &query)?;
             return Ok(AuthMethod::Anonymous);
+        }
+        Signed::PresignedV2 => {
+            // Every `x-amz-*` header is part of a SigV2 string to sign: none is unsigned.
+            sse(headers, &query)?;
+            return Ok(AuthMethod::PresignedV2);
         }
         Signed::Header { credential, signed } => (AuthMethod::Header, credential, signed),
         Signed::Presigned { credential, signed } => {
@@ -440,18 +490,64 @@ mod tests {
     }
 
     #[test]
-    fn sigv2_in_any_form_is_refused() {
-        for r in [
-            req("/b/k", &[("authorization", "AWS AK:c2ln")]),
-            req(
-                "/b/k?AWSAccessKeyId=AK&Expires=4133894400&Signature=c2ln",
-                &[],
-            ),
-        ] {
-            let e = screen(&r, &opts(false)).unwrap_err();
-            assert_eq!(e.code(), &S3ErrorCode::InvalidRequest);
-            assert!(e.message().unwrap().contains("SigV2 is not supported"));
+    fn sigv2_headers_are_refused_and_presigned_urls_bounded() {
+        let e = screen(
+            &req("/b/k", &[("authorization", "AWS AK:c2ln")]),
+            &opts(false),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), &S3ErrorCode::InvalidRequest);
+        assert!(e.message().unwrap().contains("SigV2 is not supported"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let url =
+            |expires: String| format!("/b/k?AWSAccessKeyId=AK&Expires={expires}&Signature=c2ln");
+        let within = url((now + MAX_PRESIGNED_SECS - 60).to_string());
+        for method in ["GET", "HEAD", "PUT"] {
+            assert_eq!(
+                screen(&req_as(method, &within, &[]), &opts(false)).unwrap(),
+                AuthMethod::PresignedV2
+            );
         }
+        for method in ["POST", "DELETE"] {
+            assert_eq!(
+                code(screen(&req_as(method, &within, &[]), &opts(false))).as_deref(),
+                Some("InvalidRequest"),
+                "{method}"
+            );
+        }
+        let expired = url((now - 1).to_string());
+        assert_eq!(
+            code(screen(&req_as("GET", &expired, &[]), &opts(false))).as_deref(),
+            Some("AccessDenied")
+        );
+        for bad in [
+            url((now + MAX_PRESIGNED_SECS + 60).to_string()),
+            url("soon".into()),
+            format!("{within}&Expires={now}"),
+            "/b/k?AWSAccessKeyId=AK&Signature=c2ln".into(),
+        ] {
+            assert_eq!(
+                code(screen(&req_as("GET", &bad, &[]), &opts(false))).as_deref(),
+                Some("AuthorizationQueryParametersError"),
+                "{bad}"
+            );
+        }
+        // Encryption requested through a SigV2 URL is refused as through any other.
+        assert_eq!(
+            code(screen(
+                &req_as(
+                    "PUT",
+                    &within,
+                    &[("x-amz-server-side-encryption", "AES256")]
+                ),
+                &opts(false)
+            ))
+            .as_deref(),
+            Some("NotImplemented")
+        );
     }
 
     #[test]

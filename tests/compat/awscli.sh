@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The aws CLI against Portcullis: mb/cp/sync/ls/rm/rb, a 20 MiB multipart round trip compared
-# byte for byte, and a presigned GET fetched with curl. Needs ENDPOINT, AK, SK, WORK, BIN.
+# byte for byte, and presigned GETs (SigV4 and the CLI v1's default SigV2) fetched with curl. Needs ENDPOINT, AK, SK, WORK, BIN.
 set -euo pipefail
 export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE="$WORK/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null
-# signature_version: `aws s3 presign` signs with SigV2 unless told otherwise, and SigV2 is refused.
+# signature_version: `aws s3 presign` signs with SigV2 unless told otherwise (both are tested).
 printf '[default]\ns3 =\n  addressing_style = path\n  signature_version = s3v4\n' > "$AWS_CONFIG_FILE"
 aws() { "$BIN/aws" --endpoint-url "$ENDPOINT" "$@"; }
 s3() { aws s3 "$@"; }
@@ -35,11 +35,18 @@ url=$(aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
 # The same URL with one hex digit of its signature changed.
 if [ "${url: -1}" = a ]; then bad="${url%?}b"; else bad="${url%?}a"; fi
 grep -q 403 <<<"$(curl -s -o /dev/null -w '%{http_code}' "$bad")"
-# Without that setting the CLI's SigV2 URL is refused with a message saying what to use.
+# Without that setting the CLI signs with SigV2: accepted too, within the same 7 days.
 printf '[default]\ns3 =\n  addressing_style = path\n' > "$WORK/aws-v2.cfg"
-v2=$(AWS_CONFIG_FILE="$WORK/aws-v2.cfg" aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
-[[ "$v2" == *"Signature="* && "$v2" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $v2"; exit 1; }
-grep -q "SigV2 is not supported; use SigV4" <<<"$(curl -s "$v2")"
+v2() { AWS_CONFIG_FILE="$WORK/aws-v2.cfg" aws s3 presign "$@"; }
+url=$(v2 s3://cli-bucket/tree/a.txt --expires-in 300)
+[[ "$url" == *"Signature="* && "$url" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $url"; exit 1; }
+[ "$(curl -sf "$url")" = one ]
+sig=${url##*Signature=}; sig=${sig%%&*}
+grep -q SignatureDoesNotMatch <<<"$(curl -s "${url/$sig/A${sig:1}}")"
+short=$(v2 s3://cli-bucket/tree/a.txt --expires-in 1)
+sleep 2
+grep -q "Request has expired" <<<"$(curl -s "$short")"
+grep -q AuthorizationQueryParametersError <<<"$(curl -s "$(v2 s3://cli-bucket/tree/a.txt --expires-in 691200)")"
 
 q rm --recursive s3://cli-bucket/
 s3 rb s3://cli-bucket

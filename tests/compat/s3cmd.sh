@@ -12,6 +12,10 @@ grep -q file.bin <<<"$(s3cmd ls s3://s3cmd-bucket/path/)"
 s3cmd get s3://s3cmd-bucket/path/file.bin file.back
 cmp file.bin file.back
 grep -q "7340032" <<<"$(s3cmd info s3://s3cmd-bucket/path/file.bin)"
+# signurl makes a SigV2 presigned GET (an expiry in seconds from now with `+`).
+url=$(s3cmd signurl s3://s3cmd-bucket/path/file.bin +300)
+curl -sf -o signed.back "$url"
+cmp file.bin signed.back
 s3cmd del s3://s3cmd-bucket/path/file.bin
 s3cmd rb s3://s3cmd-bucket
 echo "s3cmd: ok"

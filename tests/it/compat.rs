@@ -73,6 +73,11 @@ fn boto3() {
 }
 
 #[test]
+fn sigv2_presigned_urls_from_boto3() {
+    run("python", "presign_v2.py", ACME);
+}
+
+#[test]
 fn s3cmd() {
     run("bash", "s3cmd.sh", ACME);
 }

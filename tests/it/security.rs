@@ -49,7 +49,7 @@ async fn closed_within(sock: &mut tokio::net::TcpStream, limit: Duration) -> boo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigv2_is_refused_in_every_form_and_changes_nothing() {
+async fn sigv2_headers_and_forged_urls_are_refused_and_change_nothing() {
     let gw = Gw::start().await;
     let s3 = gw.acme();
     s3.create_bucket().bucket("sig-v2").send().await.unwrap();
@@ -77,7 +77,8 @@ async fn sigv2_is_refused_in_every_form_and_changes_nothing() {
         assert_eq!(xml_code(&body), "InvalidRequest", "{body}");
         assert!(body.contains("SigV2 is not supported; use SigV4"), "{body}");
     }
-    // A V2 presigned URL valid until 2101.
+    // A V2 presigned URL valid until 2101 is beyond the 7-day bound; one within it with a
+    // signature of someone else's making is refused by the signature check.
     let resp = http
         .get(format!(
             "{}/sig-v2/kept?AWSAccessKeyId=ACMEDEVKEY&Expires=4133894400&Signature=abc%3D",
@@ -87,7 +88,29 @@ async fn sigv2_is_refused_in_every_form_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
-    assert_eq!(xml_code(&resp.text().await.unwrap()), "InvalidRequest");
+    assert_eq!(
+        xml_code(&resp.text().await.unwrap()),
+        "AuthorizationQueryParametersError"
+    );
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let resp = http
+        .put(format!(
+            "{}/sig-v2/kept?AWSAccessKeyId=ACMEDEVKEY&Expires={soon}&Signature=abc%3D",
+            gw.endpoint()
+        ))
+        .body("replayed body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        xml_code(&resp.text().await.unwrap()),
+        "SignatureDoesNotMatch"
+    );
     // Nothing changed, and SigV4 clients go on working.
     let got = body_of(
         s3.get_object()
