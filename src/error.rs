@@ -155,7 +155,7 @@ impl From<BackendError> for S3Error {
 /// report through error types it does not export, and wrap ours (`pace::BodyTimeout`) into
 /// their own message; so each cause is known by its text, along the whole `source` chain (s3s
 /// is pinned to one exact version, and `tests/it/security.rs` tests each case).
-fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
+pub fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
     let texts: Vec<String> = std::iter::successors(Some(e), |e| e.source())
         .map(ToString::to_string)
         .collect();

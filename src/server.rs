@@ -608,6 +608,54 @@ fn known_method(m: &http::Method) -> Result<(), s3s::S3Error> {
 
 /// True for a request whose body is XML (not object data) and whose declared length exceeds the
 /// limit. Object data is a PUT without a configuration sub-resource, or a browser POST form.
+fn xml_too_large(limit: usize) -> s3s::S3Error {
+    crate::error::with_status(
+        s3s::S3ErrorCode::MaxMessageLengthExceeded,
+        http::StatusCode::BAD_REQUEST,
+        format!("Your request body is larger than the {limit} bytes allowed for XML requests."),
+    )
+}
+
+/// An XML body that declares no length, read whole before s3s (as s3s would read it, and
+/// bounded the same way) and handed on with its length: s3s refuses such a body with
+/// `MissingContentLength` or, past its bound, `InternalError`.
+async fn read_xml(
+    req: http::Request<Returnable>,
+    limit: usize,
+) -> Result<http::Request<s3s::Body>, s3s::S3Error> {
+    use http_body_util::BodyExt as _;
+    let (mut parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(xml_too_large(limit)),
+        Err(e) => return Err(crate::error::body_error(&*e)),
+    };
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    Ok(http::Request::from_parts(parts, s3s::Body::from(bytes)))
+}
+
+/// Whether the request's body is object data (PUT of an object or part, a POST form) rather
+/// than an XML document: a PUT whose query names no sub-resource.
+fn carries_data<B>(req: &http::Request<B>) -> bool {
+    let data_param = |p: &str| {
+        let name = p.split('=').next().unwrap_or("");
+        name.is_empty()
+            || matches!(name, "partNumber" | "uploadId" | "versionId" | "x-id")
+            || name.to_ascii_lowercase().starts_with("x-amz-")
+    };
+    match *req.method() {
+        http::Method::PUT => req.uri().query().unwrap_or("").split('&').all(data_param),
+        http::Method::POST => req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data")),
+        _ => false,
+    }
+}
+
 fn xml_body_too_large<B>(req: &http::Request<B>, limit: usize) -> bool {
     let len = req
         .headers()
@@ -617,22 +665,37 @@ fn xml_body_too_large<B>(req: &http::Request<B>, limit: usize) -> bool {
     let Some(len) = len.filter(|&l| l > limit as u64) else {
         return false;
     };
-    let data_param = |p: &str| {
-        let name = p.split('=').next().unwrap_or("");
-        name.is_empty()
-            || matches!(name, "partNumber" | "uploadId" | "versionId" | "x-id")
-            || name.to_ascii_lowercase().starts_with("x-amz-")
-    };
-    let is_data = match *req.method() {
-        http::Method::PUT => req.uri().query().unwrap_or("").split('&').all(data_param),
-        http::Method::POST => req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("multipart/form-data")),
-        _ => false,
-    };
-    !is_data && len > 0
+    !carries_data(req) && len > 0
+}
+
+/// What the front does with a body that declares no length (`Transfer-Encoding: chunked`, or
+/// HTTP/2 without `content-length`; an aws-chunked body declares its decoded length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsized {
+    /// It declares one.
+    No,
+    /// Object data: metered by the write protocol (`s3::UnknownLength`).
+    Data,
+    /// An XML document (or nothing a PUT of data could carry): read whole by the front, up to
+    /// `max_xml_body` ([`read_xml`]).
+    Xml,
+}
+
+fn unsized_body(req: &http::Request<Incoming>) -> Unsized {
+    use hyper::body::Body as _;
+    let headers = req.headers();
+    if headers.contains_key(http::header::CONTENT_LENGTH)
+        || headers.contains_key("x-amz-decoded-content-length")
+        || req.body().is_end_stream()
+        || req.body().size_hint().exact().is_some()
+    {
+        return Unsized::No;
+    }
+    if *req.method() == http::Method::PUT && carries_data(req) {
+        Unsized::Data
+    } else {
+        Unsized::Xml
+    }
 }
 
 /// Reads and drops up to 16 MiB (for at most 5 s) of a body that is refused unread. Closing a
@@ -806,18 +869,31 @@ impl S3Front {
                 if xml_body_too_large(&req, max_xml_body) {
                     // s3s bounds XML bodies too, but reports an oversized streamed body as
                     // InternalError.
-                    return Err(crate::error::with_status(
-                        s3s::S3ErrorCode::MaxMessageLengthExceeded,
-                        http::StatusCode::BAD_REQUEST,
-                        format!(
-                            "Your request body is larger than the {max_xml_body} bytes allowed for XML requests."
-                        ),
-                    ));
+                    return Err(xml_too_large(max_xml_body));
                 }
                 Ok(method)
             });
+        let length = unsized_body(&req);
         let refused = match screened {
             Ok(method) => {
+                if length == Unsized::Data {
+                    req.extensions_mut().insert(crate::s3::UnknownLength);
+                    // s3s refuses an unsigned payload without a length before any operation
+                    // runs; the placeholder passes that check, and `UnknownLength` (which
+                    // `object::body_len` reads first) is what the write goes by. A payload
+                    // signed with its SHA-256 still needs its real length from s3s (411): a
+                    // client that hashed its body knows how long it is.
+                    let unsigned = req
+                        .headers()
+                        .get("x-amz-content-sha256")
+                        .is_none_or(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+                    if unsigned {
+                        req.headers_mut().insert(
+                            http::header::CONTENT_LENGTH,
+                            http::HeaderValue::from_static("0"),
+                        );
+                    }
+                }
                 match method {
                     crate::s3::AuthMethod::Header => date_as_amz_date(req.headers_mut()),
                     crate::s3::AuthMethod::PresignedV2 => {
@@ -849,17 +925,22 @@ impl S3Front {
             sent,
             pace: Pace::new(self.pace),
         });
-        let result = match refused {
+        let req = match refused {
             Some(e) => {
-                span.in_scope(|| tracing::debug!(code = %e.code().as_str(), "refused before s3s"));
+                // Now, so that what it leaves unread is drained before the answer.
                 drop(req);
+                Err(e)
+            }
+            None if length == Unsized::Xml => read_xml(req, max_xml_body).await,
+            None => Ok(req.map(s3s::Body::http_body)),
+        };
+        let result = match req {
+            Err(e) => {
+                span.in_scope(|| tracing::debug!(code = %e.code().as_str(), "refused before s3s"));
                 e.to_http_response()
                     .map_err(|e| s3s::HttpError::new(Box::new(e)))
             }
-            None => {
-                let req = req.map(s3s::Body::http_body);
-                self.service.call(req).instrument(span.clone()).await
-            }
+            Ok(req) => self.service.call(req).instrument(span.clone()).await,
         };
         // Whatever was refused unread is drained before the answer goes out.
         let rest = unread.lock().ok().and_then(|mut s| s.take());

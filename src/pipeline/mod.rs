@@ -116,6 +116,16 @@ pub struct Target {
 }
 
 /// What a write must pass besides its checksums.
+/// How long a body is.
+pub enum Length {
+    /// As the client declared (`Content-Length`, or the decoded length of an aws-chunked body):
+    /// the limits are checked and the quota reserved before the first byte.
+    Declared(u64),
+    /// Nobody declared it (a chunked stream): the meter stage checks the limits and grows the
+    /// write's reservation as the bytes arrive.
+    Metered(quota::Room),
+}
+
 pub struct Checks<'a> {
     pub policy: &'a Effective,
     /// Check the detected type against the policy: whole objects only, a multipart object is
@@ -250,22 +260,35 @@ pub async fn store(
     placement: &Placement,
     mut body: s3s::dto::StreamingBlob,
     declared: &Declared,
-    len: u64,
+    length: Length,
     checks: Checks<'_>,
 ) -> Result<Stored, PipelineError> {
+    let (len, room) = match length {
+        Length::Declared(n) => (Some(n), None),
+        Length::Metered(room) => (None, Some(room)),
+    };
     let w = stage::Write {
         policy: checks.policy,
         target: checks.target,
         len,
         content_type: checks.content_type,
     };
-    if len > MAX_OBJECT_SIZE {
-        return Err(PipelineError::TooLarge);
+    if let Some(len) = len {
+        if len > MAX_OBJECT_SIZE {
+            return Err(PipelineError::TooLarge);
+        }
+        w.policy.check_size(len)?;
     }
-    w.policy.check_size(len)?;
     let blob = placement.new_blob(&w.target.tenant);
-    let own_md5 = !backend.reports_md5(&blob, Some(len));
-    let mut stages = stages::for_write(backend, declared, own_md5, checks.sniff, checks.scanner);
+    let own_md5 = !backend.reports_md5(&blob, len);
+    let mut stages = stages::for_write(
+        backend,
+        declared,
+        own_md5,
+        checks.sniff,
+        checks.scanner,
+        room,
+    );
 
     // Head: the first bytes, judged before anything is stored.
     let want = stages.iter().map(|s| s.head_len()).max().unwrap_or(0);
@@ -312,22 +335,22 @@ pub async fn store(
             }),
     );
     let written = if defers_md5 {
-        backend.put_unhashed(&blob, hashed, Some(len)).await?
+        backend.put_unhashed(&blob, hashed, len).await?
     } else {
-        backend.put(&blob, hashed, Some(len)).await?
+        backend.put(&blob, hashed, len).await?
     };
     let guard = BlobGuard {
         backend: backend.clone(),
         blob: Some(blob.clone()),
     };
-    if written.len != len {
+    if len.is_some_and(|n| written.len != n) {
         return Err(PipelineError::IncompleteBody);
     }
     // Finish: the verdicts on the stored blob.
     let segment = Segment {
         blob,
         offset: 0,
-        len,
+        len: written.len,
     };
     let done = stage::Written {
         segment: &segment,

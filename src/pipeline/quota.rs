@@ -648,3 +648,44 @@ mod tests {
         put(paused, "again", 60).await.unwrap();
     }
 }
+
+/// The reservation of a write whose body has no declared length (a chunked stream without
+/// `Content-Length`): it grows ahead of the bytes as they arrive (the pipeline's meter stage),
+/// and is handed back for the commit once the body is stored. An upload that grows past the
+/// quota is refused at the chunk that crosses it; dropping the room gives everything back.
+#[derive(Clone)]
+pub struct Room(Arc<tokio::sync::Mutex<Option<Reservation>>>);
+
+/// The smallest and largest step a room grows by: reserving ahead (doubling what it holds)
+/// keeps a large stream to a few reservation commits; near the limit it takes exactly what
+/// arrived, so an upload that fits the quota exactly is accepted.
+const MIN_STEP: u64 = 1 << 20;
+const MAX_STEP: u64 = 256 << 20;
+
+impl Room {
+    pub fn new(r: Reservation) -> Self {
+        Self(Arc::new(tokio::sync::Mutex::new(Some(r))))
+    }
+
+    /// Makes the reservation hold at least `bytes`.
+    pub async fn grow_to(&self, bytes: u64) -> Result<(), QuotaError> {
+        let mut slot = self.0.lock().await;
+        let Some(r) = slot.as_mut() else {
+            return Ok(());
+        };
+        let Some(need) = bytes.checked_sub(r.held.bytes).filter(|n| *n > 0) else {
+            return Ok(());
+        };
+        let step = need.max(r.held.bytes.clamp(MIN_STEP, MAX_STEP));
+        let more = |bytes| Usage { bytes, objects: 0 };
+        match r.add(more(step)).await {
+            Err(QuotaError::Exceeded { .. }) if step > need => r.add(more(need)).await,
+            done => done,
+        }
+    }
+
+    /// The reservation, for the commit (the store is done with the room).
+    pub async fn into_inner(self) -> Option<Reservation> {
+        self.0.lock().await.take()
+    }
+}

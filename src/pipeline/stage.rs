@@ -14,8 +14,8 @@ use crate::meta::{Checksums, ScanInfo, Segment};
 pub struct Write<'a> {
     pub policy: &'a Effective,
     pub target: &'a Target,
-    /// The declared length (every body has one).
-    pub len: u64,
+    /// The declared length; `None` for a metered body (`super::Length::Metered`).
+    pub len: Option<u64>,
     /// The client's Content-Type, if any.
     pub content_type: Option<&'a str>,
 }

@@ -175,6 +175,12 @@ impl Gateway {
     }
 }
 
+/// Marks a write whose body has no declared length (a chunked stream without
+/// `Content-Length`): set by the front, which alone sees the request as it arrived; read by
+/// `object::body_len`. Clients cannot set an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownLength;
+
 /// The caller resolved by [`Access`]; every authenticated request carries one.
 fn caller<T>(req: &S3Request<T>) -> S3Result<Caller> {
     req.extensions

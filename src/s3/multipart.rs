@@ -9,7 +9,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::list::Enc;
 use super::list::MAX_EXAMINED;
-use super::object::expected_len;
+use super::object::body_len;
 use super::object::{attrs, tags_from_header};
 use super::{Admitted, Gateway, caller, owner, peer, target, ts};
 use crate::meta::{self, Change, Checksums, Commit, Object, PartLayout, Upload, UploadCursor};
@@ -201,6 +201,7 @@ impl Gateway {
             .open_upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
             .await?;
         let mut declared = Declared::from_headers(&req.headers)?;
+        let len = body_len(&req.headers, &req.extensions)?;
         if let Some(a) = &upload.checksum_algorithm {
             declared.want(a)?;
         }
@@ -226,17 +227,16 @@ impl Gateway {
             policy,
             reservation,
             _ticket,
-        } = self
-            .admit(&c.tenant, &i.bucket, &i.key, expected_len(&req.headers), 0)
-            .await?;
+        } = self.admit(&c.tenant, &i.bucket, &i.key, len, 0).await?;
         let target = target(&c, &i.bucket, &i.key, client);
-        let stored = self
+        let (stored, reservation) = self
             .ingest(
                 &placement,
                 i.body,
-                &req.headers,
                 req.trailing_headers,
                 declared,
+                len,
+                reservation,
                 pipeline::Checks {
                     policy: &policy,
                     sniff: false,

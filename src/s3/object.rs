@@ -132,18 +132,35 @@ pub(super) fn readable(o: &Object) -> S3Result<()> {
     })
 }
 
-/// The number of bytes the body must have, when the client said: the decoded length for
-/// aws-chunked bodies (s3s rewrites Content-Length to it), Content-Length otherwise.
-pub(super) fn expected_len(headers: &HeaderMap) -> Option<u64> {
-    let num = |name: &str| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
-    if headers.contains_key("x-amz-decoded-content-length") {
-        return num("x-amz-decoded-content-length");
+/// The length of a write's body: `Some` as the client declared it (the decoded length of an
+/// aws-chunked body, which s3s rewrites Content-Length to; Content-Length otherwise), `None` for
+/// a stream nobody declared a length for (the front marked it [`super::UnknownLength`]; s3s
+/// saw a placeholder). S3 refuses such a stream; Portcullis meters it (`pipeline::Length`).
+pub(super) fn body_len(
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> S3Result<Option<u64>> {
+    if extensions.get::<super::UnknownLength>().is_some() {
+        return Ok(None);
     }
-    let chunked = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("aws-chunked"));
-    if chunked { None } else { num("content-length") }
+    let num = |name: &str| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
+    let declared = if headers.contains_key("x-amz-decoded-content-length") {
+        num("x-amz-decoded-content-length")
+    } else {
+        let chunked = headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("aws-chunked"));
+        if chunked { None } else { num("content-length") }
+    };
+    // s3s refuses a body without either before it gets here; this keeps a write from ever
+    // storing a body whose size was neither reserved nor metered.
+    declared.map(Some).ok_or_else(|| {
+        s3_error!(
+            MissingContentLength,
+            "You must provide the Content-Length HTTP header."
+        )
+    })
 }
 
 /// The attributes a write request sets. `aws-chunked` is a transfer detail, never stored.

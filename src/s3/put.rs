@@ -1,48 +1,62 @@
 //! PutObject: admit (quota, policy), stream the body through the pipeline into a new blob,
 //! verify what the client declared, then one meta commit makes the version current.
 
-use http::HeaderMap;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::object::{attrs, expected_len, precondition_failed, tags_from_header, with_protection};
+use super::object::{attrs, body_len, precondition_failed, tags_from_header, with_protection};
 use super::{Admitted, Gateway, caller, peer, target};
 use crate::backend::Placement;
 use crate::meta::{self, Change, Commit, MetaError, Object, PartLayout};
-use crate::pipeline::quota::QuotaError;
+use crate::pipeline::quota::{QuotaError, Reservation, Room};
 use crate::pipeline::{self, Declared};
 
 impl Gateway {
     /// Stages 2 and 3 of the write protocol for PUT and UploadPart: stream the body into a new
     /// blob, then check it against what the client declared (headers, and the aws-chunked
-    /// trailer, which is readable only once the body has been consumed).
+    /// trailer, which is readable only once the body has been consumed). A body of unknown
+    /// length (`len` = `None`) grows `reservation` as it arrives; the reservation is handed back
+    /// for the commit.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn ingest(
         &self,
         placement: &Placement,
         body: Option<StreamingBlob>,
-        headers: &HeaderMap,
         trailers: Option<s3s::TrailingHeaders>,
         mut declared: Declared,
+        len: Option<u64>,
+        reservation: Reservation,
         checks: pipeline::Checks<'_>,
-    ) -> S3Result<pipeline::Stored> {
+    ) -> S3Result<(pipeline::Stored, Reservation)> {
         let body = body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
         });
-        // S3 refuses a PUT or part without a length, and s3s does too before it gets here; the
-        // check keeps this path from ever writing a body whose size was not reserved.
-        let len = expected_len(headers).ok_or_else(|| {
-            s3_error!(
-                MissingContentLength,
-                "You must provide the Content-Length HTTP header."
-            )
-        })?;
-        let stored =
-            pipeline::store(&self.backend, placement, body, &declared, len, checks).await?;
+        let (stored, reservation) = match len {
+            Some(n) => {
+                let length = pipeline::Length::Declared(n);
+                let stored =
+                    pipeline::store(&self.backend, placement, body, &declared, length, checks)
+                        .await?;
+                (stored, reservation)
+            }
+            None => {
+                let room = Room::new(reservation);
+                let length = pipeline::Length::Metered(room.clone());
+                let stored =
+                    pipeline::store(&self.backend, placement, body, &declared, length, checks)
+                        .await?;
+                let reservation = room
+                    .into_inner()
+                    .await
+                    .ok_or_else(|| s3_error!(InternalError, "the write's reservation was lost"))?;
+                (stored, reservation)
+            }
+        };
         if let Some(t) = trailers.and_then(|t| t.take()) {
             declared.add_trailers(&t)?;
         }
         declared.verify(&stored.md5, &stored.checksums)?;
-        Ok(stored)
+        Ok((stored, reservation))
     }
 
     pub(super) async fn op_put_object(
@@ -63,19 +77,14 @@ impl Gateway {
             input.metadata,
         )?;
         let tags = tags_from_header(input.tagging.as_deref())?;
+        let len = body_len(&req.headers, &req.extensions)?;
         let Admitted {
             placement,
             policy,
             reservation,
             _ticket,
         } = self
-            .admit(
-                &c.tenant,
-                &input.bucket,
-                &input.key,
-                expected_len(&req.headers),
-                1,
-            )
+            .admit(&c.tenant, &input.bucket, &input.key, len, 1)
             .await?;
         let if_match = input.if_match.is_some();
         let precondition = match (input.if_match, input.if_none_match) {
@@ -109,13 +118,14 @@ impl Gateway {
         }
 
         let target = target(&c, &input.bucket, &input.key, client);
-        let stored = self
+        let (stored, reservation) = self
             .ingest(
                 &placement,
                 input.body,
-                &req.headers,
                 req.trailing_headers,
                 declared,
+                len,
+                reservation,
                 pipeline::Checks {
                     policy: &policy,
                     sniff: true,

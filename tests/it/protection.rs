@@ -888,20 +888,149 @@ async fn scan_slots_are_bounded() {
     assert_eq!(scanner.scan(body).await.unwrap(), Verdict::Clean);
 }
 
-/// A quota is reserved from the declared length, so a body without one is refused before any
-/// of it is read (as S3 does): nothing is stored and nothing charged.
+/// A PUT (or part) of a body nobody declared a length for, streamed by `tool`: `curl` reads
+/// it from a pipe (`-T -`), `requests` from a generator (`tests/compat/stream_put.py`); both
+/// send HTTP chunked transfer without Content-Length. Returns the status and the body.
+fn stream_put(tool: &str, url: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut child = match tool {
+        "curl" => Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-T", "-", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        _ => Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("tests/compat/stream_put.py"))
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The client may stop reading once it has its answer.
+        let _ = stdin.write_all(&body);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (first, rest) = if tool == "curl" {
+        let (b, s) = text
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", text.trim()));
+        (s.to_string(), b.to_string())
+    } else {
+        let (s, b) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        (s.to_string(), b.to_string())
+    };
+    (first.trim().parse().unwrap_or(0), rest)
+}
+
+/// A presigned PUT URL for `key` (and `part` of `upload`, when given).
+async fn presigned_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    part: Option<(&str, i32)>,
+) -> String {
+    use aws_sdk_s3::presigning::PresigningConfig;
+    let cfg = PresigningConfig::expires_in(std::time::Duration::from_secs(300)).unwrap();
+    match part {
+        None => s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .unwrap()
+            .uri()
+            .to_string(),
+        Some((id, n)) => s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .presigned(cfg)
+            .await
+            .unwrap()
+            .uri()
+            .to_string(),
+    }
+}
+
+/// A body nobody declared a length for (HTTP chunked, no Content-Length: curl `-T -` from a
+/// pipe, `requests` with a generator, a SigV4-header PUT with an unsigned payload) goes through
+/// the same write protocol as a sized one: the quota reserved as it arrives (one that grows past
+/// it is refused where it crosses, leaves nothing and holds no reservation; one that fits
+/// exactly is accepted), parts too, the type policy, the virus scan and clamd's size bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_without_a_declared_length_is_refused() {
-    let (gw, s3) = quota_gateway(MIB as u64, "stream").await;
-    let path = "/stream/big";
-    let headers = unsigned_put_headers(&gw, path);
-    // HTTP chunked transfer: no Content-Length.
-    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = data(2 * MIB, 3)
+async fn a_body_without_a_declared_length_is_metered() {
+    let clamd = Service::start(Kind::Clamd).await;
+    let quota = 3 * MIB;
+    let gw = Gw::start_setup(&Setup {
+        acme: &format!("quota_bytes = {quota}\n"),
+        tail: &clamd.scanner_toml("max_stream_mb = 2"),
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    s3.create_bucket().bucket("stream").send().await.unwrap();
+    let get = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            body_of(
+                s3.get_object()
+                    .bucket("stream")
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let keys = || async {
+        let listed = s3.list_objects_v2().bucket("stream").send().await.unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+
+    // A stream past clamd's 2 MiB is too large to scan from there (refused here, the
+    // default), as a sized one would be.
+    let url = presigned_put(&s3, "stream", "huge.bin", None).await;
+    let (status, body) = stream_put("requests", &url, &data(2 * MIB + 1000, 7));
+    assert_eq!((status, xml_code(&body)), (400, "EntityTooLarge"), "{body}");
+    assert!(body.contains("virus scanner"), "{body}");
+
+    // Both tools, within the quota: stored whole.
+    let piped = data(700 * 1024, 1);
+    let url = presigned_put(&s3, "stream", "piped.bin", None).await;
+    assert_eq!(stream_put("curl", &url, &piped).0, 200);
+    assert_eq!(get("piped.bin").await, piped);
+    let generated = data(500 * 1024, 2);
+    let url = presigned_put(&s3, "stream", "generated.bin", None).await;
+    let (status, body) = stream_put("requests", &url, &generated);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get("generated.bin").await, generated);
+    // A SigV4 header-signed PUT with an unsigned payload, streamed.
+    let headers = unsigned_put_headers(&gw, "/stream/signed.bin");
+    let signed = data(300 * 1024, 3);
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = signed
         .chunks(64 * 1024)
         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
         .collect();
     let mut req = reqwest::Client::new()
-        .put(format!("{}{path}", gw.endpoint()))
+        .put(format!("{}/stream/signed.bin", gw.endpoint()))
         .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
     for (k, v) in headers {
         if k != "host" {
@@ -909,16 +1038,100 @@ async fn a_body_without_a_declared_length_is_refused() {
         }
     }
     let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(get("signed.bin").await, signed);
+    let used = (700 + 500 + 300) * 1024;
+    assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(used));
+
+    // Past the quota halfway through: refused where it crosses, nothing stored, nothing held.
+    for tool in ["curl", "requests"] {
+        let url = presigned_put(&s3, "stream", "over.bin", None).await;
+        let (status, body) = stream_put(tool, &url, &data(2 * MIB, 4));
+        assert_eq!(
+            (status, xml_code(&body)),
+            (403, "QuotaExceeded"),
+            "{tool}: {body}"
+        );
+        assert_eq!(
+            usage(&gw, "acme").await["usage"]["bytes"],
+            json!(used),
+            "{tool}"
+        );
+    }
+    assert!(!keys().await.contains(&"over.bin".to_string()));
+
+    // A part streamed the same way, then completed.
+    let id = s3
+        .create_multipart_upload()
+        .bucket("stream")
+        .key("parted.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let part = data(200 * 1024, 5);
+    let url = presigned_put(&s3, "stream", "parted.bin", Some((&id, 1))).await;
+    let (status, body) = stream_put("curl", &url, &part);
+    assert_eq!(status, 200, "{body}");
+    let parts = s3
+        .list_parts()
+        .bucket("stream")
+        .key("parted.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let p = &parts.parts()[0];
+    assert_eq!(p.size(), Some(200 * 1024));
+    let done = aws_sdk_s3::types::CompletedPart::builder()
+        .part_number(1)
+        .e_tag(p.e_tag().unwrap())
+        .build();
+    complete(&s3, "stream", "parted.bin", &id, vec![done]).await;
+    assert_eq!(get("parted.bin").await, part);
+    let used = used + 200 * 1024;
+
+    // Exactly what is left of the quota fits.
+    let rest = data(quota - used, 6);
+    let url = presigned_put(&s3, "stream", "exact.bin", None).await;
+    let (status, body) = stream_put("requests", &url, &rest);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(quota));
+    s3.delete_object()
+        .bucket("stream")
+        .key("exact.bin")
+        .send()
+        .await
+        .unwrap();
+
+    // An infected stream is refused.
+    let url = presigned_put(&s3, "stream", "eicar.txt", None).await;
+    let (status, body) = stream_put("curl", &url, EICAR);
+    assert_eq!((status, xml_code(&body)), (403, "VirusDetected"), "{body}");
+    // The type policy judges the first bytes of a stream too.
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/stream/policy",
+        json!({ "allowed_types": ["image/*"] }),
+    )
+    .await;
+    let url = presigned_put(&s3, "stream", "notes.txt", None).await;
+    let (status, body) = stream_put("curl", &url, b"just text, streamed");
     assert_eq!(
         (status, xml_code(&body)),
-        (411, "MissingContentLength"),
+        (415, "InvalidContentType"),
         "{body}"
     );
-    let listed = s3.list_objects_v2().bucket("stream").send().await.unwrap();
-    assert_eq!(listed.key_count(), Some(0));
-    assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(0));
+    let mut left = keys().await;
+    left.sort();
+    assert_eq!(
+        left,
+        ["generated.bin", "parted.bin", "piped.bin", "signed.bin"]
+    );
+    usage(&gw, "acme").await;
 }
 
 /// A clamd that hangs (accepts, then answers nothing) is not clean: the upload waits no longer

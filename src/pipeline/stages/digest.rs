@@ -44,12 +44,12 @@ impl Stage for Digest {
         Ok(())
     }
 
-    async fn finish(&mut self, w: &Write<'_>, blob: &Written<'_>) -> Result<Found, PipelineError> {
+    async fn finish(&mut self, _w: &Write<'_>, blob: &Written<'_>) -> Result<Found, PipelineError> {
         let md5 = match (self.own_md5, blob.backend_md5) {
             (true, _) => std::mem::take(&mut self.md5).finalize(),
             (false, Some(m)) => m,
             // Not reported (put unhashed, or an encrypted bucket's ETag): read the blob back.
-            (false, None) => md5_of(&self.backend, &blob.segment.blob, w.len).await?,
+            (false, None) => md5_of(&self.backend, &blob.segment.blob, blob.segment.len).await?,
         };
         Ok(Found {
             md5: Some(md5),

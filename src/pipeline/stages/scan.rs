@@ -25,6 +25,11 @@ pub struct Scan {
     /// The scanner failed during the upload and the bucket stores such objects unscanned: its
     /// verdict must not be used.
     cut: Option<PipelineError>,
+    /// Bytes fed so far, and the most clamd takes: a body of unknown length that passes it is
+    /// too large to scan from there on (`on_too_large_to_scan`).
+    fed: u64,
+    max: u64,
+    on_too_large: Fallback,
 }
 
 impl Scan {
@@ -36,6 +41,9 @@ impl Scan {
             unscanned: None,
             on_unavailable: Fallback::Reject,
             cut: None,
+            fed: 0,
+            max: u64::MAX,
+            on_too_large: Fallback::Reject,
         }
     }
 }
@@ -44,10 +52,11 @@ impl Scan {
 impl Stage for Scan {
     async fn open(&mut self, w: &Write<'_>) -> Result<(), PipelineError> {
         self.on_unavailable = w.policy.on_scanner_unavailable;
-        let max = self.scanner.config().max_stream;
-        if w.len > max {
-            let e = PipelineError::TooLargeToScan(max);
-            self.unscanned = Some(fallback(w.policy.on_too_large_to_scan, e)?);
+        self.on_too_large = w.policy.on_too_large_to_scan;
+        self.max = self.scanner.config().max_stream;
+        if w.len.is_some_and(|n| n > self.max) {
+            let e = PipelineError::TooLargeToScan(self.max);
+            self.unscanned = Some(fallback(self.on_too_large, e)?);
             return Ok(());
         }
         match self.scanner.start().await {
@@ -66,6 +75,14 @@ impl Stage for Scan {
 
     async fn chunk(&mut self, bytes: &Bytes) -> Result<(), PipelineError> {
         if self.cut.is_some() {
+            return Ok(());
+        }
+        self.fed += bytes.len() as u64;
+        if self.feed.is_some() && self.fed > self.max {
+            // A metered body just outgrew clamd: its stream is closed unjudged.
+            self.feed = None;
+            let e = PipelineError::TooLargeToScan(self.max);
+            self.unscanned = Some(fallback(self.on_too_large, e)?);
             return Ok(());
         }
         if let Some((_, tx)) = &self.feed
