@@ -422,7 +422,21 @@ impl Gateway {
                     "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag."
                 )
             };
-            let p = stored.get(&n).ok_or_else(invalid)?;
+            let Some(p) = stored.get(&n) else {
+                // A completion that raced this one may have taken the parts with the upload
+                // since it was read: then this is a repeat of that one.
+                if matches!(
+                    self.meta
+                        .upload(&c.tenant, &i.bucket, &i.key, &i.upload_id)
+                        .await,
+                    Err(meta::MetaError::NoSuchUpload)
+                ) {
+                    return self
+                        .completed_before(&c.tenant, &bucket, &i, &requested)
+                        .await;
+                }
+                return Err(invalid());
+            };
             if let Some(e) = &r.e_tag
                 && e.value().trim_matches('"') != p.etag
             {

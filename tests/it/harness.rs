@@ -465,6 +465,45 @@ pub async fn raw(
     .await
 }
 
+/// A SigV4 request with an unsigned payload whose body is streamed in 64 KiB pieces with HTTP
+/// chunked transfer, no Content-Length (what SDK and `requests` streams send). Returns the
+/// status and the response body.
+pub async fn send_streamed(
+    endpoint: &str,
+    key: (&str, &str),
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let headers = sign_headers(
+        endpoint,
+        None,
+        key,
+        method,
+        path_and_query,
+        &[],
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    );
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let mut req = reqwest::Client::new()
+        .request(
+            method.parse().unwrap(),
+            format!("{endpoint}{path_and_query}"),
+        )
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
+    for (k, v) in headers {
+        if k != "host" {
+            req = req.header(k, v);
+        }
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
 /// SigV4 headers (and the Host header) for a request to `endpoint` + `path_and_query`.
 pub fn sign_headers(
     endpoint: &str,

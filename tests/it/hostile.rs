@@ -168,30 +168,7 @@ async fn malformed_and_huge_xml_is_refused() {
     // The same, streamed without Content-Length (HTTP chunked), to a POST and to a PUT of a
     // tag set: refused with the same code once past the bound (s3s alone says InternalError).
     for (method, path) in [("POST", path.as_str()), ("PUT", "/x-bkt/k?tagging")] {
-        let headers = sign_headers(
-            &gw.endpoint(),
-            None,
-            ACME,
-            method,
-            path,
-            &[],
-            SignableBody::UnsignedPayload,
-        );
-        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = huge
-            .chunks(64 * 1024)
-            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-            .collect();
-        let mut req = reqwest::Client::new()
-            .request(method.parse().unwrap(), format!("{}{path}", gw.endpoint()))
-            .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
-        for (k, v) in headers {
-            if k != "host" {
-                req = req.header(k, v);
-            }
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
+        let (status, body) = send_streamed(&gw.endpoint(), ACME, method, path, &huge).await;
         assert_eq!(
             (status, xml_code(&body)),
             (400, "MaxMessageLengthExceeded"),

@@ -1023,22 +1023,10 @@ async fn a_body_without_a_declared_length_is_metered() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(get("generated.bin").await, generated);
     // A SigV4 header-signed PUT with an unsigned payload, streamed.
-    let headers = unsigned_put_headers(&gw, "/stream/signed.bin");
     let signed = data(300 * 1024, 3);
-    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = signed
-        .chunks(64 * 1024)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    let mut req = reqwest::Client::new()
-        .put(format!("{}/stream/signed.bin", gw.endpoint()))
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
-    for (k, v) in headers {
-        if k != "host" {
-            req = req.header(k, v);
-        }
-    }
-    let r = req.send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let (status, body) =
+        send_streamed(&gw.endpoint(), ACME, "PUT", "/stream/signed.bin", &signed).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(get("signed.bin").await, signed);
     let used = (700 + 500 + 300) * 1024;
     assert_eq!(usage(&gw, "acme").await["usage"]["bytes"], json!(used));
