@@ -42,7 +42,8 @@ url=$(v2 s3://cli-bucket/tree/a.txt --expires-in 300)
 [[ "$url" == *"Signature="* && "$url" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $url"; exit 1; }
 [ "$(curl -sf "$url")" = one ]
 sig=${url##*Signature=}; sig=${sig%%&*}
-grep -q SignatureDoesNotMatch <<<"$(curl -s "${url/$sig/A${sig:1}}")"
+if [ "${sig:0:1}" = A ]; then forged="B${sig:1}"; else forged="A${sig:1}"; fi
+grep -q SignatureDoesNotMatch <<<"$(curl -s "${url/$sig/$forged}")"
 short=$(v2 s3://cli-bucket/tree/a.txt --expires-in 1)
 sleep 2
 grep -q "Request has expired" <<<"$(curl -s "$short")"
