@@ -83,9 +83,26 @@ impl Tree {
         }
     }
 
-    /// The stable number of the tree (PostgreSQL's `tree` column).
+    /// The permanent number of the tree (PostgreSQL's `tree` column): written explicitly, never
+    /// derived from the declaration order, so a tree added anywhere in the enum cannot remap the
+    /// rows of another. Never change or reuse one.
     pub fn id(self) -> i16 {
-        self as i16
+        match self {
+            Tree::Tenants => 0,
+            Tree::AccessKeys => 1,
+            Tree::Buckets => 2,
+            Tree::Objects => 3,
+            Tree::Uploads => 4,
+            Tree::Parts => 5,
+            Tree::Blobs => 6,
+            Tree::Usage => 7,
+            Tree::Pending => 8,
+            Tree::Nodes => 9,
+            Tree::Leases => 10,
+            Tree::Reservations => 11,
+            Tree::Jobs => 12,
+            Tree::Completions => 13,
+        }
     }
 
     pub fn from_id(id: i16) -> Option<Tree> {
@@ -317,6 +334,35 @@ pub trait Engine: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores hold these names (sled) and numbers (PostgreSQL): a change to one silently
+    /// points every record of that tree at another tree, or at none.
+    #[test]
+    fn tree_names_and_ids_are_permanent() {
+        let table: Vec<(&str, i16)> = Tree::ALL.iter().map(|t| (t.name(), t.id())).collect();
+        assert_eq!(
+            table,
+            [
+                ("tenants", 0),
+                ("access_keys", 1),
+                ("buckets", 2),
+                ("objects", 3),
+                ("uploads", 4),
+                ("parts", 5),
+                ("blobs", 6),
+                ("usage", 7),
+                ("pending", 8),
+                ("nodes", 9),
+                ("leases", 10),
+                ("reservations", 11),
+                ("jobs", 12),
+                ("completions", 13),
+            ]
+        );
+        for t in Tree::ALL {
+            assert_eq!(Tree::from_id(t.id()), Some(t));
+        }
+    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_the_prefix() {
