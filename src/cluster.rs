@@ -11,12 +11,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-
-use crate::jobs::Reporter;
 use crate::meta::coord::{Coord, Lease, NodeRecord, worker_lease};
 use crate::meta::{Change, Commit, Meta, MetaError, MetaResult, now_ms};
+use serde::Serialize;
 
 /// `[cluster]`: the node's name and its timings.
 #[derive(Debug, Clone)]
@@ -163,8 +160,16 @@ impl Node {
     }
 
     /// One heartbeat: renews this node's record (joining again if it was reaped), then reaps
-    /// the nodes whose records expired.
+    /// the nodes whose records expired. After a failed one, the next waits the whole interval.
     pub async fn beat(&self) -> MetaResult<usize> {
+        let beat = self.renew_and_reap().await;
+        if beat.is_err() {
+            self.next_expiry.store(i64::MAX, Ordering::Relaxed);
+        }
+        beat
+    }
+
+    async fn renew_and_reap(&self) -> MetaResult<usize> {
         let now = now_ms();
         let mut rec = self
             .record
@@ -221,32 +226,14 @@ impl Node {
         Ok(reaped)
     }
 
-    /// The heartbeat worker. On stop it leaves the cluster (its record goes at once, so its
-    /// leases and reservations need not wait for the timeout).
-    pub async fn run(self: Arc<Self>, stop: CancellationToken, reporter: Reporter) {
-        loop {
-            // The next heartbeat, or sooner the moment another node's record expires (+1 ms:
-            // a record is expired once its expiry has passed).
-            let until_expiry = self.next_expiry.load(Ordering::Relaxed) - now_ms() + 1;
-            let pause = self
-                .opts
-                .heartbeat
-                .min(Duration::from_millis(until_expiry.max(1) as u64));
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
-            }
-            match self.beat().await {
-                Ok(_) => reporter.pass(Ok(())),
-                Err(e) => {
-                    // Not again before the next heartbeat.
-                    self.next_expiry.store(i64::MAX, Ordering::Relaxed);
-                    tracing::error!(error = %e, "heartbeat failed");
-                    reporter.pass(Err(e.to_string()));
-                }
-            }
-        }
-        self.leave().await;
+    /// How long the heartbeat worker (`jobs::heartbeat`) waits for the next beat: the
+    /// heartbeat interval, or less, until the moment another node's record expires (+1 ms: a
+    /// record is expired once its expiry has passed).
+    pub fn until_next_beat(&self) -> Duration {
+        let until_expiry = self.next_expiry.load(Ordering::Relaxed) - now_ms() + 1;
+        self.opts
+            .heartbeat
+            .min(Duration::from_millis(until_expiry.max(1) as u64))
     }
 
     /// Removes this node's record (and with it its reservations) now.
@@ -275,29 +262,6 @@ impl Node {
             Ok(()) => Ok(true),
             Err(MetaError::LeaseHeld(_)) => Ok(false),
             Err(e) => Err(e),
-        }
-    }
-
-    /// A leased worker's loop step: waits `every`, then takes or renews the worker's lease.
-    /// True when this node is to run the pass now; false once `stop` is cancelled. While
-    /// another node holds the lease, the worker reports standby and waits again.
-    pub async fn next_pass(
-        &self,
-        name: &str,
-        every: Duration,
-        stop: &CancellationToken,
-        reporter: &Reporter,
-    ) -> bool {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return false,
-                () = tokio::time::sleep(every) => {}
-            }
-            match self.lease(name, every).await {
-                Ok(true) => return true,
-                Ok(false) => reporter.standby(),
-                Err(e) => reporter.pass(Err(e.to_string())),
-            }
         }
     }
 

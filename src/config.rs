@@ -10,11 +10,11 @@ use serde::Deserialize;
 
 pub use crate::backend::{AzureAuth, BackendConfig, BackendKind, Placement, Secret};
 pub use crate::cluster::ClusterOptions;
+pub use crate::jobs::sweeper::SweeperConfig;
 use crate::meta::{BucketSettings, DatabaseUrl, Limits, MetaEngine, Policy, Role};
 use crate::pace::PaceOptions;
 use crate::s3::UploadLimits;
 use crate::scanner::{Address, ScannerConfig};
-pub use crate::sweeper::SweeperConfig;
 use crate::transport::ConnOptions;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@ pub mod admin;
 pub mod backend;
 pub mod cluster;
 pub mod config;
-pub mod deleter;
 pub mod error;
 pub mod jobs;
 pub mod limit;
@@ -17,7 +16,6 @@ pub mod pipeline;
 pub mod s3;
 pub mod scanner;
 pub mod server;
-pub mod sweeper;
 pub mod telemetry;
 pub mod transport;
 

@@ -86,7 +86,7 @@ pub struct Running {
     stop: CancellationToken,
     /// The listeners.
     tasks: tokio::task::JoinSet<()>,
-    workers: crate::jobs::Runner,
+    workers: crate::jobs::runner::Runner,
     meta: Arc<Meta>,
 }
 
@@ -377,7 +377,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let scanner = config.scanner.clone().map(crate::scanner::Scanner::new);
     let rules = crate::pipeline::policy::Rules::new(config.policy.clone(), scanner.is_some());
     let worker = scanner.clone().map(|s| {
-        crate::scanner::worker::Worker::new(
+        crate::jobs::scan::Worker::new(
             meta.clone(),
             backends.clone(),
             s,
@@ -387,13 +387,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut workers = crate::jobs::Runner::default();
-    if let Some(deleter) = crate::deleter::DeleterWorker::new(meta.clone(), backends.clone()) {
+    let mut workers = crate::jobs::runner::Runner::default();
+    if let Some(deleter) = crate::jobs::deleter::DeleterWorker::new(meta.clone(), backends.clone())
+    {
         // Last to stop: what the last requests and sweeps freed is still deleted.
         workers.spawn("deleter", true, |stop, r| deleter.run(stop, r));
     }
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    workers.spawn("heartbeat", true, |stop, r| node.clone().run(stop, r));
+    workers.spawn("heartbeat", true, |stop, r| {
+        crate::jobs::heartbeat::run(node.clone(), stop, r)
+    });
     let quotas = crate::pipeline::quota::Quotas::new(meta.clone(), node.clone());
     let in_flight = Arc::new(crate::s3::InFlight::new(config.uploads));
     let mut builder = S3ServiceBuilder::new(Gateway::new(crate::s3::Parts {
@@ -453,7 +456,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         stop.clone(),
     ));
-    let sweeper = crate::sweeper::Sweeper::new(
+    let sweeper = crate::jobs::sweeper::Sweeper::new(
         meta.clone(),
         backends.clone(),
         config.sweeper.clone(),

@@ -43,8 +43,8 @@ pub struct State {
     pub meta: Arc<Meta>,
     pub backends: Arc<Backends>,
     pub token: String,
-    pub sweeper: crate::sweeper::Sweeper,
-    pub worker: Option<crate::scanner::worker::Worker>,
+    pub sweeper: crate::jobs::sweeper::Sweeper,
+    pub worker: Option<crate::jobs::scan::Worker>,
     pub scanner: Option<Arc<crate::scanner::Scanner>>,
     /// What every bucket's policy resolves against (as the S3 side uses it).
     pub rules: crate::pipeline::policy::Rules,
@@ -53,7 +53,7 @@ pub struct State {
     /// This node's membership of the nodes sharing the store.
     pub node: Arc<crate::cluster::Node>,
     /// The background workers' state.
-    pub workers: crate::jobs::Board,
+    pub workers: crate::jobs::runner::Board,
     pub config: Config,
 }
 

@@ -549,19 +549,6 @@ fn object_delta(new: Option<&Object>, old: Option<&Object>) -> Delta {
     }
 }
 
-/// Usage is stored as engine counters ([`super::engine::Write::Add`]): bytes, then objects.
-pub(super) fn usage_of(v: Option<&[u8]>) -> Usage {
-    let [bytes, objects] = super::engine::counters(v);
-    Usage {
-        bytes: bytes.max(0) as u64,
-        objects: objects.max(0) as u64,
-    }
-}
-
-pub(super) fn usage_bytes(u: Usage) -> Vec<u8> {
-    super::engine::counters_value([u.bytes as i64, u.objects as i64])
-}
-
 /// The rules shared by the changes, applied to one attempt.
 struct Rules<'a, 'e> {
     tx: &'a mut Txn<'e>,

@@ -370,7 +370,7 @@ pub(super) async fn apply(tx: &mut Txn<'_>, c: &Coord) -> MetaResult<()> {
                 }
                 // Reservations first, then usage (see above).
                 let reserved = sum_rows(tx.engine(), &scope.rows()).await?;
-                let committed = super::commit::usage_of(
+                let committed = super::usage::usage_of(
                     tx.peek(Tree::Usage, &scope.usage_key()).await?.as_deref(),
                 );
                 let margin = match how {

@@ -15,6 +15,7 @@ pub mod coord;
 pub mod engine;
 mod keys;
 mod txn;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,8 @@ pub use crate::model::*;
 pub use commit::{Change, Commit, Precondition};
 pub use engine::{Engine, EngineError, FlushTicket, Tree};
 
-use commit::{usage_bytes, usage_of};
 use txn::Txn;
+use usage::{usage_bytes, usage_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -127,10 +128,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> MetaResult<T> {
         Some((v, _)) => Err(MetaError::Corrupt(format!("unknown format version {v}"))),
         None => Err(MetaError::Corrupt("empty record".into())),
     }
-}
-
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 /// Which engine holds the index (`[meta]` of the config, validated).

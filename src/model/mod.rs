@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 pub use placement::Placement;
 pub use policy::{Fallback, Limits, Policy, ScanMode};
 
+/// Milliseconds since the Unix epoch: the time of every record.
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
 /// Current value format version.
 pub const FORMAT_V1: u8 = 1;
 

@@ -8,8 +8,6 @@
 //! Fail closed: only `stream: OK` is [`Verdict::Clean`]. A size-limit reply, a timeout, a
 //! connection error or any other reply is not clean.
 
-pub mod worker;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

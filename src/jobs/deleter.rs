@@ -18,8 +18,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::runner::Reporter;
 use crate::backend::Backends;
-use crate::jobs::Reporter;
 use crate::meta::{Meta, Released};
 
 /// The worker that drains meta's queue of released blobs, run by the runner (`jobs`).

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::runner::Reporter;
 use crate::backend::{Backends, Placement};
 use crate::cluster::Node;
-use crate::jobs::Reporter;
 use crate::meta::{self, Change, Commit, Meta};
 
 #[derive(Debug, Clone)]
@@ -173,16 +173,15 @@ impl Sweeper {
     /// the cluster at a time (the `sweeper` lease; a dead holder's lease expires and another
     /// node takes over).
     pub async fn run(self, node: Arc<Node>, stop: CancellationToken, reporter: Reporter) {
-        while node
-            .next_pass("sweeper", self.cfg.interval, &stop, &reporter)
-            .await
+        while super::runner::next_pass(&node, "sweeper", self.cfg.interval, &stop, &reporter).await
         {
             let r = self.sweep_once().await;
             reporter.pass(Ok(()));
-            if r.orphans_released > 0 || r.uploads_aborted > 0 {
+            if r.orphans_released > 0 || r.uploads_aborted > 0 || r.completions_forgotten > 0 {
                 tracing::info!(
                     orphans = r.orphans_released,
                     uploads = r.uploads_aborted,
+                    completions = r.completions_forgotten,
                     "sweeper reclaimed space"
                 );
             }

@@ -130,6 +130,29 @@ impl Runner {
     }
 }
 
+/// A leased worker's loop step: waits `every`, then takes or renews the worker's lease on
+/// `node`. True when this node is to run the pass now; false once `stop` is cancelled. While
+/// another node holds the lease, the worker reports standby and waits again.
+pub async fn next_pass(
+    node: &crate::cluster::Node,
+    name: &str,
+    every: std::time::Duration,
+    stop: &CancellationToken,
+    reporter: &Reporter,
+) -> bool {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(every) => {}
+        }
+        match node.lease(name, every).await {
+            Ok(true) => return true,
+            Ok(false) => reporter.standby(),
+            Err(e) => reporter.pass(Err(e.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

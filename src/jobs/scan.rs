@@ -153,13 +153,9 @@ impl Worker {
     }
 
     /// Retries the objects stored unscanned until the scanner answers.
-    pub async fn run(self, stop: CancellationToken, reporter: crate::jobs::Reporter) {
+    pub async fn run(self, stop: CancellationToken, reporter: super::runner::Reporter) {
         let every = self.scanner.config().retry_interval;
-        while self
-            .node
-            .next_pass("scan-retries", every, &stop, &reporter)
-            .await
-        {
+        while super::runner::next_pass(&self.node, "scan-retries", every, &stop, &reporter).await {
             match self.retry_pending().await {
                 Ok(_) => reporter.pass(Ok(())),
                 Err(e) => {
@@ -246,7 +242,7 @@ impl Worker {
     }
 
     /// The `rescans` worker: takes every job that no live node runs, and runs it.
-    pub async fn run_rescans(self, stop: CancellationToken, reporter: crate::jobs::Reporter) {
+    pub async fn run_rescans(self, stop: CancellationToken, reporter: super::runner::Reporter) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
