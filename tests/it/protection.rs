@@ -1122,6 +1122,171 @@ async fn a_body_without_a_declared_length_is_metered() {
     usage(&gw, "acme").await;
 }
 
+/// Every way a write can fail after its admission gives the whole reservation back and leaves
+/// usage exactly what is stored: a trickling body (`RequestTimeout`), a client that hangs up
+/// mid-body, an infected body, a refused type, an aws-chunked body longer than it declared, a
+/// dead backend — on a tenant with a quota, on both engines. In the end the tenant can store
+/// exactly what its quota leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_gives_its_whole_reservation_back() {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let clamd = Service::start(Kind::Clamd).await;
+    let mut remote = Service::start(Kind::S3sFs).await;
+    let quota = 4 * MIB;
+    let gw = Gw::start_setup(&Setup {
+        server: "body_timeout_secs = 2",
+        acme: &format!("quota_bytes = {quota}\nlocations = [\"remote\"]"),
+        tail: &format!(
+            "{}{}",
+            clamd.scanner_toml(""),
+            remote.backend_toml("remote", "")
+        ),
+        ..Default::default()
+    })
+    .await;
+    let s3 = gw.acme();
+    for b in ["fail", "images"] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    s3.create_bucket()
+        .bucket("far")
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from("remote"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("fail")
+        .key("kept")
+        .body(ByteStream::from(data(MIB, 1)))
+        .send()
+        .await
+        .unwrap();
+    let settled = |what: &'static str| {
+        let admin = gw.admin;
+        async move {
+            let v = idle_usage(admin, "acme").await;
+            assert_eq!(v["usage"]["bytes"], json!(MIB), "{what}: {v}");
+            assert_eq!(v["usage"]["objects"], json!(1), "{what}: {v}");
+        }
+    };
+
+    // A body that trickles: refused when the pace says so.
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/fail/slow", MIB as u64).await;
+    let (mut rd, mut wr) = sock.split();
+    let trickle = async {
+        for _ in 0..60 {
+            if wr.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    };
+    let answer = async {
+        let mut buf = vec![0u8; 8192];
+        let n = rd.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let resp = tokio::select! {
+        r = answer => r,
+        () = trickle => panic!("no answer to a trickling body"),
+    };
+    assert_eq!(xml_code(&resp), "RequestTimeout", "{resp}");
+    drop(sock);
+    settled("trickle").await;
+
+    // A client that hangs up halfway.
+    let mut sock = raw_put_head(&gw.endpoint(), gw.addr, "/fail/cut", 2 * MIB as u64).await;
+    sock.write_all(&data(MIB, 2)).await.unwrap();
+    sock.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(sock);
+    settled("hang-up").await;
+
+    // An infected body, and a type the bucket refuses.
+    let e = s3
+        .put_object()
+        .bucket("fail")
+        .key("eicar.txt")
+        .body(ByteStream::from_static(EICAR))
+        .send()
+        .await;
+    assert_eq!(code(e), "VirusDetected");
+    settled("infected").await;
+    admin_ok(
+        &gw,
+        Method::PUT,
+        "/tenants/acme/buckets/images/policy",
+        json!({ "allowed_types": ["image/*"] }),
+    )
+    .await;
+    let e = s3
+        .put_object()
+        .bucket("images")
+        .key("notes.txt")
+        .body(ByteStream::from(b"plain text, not an image".to_vec()))
+        .send()
+        .await;
+    assert_eq!(code(e), "InvalidContentType");
+    settled("type").await;
+
+    // An aws-chunked body carrying more than its declared decoded length.
+    let (status, body) = raw(
+        &gw.endpoint(),
+        ACME,
+        "PUT",
+        "/fail/longer",
+        &[
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", "5"),
+        ],
+        b"a\r\nhellohello\r\n0\r\n\r\n".to_vec(),
+        aws_sigv4::http_request::SignableBody::StreamingUnsignedPayloadTrailer,
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    settled("longer than declared").await;
+
+    // The backend of a bucket dies.
+    remote.kill();
+    let e = s3
+        .put_object()
+        .bucket("far")
+        .key("lost")
+        .body(ByteStream::from(data(MIB, 3)))
+        .send()
+        .await;
+    assert!(e.is_err(), "a PUT to a dead backend succeeded");
+    settled("dead backend").await;
+
+    // Nothing failed kept any room: exactly the rest of the quota fits.
+    s3.put_object()
+        .bucket("fail")
+        .key("rest")
+        .body(ByteStream::from(data(quota - MIB, 4)))
+        .send()
+        .await
+        .unwrap();
+    let v = idle_usage(gw.admin, "acme").await;
+    assert_eq!(v["usage"]["bytes"], json!(quota), "{v}");
+    let mut keys: Vec<String> = s3
+        .list_objects_v2()
+        .bucket("fail")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["kept", "rest"]);
+}
+
 /// A clamd that hangs (accepts, then answers nothing) is not clean: the upload waits no longer
 /// than the scanner's timeouts and is refused, and nothing becomes visible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
