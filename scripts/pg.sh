@@ -22,7 +22,22 @@ fi
 PG_BIN="$(pg_bin)"
 
 PG_DIR="$(mktemp -d /tmp/portcullis-pg.XXXXXX)"
-PG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# A port from 30000-32767, below the kernel's ephemeral range, claimed with a lock file until
+# the server has bound it (tests claim theirs from 20000-29999 the same way: tests/it/services.rs):
+# one picked by binding :0 could be taken by another test in between.
+mkdir -p /tmp/portcullis-test-ports
+PG_PORT=
+for i in $(seq 0 2767); do
+  p=$((30000 + ($$ * 7919 + i) % 2768))
+  exec {PORT_LOCK}>"/tmp/portcullis-test-ports/$p"
+  if flock -n "$PORT_LOCK" \
+    && python3 -c "import socket; socket.socket().bind(('127.0.0.1', $p))" 2>/dev/null; then
+    PG_PORT=$p
+    break
+  fi
+  exec {PORT_LOCK}>&-
+done
+[ -n "$PG_PORT" ] || { echo "pg.sh: no free port in 30000-32767" >&2; return 1 2>/dev/null || exit 1; }
 # initdb refuses to run as root: the cluster belongs to the postgres user when we are root.
 if [ "$(id -u)" = 0 ]; then
   chown postgres: "$PG_DIR"
@@ -45,6 +60,7 @@ cat >"$PG_DIR/stop.sh" <<STOP
 ${AS[*]} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null
 STOP
 bash "$PG_DIR/start.sh" >/dev/null
+exec {PORT_LOCK}>&-
 "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
   -c "CREATE ROLE portcullis LOGIN SUPERUSER" >/dev/null
 

@@ -20,12 +20,29 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A TCP port claimed for one service for as long as the claim lives. A port picked by binding
+/// `:0` and released is free only until someone else binds it, and nextest runs every test in a
+/// process of its own: two tests could start their services on one port. A claim takes ports
+/// from 20000–29999, below the kernel's ephemeral range (no `:0` bind or outgoing connection
+/// is given one), and holds an exclusive lock on a file per port while it lives; the lock goes
+/// with the process, however it ends. A port another program holds is skipped.
+pub struct PortClaim {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+pub fn claim_port() -> PortClaim {
+    let dir = std::env::temp_dir().join("portcullis-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = std::process::id() as usize * 7919;
+    for i in 0..10_000 {
+        let port = 20_000 + ((start + i) % 10_000) as u16;
+        let lock = std::fs::File::create(dir.join(port.to_string())).unwrap();
+        if lock.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return PortClaim { port, _lock: lock };
+        }
+    }
+    panic!("no port left to claim in 20000-29999");
 }
 
 /// Which real service a backend test runs against.
@@ -48,6 +65,8 @@ pub const EICAR_NAME: &str = "Eicar-Test-Signature.UNOFFICIAL";
 pub struct Service {
     pub kind: Kind,
     pub port: u16,
+    /// Held for the service's life: relaunches reuse the port, no other test takes it.
+    _claim: PortClaim,
     child: Option<Child>,
     /// s3s-fs runs in-process: its serving task, and the directory it serves.
     task: Option<tokio::task::JoinHandle<()>>,
@@ -56,9 +75,11 @@ pub struct Service {
 
 impl Service {
     pub async fn start(kind: Kind) -> Self {
+        let claim = claim_port();
         let mut s = Self {
             kind,
-            port: free_port(),
+            port: claim.port,
+            _claim: claim,
             child: None,
             task: None,
             dir: tempfile::tempdir().unwrap(),
