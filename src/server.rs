@@ -848,6 +848,8 @@ impl S3Front {
     ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
         req.extensions_mut().insert(crate::s3::Peer(peer));
         let id = ulid::Ulid::new().to_string();
+        req.extensions_mut()
+            .insert(crate::s3::RequestId(id.clone()));
         let resource = req.uri().path().to_string();
         let span = tracing::info_span!(
             "request",

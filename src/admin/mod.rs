@@ -13,7 +13,7 @@
 //! | POST | /sweep | run one sweeper pass now |
 //! | GET | /cluster | the nodes sharing the metadata store (heard from within the node timeout) and the leases they hold |
 //! | GET | /workers | every background worker (sweeper, deleter, scan-retries): running or stopped, passes, last pass, last error |
-//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads, its writes in flight and what they hold reserved; `verify` recomputes it from the index and reports drift |
+//! | GET | /tenants/{id}/usage[?verify=true] | usage and limits of the tenant and each bucket, its open multipart uploads, its writes in flight and what they hold reserved, who last changed its data through this node (`last_commit`); `verify` recomputes it from the index and reports drift |
 //! | PUT | /tenants/{id}/quota | set the tenant's limits `{"bytes"?, "objects"?}` (absent = unlimited) |
 //! | PUT | /tenants/{id}/policy | set the default policy of the tenant's buckets |
 //! | GET | /tenants/{id}/buckets/{bucket}/policy | the bucket's own settings and the policy in force |
@@ -34,7 +34,7 @@ use serde_json::json;
 
 use crate::backend::Backends;
 use crate::config::{Config, valid_access_key, valid_secret, valid_tenant_id};
-use crate::meta::{self, Change, Commit, EngineError, Meta, MetaError, Role};
+use crate::meta::{self, Change, Commit, EngineError, Meta, MetaError, Role, Stamp};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -192,6 +192,9 @@ async fn usage_report(
         // 0 and {} once the tenant is idle, whatever failed before.
         "writes_in_flight": state.in_flight.of(id),
         "reserved": m.reserved_of(id).await?.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        // Who last changed the tenant's data through this node (an access key with the
+        // request's id, the admin API, a worker), and when; null before the first change.
+        "last_commit": m.last_commit(id),
         "buckets": buckets,
     });
     if verify {
@@ -395,12 +398,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 policy: t.policy,
                 buckets: Default::default(),
             };
-            m.commit(&Commit::new(Change::CreateTenant(tenant.clone())))
+            m.commit(&Commit::new(Change::CreateTenant(tenant.clone())).by(Stamp::admin()))
                 .await?;
             Ok(json_response(StatusCode::CREATED, &json!(tenant)))
         }
         (Method::DELETE, ["tenants", id]) => {
-            m.commit(&Commit::new(Change::DeleteTenant(id.to_string())))
+            m.commit(&Commit::new(Change::DeleteTenant(id.to_string())).by(Stamp::admin()))
                 .await?;
             Ok(json_response(StatusCode::OK, &json!({ "deleted": id })))
         }
@@ -438,7 +441,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 role: k.role.unwrap_or(Role::ReadWrite),
                 created_ms: meta::now_ms(),
             };
-            m.commit(&Commit::new(Change::CreateAccessKey(key.clone())))
+            m.commit(&Commit::new(Change::CreateAccessKey(key.clone())).by(Stamp::admin()))
                 .await?;
             // The secret is shown once, here, and never again.
             let mut v = key_json(&key);
@@ -450,7 +453,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
                 Some(k) if k.tenant == *id => {}
                 _ => return Err(MetaError::NoSuchAccessKey.into()),
             }
-            m.commit(&Commit::new(Change::DeleteAccessKey(ak.to_string())))
+            m.commit(&Commit::new(Change::DeleteAccessKey(ak.to_string())).by(Stamp::admin()))
                 .await?;
             Ok(json_response(StatusCode::OK, &json!({ "deleted": ak })))
         }
@@ -469,7 +472,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
         (Method::PUT, ["tenants", id, "quota"]) => {
             let id = id.to_string();
             let q: meta::Limits = body_json(req).await?;
-            let t = m.update_tenant(&id, |t| t.quota = q).await?;
+            let t = m
+                .update_tenant(&id, Stamp::admin(), |t| t.quota = q)
+                .await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "tenant": id, "quota": t.quota }),
@@ -479,7 +484,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             let id = id.to_string();
             let p: meta::Policy = body_json(req).await?;
             valid_policy(&p)?;
-            let t = m.update_tenant(&id, |t| t.policy = p.clone()).await?;
+            let t = m
+                .update_tenant(&id, Stamp::admin(), |t| t.policy = p.clone())
+                .await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "tenant": id, "policy": t.policy }),
@@ -507,7 +514,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Full<By
             // Changed inside the compare-and-swap, so a concurrent change of the bucket's other
             // setting is kept.
             let t = m
-                .update_tenant(&id, |t| {
+                .update_tenant(&id, Stamp::admin(), |t| {
                     let s = t.buckets.entry(bucket.clone()).or_default();
                     if let Some(q) = quota {
                         s.quota = q;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Backends;
 use crate::cluster::Node;
 use crate::meta::coord::{Coord, JobRecord};
-use crate::meta::{self, Change, Commit, Cursor, Meta, MetaError, ScanStatus};
+use crate::meta::{self, Change, Commit, Cursor, Meta, MetaError, ScanStatus, Stamp};
 use crate::pipeline::policy::{Rules, rules};
 use crate::pipeline::{self, scan_info};
 use crate::scanner::{Scanner, Verdict};
@@ -143,7 +143,8 @@ impl Worker {
             etag: o.etag.clone(),
             last_modified_ms: o.last_modified_ms,
             scan: info,
-        });
+        })
+        .by(Stamp::worker("scan"));
         match self.meta.commit(&verdict).await {
             Ok(()) => Ok(outcome),
             // Replaced meanwhile: the new version has its own verdict.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::runner::Reporter;
 use crate::backend::{Backends, Placement};
 use crate::cluster::Node;
-use crate::meta::{self, Change, Commit, Meta};
+use crate::meta::{self, Change, Commit, Meta, Stamp};
 
 #[derive(Debug, Clone)]
 pub struct SweeperConfig {
@@ -98,7 +98,8 @@ impl Sweeper {
                         bucket,
                         key: u.key.clone(),
                         upload_id: u.upload_id.clone(),
-                    });
+                    })
+                    .by(Stamp::worker("sweeper"));
                     match meta.commit(&abort).await {
                         Ok(()) => report.uploads_aborted += 1,
                         Err(e) => {
@@ -117,7 +118,8 @@ impl Sweeper {
                         bucket,
                         key: c.key,
                         upload_id: c.upload_id,
-                    });
+                    })
+                    .by(Stamp::worker("sweeper"));
                     match meta.commit(&forget).await {
                         Ok(()) => report.completions_forgotten += 1,
                         Err(e) => {

@@ -148,6 +148,84 @@ pub enum Change {
     Coord(super::coord::Coord),
 }
 
+impl Change {
+    /// The tenant whose data the change is about (none for access-key deletions, which name
+    /// only the key, and for the nodes' coordination).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Change::CreateTenant(t) | Change::UpsertTenant(t) => Some(&t.id),
+            Change::ReplaceTenant { new, .. } => Some(&new.id),
+            Change::DeleteTenant(id) => Some(id),
+            Change::CreateAccessKey(k) | Change::UpsertAccessKey(k) => Some(&k.tenant),
+            Change::DeleteAccessKey(_) | Change::Coord(_) => None,
+            Change::CreateBucket { tenant, .. }
+            | Change::DeleteBucket { tenant, .. }
+            | Change::PutObject { tenant, .. }
+            | Change::DeleteObject { tenant, .. }
+            | Change::SetBucketTags { tenant, .. }
+            | Change::SetTags { tenant, .. }
+            | Change::SetScan { tenant, .. }
+            | Change::CreateUpload { tenant, .. }
+            | Change::PutPart { tenant, .. }
+            | Change::CompleteUpload { tenant, .. }
+            | Change::ForgetCompletion { tenant, .. }
+            | Change::AbortUpload { tenant, .. } => Some(tenant),
+        }
+    }
+}
+
+/// Who made a change, and in which request: what the audit trail and events will name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stamp {
+    #[serde(flatten)]
+    pub actor: Actor,
+    /// The S3 request's id (its `x-amz-request-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Actor {
+    /// A request signed with a tenant's access key.
+    Key {
+        tenant: String,
+        user: String,
+        access_key: String,
+    },
+    /// The admin API.
+    Admin,
+    /// A background worker, by the name it runs under.
+    Worker { name: String },
+    /// The gateway itself: its configuration at start, the nodes' coordination.
+    System,
+}
+
+impl Stamp {
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::System,
+            request_id: None,
+        }
+    }
+
+    pub fn admin() -> Self {
+        Self {
+            actor: Actor::Admin,
+            request_id: None,
+        }
+    }
+
+    pub fn worker(name: &str) -> Self {
+        Self {
+            actor: Actor::Worker {
+                name: name.to_string(),
+            },
+            request_id: None,
+        }
+    }
+}
+
 /// A change, its precondition, and how much usage it may add (what its writer reserved).
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -156,17 +234,26 @@ pub struct Commit {
     pub allowance: Delta,
     /// The writer's reservation, given back by this commit ([`super::coord::Settle`]).
     pub settle: Option<super::coord::Settle>,
+    /// Who made it: every S3, admin and worker commit says so (`by`); the rest is the system's.
+    pub by: Stamp,
 }
 
 impl Commit {
-    /// A change with no precondition and no quota bound (admin changes, deletes, workers).
+    /// A change with no precondition and no quota bound (admin changes, deletes, workers), made
+    /// by the system until [`Commit::by`] says who.
     pub fn new(change: Change) -> Self {
         Self {
             change,
             precondition: Precondition::Always,
             allowance: Delta::UNLIMITED,
             settle: None,
+            by: Stamp::system(),
         }
+    }
+
+    pub fn by(mut self, by: Stamp) -> Self {
+        self.by = by;
+        self
     }
 
     /// True for changes that need not be on disk when they return: a heartbeat (a lost one

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 pub use crate::model::*;
-pub use commit::{Change, Commit, Precondition};
+pub use commit::{Actor, Change, Commit, Precondition, Stamp};
 pub use engine::{Engine, EngineError, FlushTicket, Tree};
 
 use txn::Txn;
@@ -254,6 +254,16 @@ pub struct Meta {
     deleted_seq: tokio::sync::watch::Sender<u64>,
     /// Records read by listings since start (`/metrics`): what a listing costs.
     listed: std::sync::atomic::AtomicU64,
+    /// Per tenant, the last change this node committed for someone (not the system's own).
+    last: Mutex<std::collections::HashMap<String, LastCommit>>,
+}
+
+/// Who last changed a tenant's data through this node, and when (the usage report shows it).
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCommit {
+    #[serde(flatten)]
+    pub by: Stamp,
+    pub at_ms: i64,
 }
 
 impl Meta {
@@ -266,7 +276,15 @@ impl Meta {
             release_queue: Mutex::new(Some(rx)),
             deleted_seq: tokio::sync::watch::Sender::new(0),
             listed: std::sync::atomic::AtomicU64::new(0),
+            last: Mutex::default(),
         }
+    }
+
+    /// The last change committed through this node for the tenant by an S3 request, the admin
+    /// API or a worker.
+    pub fn last_commit(&self, tenant: &str) -> Option<LastCommit> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.get(tenant).cloned()
     }
 
     /// Records read by listings since start.
@@ -369,6 +387,14 @@ impl Meta {
                 Ok(()) => {
                     for (tree, key) in &cached {
                         self.cache.invalidate(*tree, key);
+                    }
+                    if let (Some(t), false) = (c.change.tenant(), c.by.actor == Actor::System) {
+                        let last = LastCommit {
+                            by: c.by.clone(),
+                            at_ms: now_ms(),
+                        };
+                        let mut map = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                        map.insert(t.to_string(), last);
                     }
                     // Taken now, after the commit: the flush this ticket waits for covers it.
                     // With `sync` the commit's own flush usually does, and the deleter flushes
@@ -526,10 +552,11 @@ impl Meta {
         self.records(Tree::Tenants).await
     }
 
-    /// Changes a tenant record (read, change, commit if it is still what was read).
+    /// Changes a tenant record (read, change, commit if it is still what was read), by `by`.
     pub async fn update_tenant(
         &self,
         id: &str,
+        by: Stamp,
         change: impl Fn(&mut Tenant),
     ) -> MetaResult<Tenant> {
         loop {
@@ -540,10 +567,13 @@ impl Meta {
             let mut new = old.clone();
             change(&mut new);
             match self
-                .commit(&Commit::new(Change::ReplaceTenant {
-                    old,
-                    new: new.clone(),
-                }))
+                .commit(
+                    &Commit::new(Change::ReplaceTenant {
+                        old,
+                        new: new.clone(),
+                    })
+                    .by(by.clone()),
+                )
                 .await
             {
                 Err(MetaError::Conflict) => continue,

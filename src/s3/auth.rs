@@ -11,7 +11,7 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
 
-use crate::meta::{Meta, Role};
+use crate::meta::{Actor, Meta, Role, Stamp};
 
 /// Who is calling: attached to the request by [`Access`], read by every operation.
 #[derive(Debug, Clone)]
@@ -19,6 +19,27 @@ pub struct Caller {
     pub tenant: String,
     pub user: String,
     pub role: Role,
+    pub access_key: String,
+    /// The request's id (`x-amz-request-id`), given by the front.
+    pub request_id: Option<String>,
+}
+
+/// The id the front gave the request (its `x-amz-request-id`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl Caller {
+    /// Who makes this request's commits.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            actor: Actor::Key {
+                tenant: self.tenant.clone(),
+                user: self.user.clone(),
+                access_key: self.access_key.clone(),
+            },
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 pub struct Auth(pub Arc<Meta>);
@@ -108,10 +129,13 @@ impl S3Access for Access {
         if key.role == Role::ReadOnly && !is_read(op) {
             return Err(s3_error!(AccessDenied, "This access key is read-only."));
         }
+        let request_id = cx.extensions_mut().get::<RequestId>().map(|r| r.0.clone());
         cx.extensions_mut().insert(super::Caller {
             tenant: key.tenant,
             user: key.user,
             role: key.role,
+            access_key: key.access_key,
+            request_id,
         });
         Ok(())
     }

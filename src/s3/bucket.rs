@@ -54,10 +54,13 @@ impl Gateway {
         };
         let created = self
             .meta
-            .commit(&Commit::new(Change::CreateBucket {
-                tenant: c.tenant.clone(),
-                bucket,
-            }))
+            .commit(
+                &Commit::new(Change::CreateBucket {
+                    tenant: c.tenant.clone(),
+                    bucket,
+                })
+                .by(c.stamp()),
+            )
             .await;
         match created {
             Ok(()) => {}
@@ -133,10 +136,13 @@ impl Gateway {
         // give-back reaches the store.
         self.quotas.settled(&c.tenant).await;
         self.meta
-            .commit(&Commit::new(Change::DeleteBucket {
-                tenant: c.tenant.clone(),
-                bucket: req.input.bucket.clone(),
-            }))
+            .commit(
+                &Commit::new(Change::DeleteBucket {
+                    tenant: c.tenant.clone(),
+                    bucket: req.input.bucket.clone(),
+                })
+                .by(c.stamp()),
+            )
             .await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

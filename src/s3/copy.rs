@@ -156,7 +156,8 @@ impl Gateway {
                     object: object.clone(),
                     // Shared blobs must still be referenced when the copy commits.
                     shared: copied.is_empty(),
-                }),
+                })
+                .by(c.stamp()),
                 copied,
             )
             .await?;

@@ -7,15 +7,16 @@ use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 use futures::StreamExt;
 
 use super::object::no_version;
-use super::{Gateway, caller};
+use super::{Caller, Gateway, caller};
 use crate::meta::{Change, Commit};
 
-fn delete(tenant: &str, bucket: &str, key: &str) -> Commit {
+fn delete(c: &Caller, bucket: &str, key: &str) -> Commit {
     Commit::new(Change::DeleteObject {
-        tenant: tenant.to_string(),
+        tenant: c.tenant.clone(),
         bucket: bucket.to_string(),
         key: key.to_string(),
     })
+    .by(c.stamp())
 }
 
 impl Gateway {
@@ -28,9 +29,7 @@ impl Gateway {
         no_version(i.version_id.as_deref())?;
         self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         // S3 answers 204 whether or not the key existed.
-        self.meta
-            .commit(&delete(&c.tenant, &i.bucket, &i.key))
-            .await?;
+        self.meta.commit(&delete(&c, &i.bucket, &i.key)).await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -52,7 +51,7 @@ impl Gateway {
         let mut errors = Vec::new();
         // Several commits at a time, so that with `sync` they share flushes (group commit);
         // answered in the order asked.
-        let (tenant, bucket) = (&c.tenant, &i.bucket);
+        let (c, bucket) = (&c, &i.bucket);
         let mut results = futures::stream::iter(i.delete.objects)
             .map(|obj| async move {
                 let r = if obj.version_id.as_deref().is_some_and(|v| v != "null") {
@@ -62,7 +61,7 @@ impl Gateway {
                     ))
                 } else {
                     self.meta
-                        .commit(&delete(tenant, bucket, &obj.key))
+                        .commit(&delete(c, bucket, &obj.key))
                         .await
                         .map_err(S3Error::from)
                 };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
-pub use auth::{Access, Auth, Caller};
+pub use auth::{Access, Auth, Caller, RequestId};
 pub use inflight::{InFlight, UploadLimits};
 pub use screen::{AuthMethod, ScreenOptions, screen};
 pub use sigv2::{Claim as SigV2Claim, strip as strip_sigv2};

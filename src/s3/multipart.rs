@@ -11,7 +11,7 @@ use super::list::Enc;
 use super::list::MAX_EXAMINED;
 use super::object::body_len;
 use super::object::{attrs, tags_from_header};
-use super::{Admitted, Gateway, caller, owner, peer, target, ts};
+use super::{Admitted, Caller, Gateway, caller, owner, peer, target, ts};
 use crate::meta::{self, Change, Checksums, Commit, Object, PartLayout, Upload, UploadCursor};
 use crate::pipeline::{self, Declared, checksum};
 
@@ -64,13 +64,14 @@ fn part_checksums(c: &Checksums) -> [Option<String>; 5] {
     ]
 }
 
-fn abort(tenant: &str, bucket: &str, key: &str, upload_id: &str) -> Commit {
+fn abort(c: &Caller, bucket: &str, key: &str, upload_id: &str) -> Commit {
     Commit::new(Change::AbortUpload {
-        tenant: tenant.to_string(),
+        tenant: c.tenant.clone(),
         bucket: bucket.to_string(),
         key: key.to_string(),
         upload_id: upload_id.to_string(),
     })
+    .by(c.stamp())
 }
 
 /// What a completion answers (the first time and every repeat of it).
@@ -172,11 +173,14 @@ impl Gateway {
                 ));
             }
             self.meta
-                .commit(&Commit::new(Change::CreateUpload {
-                    tenant: c.tenant.clone(),
-                    bucket: i.bucket.clone(),
-                    upload: upload.clone(),
-                }))
+                .commit(
+                    &Commit::new(Change::CreateUpload {
+                        tenant: c.tenant.clone(),
+                        bucket: i.bucket.clone(),
+                        upload: upload.clone(),
+                    })
+                    .by(c.stamp()),
+                )
                 .await?;
         }
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -263,7 +267,8 @@ impl Gateway {
                     upload_id: i.upload_id.clone(),
                     part: part.clone(),
                     shared: false,
-                }),
+                })
+                .by(c.stamp()),
                 vec![stored.guard],
             )
             .await?;
@@ -349,7 +354,8 @@ impl Gateway {
                     part: part.clone(),
                     // Shared blobs must still be referenced when the part commits.
                     shared: copied.is_empty(),
-                }),
+                })
+                .by(c.stamp()),
                 copied,
             )
             .await?;
@@ -550,7 +556,7 @@ impl Gateway {
                 // An infected upload is dropped whole: its parts are released with their quota.
                 if matches!(e, pipeline::PipelineError::Infected(_)) {
                     self.meta
-                        .commit(&abort(&c.tenant, &i.bucket, &i.key, &i.upload_id))
+                        .commit(&abort(&c, &i.bucket, &i.key, &i.upload_id))
                         .await?;
                 }
                 return Err(e.into());
@@ -579,7 +585,8 @@ impl Gateway {
                         .iter()
                         .map(|p| (p.part_number, p.etag.clone()))
                         .collect(),
-                }),
+                })
+                .by(c.stamp()),
                 Vec::new(),
             )
             .await;
@@ -630,7 +637,7 @@ impl Gateway {
         let i = &req.input;
         self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         self.meta
-            .commit(&abort(&c.tenant, &i.bucket, &i.key, &i.upload_id))
+            .commit(&abort(&c, &i.bucket, &i.key, &i.upload_id))
             .await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }

@@ -165,7 +165,8 @@ impl Gateway {
                     object: object.clone(),
                     shared: false,
                 })
-                .when(precondition),
+                .when(precondition)
+                .by(c.stamp()),
                 vec![stored.guard],
             )
             .await

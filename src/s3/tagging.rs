@@ -6,24 +6,26 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use super::object::{check_bucket_tags, check_tags, no_version, visible_tags};
-use super::{Gateway, caller};
+use super::{Caller, Gateway, caller};
 use crate::meta::{Change, Commit};
 
-fn set_tags(tenant: &str, bucket: &str, key: &str, tags: Vec<(String, String)>) -> Commit {
+fn set_tags(c: &Caller, bucket: &str, key: &str, tags: Vec<(String, String)>) -> Commit {
     Commit::new(Change::SetTags {
-        tenant: tenant.to_string(),
+        tenant: c.tenant.clone(),
         bucket: bucket.to_string(),
         key: key.to_string(),
         tags,
     })
+    .by(c.stamp())
 }
 
-fn set_bucket_tags(tenant: &str, bucket: &str, tags: Vec<(String, String)>) -> Commit {
+fn set_bucket_tags(c: &Caller, bucket: &str, tags: Vec<(String, String)>) -> Commit {
     Commit::new(Change::SetBucketTags {
-        tenant: tenant.to_string(),
+        tenant: c.tenant.clone(),
         bucket: bucket.to_string(),
         tags,
     })
+    .by(c.stamp())
 }
 
 /// A request's tag set as (key, value) pairs.
@@ -52,7 +54,7 @@ impl Gateway {
         let i = req.input;
         let tags = check_bucket_tags(pairs(i.tagging))?;
         self.meta
-            .commit(&set_bucket_tags(&c.tenant, &i.bucket, tags))
+            .commit(&set_bucket_tags(&c, &i.bucket, tags))
             .await?;
         Ok(S3Response::new(PutBucketTaggingOutput::default()))
     }
@@ -80,7 +82,7 @@ impl Gateway {
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
         let c = caller(&req)?;
         self.meta
-            .commit(&set_bucket_tags(&c.tenant, &req.input.bucket, Vec::new()))
+            .commit(&set_bucket_tags(&c, &req.input.bucket, Vec::new()))
             .await?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
@@ -95,7 +97,7 @@ impl Gateway {
         let tags = check_tags(pairs(i.tagging))?;
         self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         self.meta
-            .commit(&set_tags(&c.tenant, &i.bucket, &i.key, tags))
+            .commit(&set_tags(&c, &i.bucket, &i.key, tags))
             .await?;
         Ok(S3Response::new(PutObjectTaggingOutput::default()))
     }
@@ -123,7 +125,7 @@ impl Gateway {
         no_version(i.version_id.as_deref())?;
         self.meta.require_bucket(&c.tenant, &i.bucket).await?;
         self.meta
-            .commit(&set_tags(&c.tenant, &i.bucket, &i.key, Vec::new()))
+            .commit(&set_tags(&c, &i.bucket, &i.key, Vec::new()))
             .await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }

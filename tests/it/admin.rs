@@ -255,3 +255,85 @@ async fn workers_report_their_passes() {
     let (st, _) = call(&gw, reqwest::Method::GET, "/workers", None, None).await;
     assert_eq!(st, 401);
 }
+
+/// Every commit says who made it: the usage report shows who last changed the tenant's data
+/// through this node — the access key with the S3 request's id, the admin API, a worker — and
+/// a request that changed nothing does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_names_who_last_changed_the_tenant() {
+    use aws_sdk_s3::operation::RequestId as _;
+    // Every upload counts as abandoned at once; the sweeper runs when the admin API asks.
+    let gw = Gw::start_with("", "interval_secs = 3600\nabandoned_upload_secs = 0").await;
+    let s3 = gw.acme();
+    let last = || async {
+        let (st, v) = call(
+            &gw,
+            reqwest::Method::GET,
+            "/tenants/acme/usage",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        v["last_commit"].clone()
+    };
+    assert_eq!(last().await, Value::Null, "nothing changed yet");
+    s3.create_bucket().bucket("who").send().await.unwrap();
+    let put = s3
+        .put_object()
+        .bucket("who")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let by = last().await;
+    assert_eq!(by["kind"], "key", "{by}");
+    assert_eq!(by["tenant"], "acme", "{by}");
+    assert_eq!(by["access_key"], ACME.0, "{by}");
+    assert_eq!(by["request_id"], put.request_id().unwrap(), "{by}");
+    assert!(by["at_ms"].as_i64().unwrap() > 0, "{by}");
+    // A read or a refused write changes nothing, and names nobody.
+    s3.get_object().bucket("who").key("k").send().await.unwrap();
+    let refused = s3.delete_bucket().bucket("who").send().await;
+    assert_eq!(code(refused), "BucketNotEmpty");
+    assert_eq!(last().await, by);
+    // The admin API.
+    let (st, _) = call(
+        &gw,
+        reqwest::Method::PUT,
+        "/tenants/acme/quota",
+        Some(ADMIN_TOKEN),
+        Some(json!({ "bytes": 1_000_000 })),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(last().await["kind"], "admin");
+    // A worker: the sweeper aborting an abandoned upload.
+    s3.create_multipart_upload()
+        .bucket("who")
+        .key("left")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (st, report) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/sweep",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, &report["uploads_aborted"]),
+        (200, &json!(1)),
+        "{report}"
+    );
+    let by = last().await;
+    assert_eq!(
+        (&by["kind"], &by["name"]),
+        (&json!("worker"), &json!("sweeper")),
+        "{by}"
+    );
+}
