@@ -10,6 +10,7 @@ use crate::meta::MetaError;
 use crate::pipeline::PipelineError;
 use crate::pipeline::policy::PolicyError;
 use crate::pipeline::quota::QuotaError;
+use crate::pipeline::read::ReadError;
 
 /// An S3 error with its HTTP status set (s3s leaves it unset for some codes, and ours answer
 /// with a status of their own).
@@ -268,4 +269,78 @@ impl From<PolicyError> for S3Error {
             e @ PolicyError::Invalid(_) => internal("stored policy is invalid", &e),
         }
     }
+}
+
+impl From<ReadError> for S3Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NoSuchVersion => {
+                s3_error!(NoSuchVersion, "The specified version does not exist.")
+            }
+            ReadError::NotModified(o) => not_modified(&o),
+            ReadError::PreconditionFailed => precondition_failed(),
+            ReadError::RangeAndPart => s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ),
+            ReadError::InvalidRange => {
+                s3_error!(InvalidRange, "The requested range is not satisfiable")
+            }
+            ReadError::InvalidPartNumber => custom(
+                "InvalidPartNumber",
+                http::StatusCode::BAD_REQUEST,
+                "The requested partnumber is not satisfiable".into(),
+            ),
+            ReadError::Infected(sig) => custom(
+                "VirusDetected",
+                http::StatusCode::FORBIDDEN,
+                format!("The object cannot be read: the virus scanner found {sig} in it."),
+            ),
+            ReadError::ScanPending => custom(
+                "ScanPending",
+                http::StatusCode::FORBIDDEN,
+                "The object cannot be read yet: it was stored while the virus scanner was unavailable and becomes readable once a scan finds it clean.".into(),
+            ),
+            ReadError::Meta(e) => e.into(),
+        }
+    }
+}
+
+pub fn precondition_failed() -> S3Error {
+    s3_error!(
+        PreconditionFailed,
+        "At least one of the pre-conditions you specified did not hold"
+    )
+}
+
+/// 304 Not Modified for GET/HEAD of `o`, with the validators and caching headers RFC 9110 and
+/// S3 send on it (so a browser or CDN can revalidate and keep caching), and no body.
+fn not_modified(o: &crate::meta::Object) -> S3Error {
+    let mut h = http::HeaderMap::new();
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    let http_date = |ms: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+        let mut out = Vec::new();
+        s3s::dto::Timestamp::from(t)
+            .format(s3s::dto::TimestampFormat::HttpDate, &mut out)
+            .ok()
+            .and_then(|()| String::from_utf8(out).ok())
+    };
+    put("etag", format!("\"{}\"", o.etag));
+    if let Some(d) = http_date(o.last_modified_ms) {
+        put("last-modified", d);
+    }
+    if let Some(c) = &o.attrs.cache_control {
+        put("cache-control", c.clone());
+    }
+    if let Some(d) = o.attrs.expires_ms.and_then(http_date) {
+        put("expires", d);
+    }
+    let mut e = s3_error!(NotModified);
+    e.set_headers(h);
+    e
 }

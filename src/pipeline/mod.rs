@@ -24,6 +24,7 @@
 pub mod checksum;
 pub mod policy;
 pub mod quota;
+pub mod read;
 pub mod stage;
 mod stages;
 

@@ -4,12 +4,11 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::object::{
-    Precondition, attrs, evaluate, no_version, precondition_failed, readable, tags_from_header,
-};
+use super::object::{attrs, tags_from_header};
 use super::{Admitted, Gateway, caller, peer, target, ts};
 use crate::meta::{self, Change, Commit, Object};
 use crate::pipeline;
+use crate::pipeline::read::{self, Ask, Conditions, Reader};
 
 impl Gateway {
     /// Resolves an `x-amz-copy-source` within the caller's tenant and checks its conditions.
@@ -33,20 +32,20 @@ impl Gateway {
                 "Access point copy sources are not supported"
             ));
         };
-        no_version(version_id.as_deref())?;
-        let o = self.current(tenant, bucket, key).await?;
-        // A copy must not launder what a read would refuse.
-        readable(&o)?;
-        match evaluate(
-            &o,
-            if_match,
-            if_unmodified_since,
-            if_none_match,
-            if_modified_since,
-        ) {
-            Precondition::Ok => Ok((bucket.to_string(), key.to_string(), o)),
-            Precondition::NotModified | Precondition::Failed => Err(precondition_failed()),
-        }
+        let ask = Ask {
+            reader: Reader::CopySource,
+            version_id: version_id.as_deref(),
+            conditions: Conditions {
+                if_match,
+                if_unmodified_since,
+                if_none_match,
+                if_modified_since,
+            },
+            range: None,
+            part_number: None,
+        };
+        let opened = read::open(&self.meta, tenant, bucket, key, &ask).await?;
+        Ok((bucket.to_string(), key.to_string(), opened.object))
     }
 
     pub(super) async fn op_copy_object(

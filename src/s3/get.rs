@@ -1,16 +1,19 @@
-//! GET and HEAD of an object: the version check, preconditions, the selected range (`Range`
-//! or `partNumber`), and the body streamed from the object's segments.
+//! GET and HEAD of an object: what each asks of the read path (`pipeline::read`: the version,
+//! the conditions, the range or part), and the answer made of what it opened.
 
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Request, S3Response, S3Result};
 
-use super::object::{
-    Precondition, evaluate, no_version, not_modified, precondition_failed, readable,
-    with_protection,
-};
+use super::object::with_protection;
 use super::{Gateway, caller, ts};
-use crate::meta::{self, Object};
+use crate::meta::Object;
 use crate::pipeline;
+use crate::pipeline::read::{self, Ask, Conditions, Reader};
+
+/// Whether the response carries the stored checksums: asked for, and the whole object read.
+fn with_checksums(mode: Option<&ChecksumMode>, opened: &read::Opened) -> bool {
+    mode.is_some_and(|m| m.as_str() == "ENABLED") && opened.whole()
+}
 
 /// Fills the fields GET and HEAD share from the stored record.
 macro_rules! object_fields {
@@ -44,71 +47,6 @@ macro_rules! object_fields {
     }};
 }
 
-/// What GET and HEAD share: the version check, the current record, its preconditions, the
-/// selected range, and whether checksums are returned (asked for, and the whole object).
-/// A macro because the two inputs are distinct s3s types with the same fields.
-macro_rules! read_plan {
-    ($gw:expr, $tenant:expr, $input:expr) => {{
-        let i = $input;
-        no_version(i.version_id.as_deref())?;
-        let o = $gw.current($tenant, &i.bucket, &i.key).await?;
-        match evaluate(
-            &o,
-            i.if_match.as_ref(),
-            i.if_unmodified_since.as_ref(),
-            i.if_none_match.as_ref(),
-            i.if_modified_since.as_ref(),
-        ) {
-            Precondition::Ok => {}
-            Precondition::NotModified => return Err(not_modified(&o)),
-            Precondition::Failed => return Err(precondition_failed()),
-        }
-        let (range, partial) = select(&o, i.range.as_ref(), i.part_number)?;
-        let enabled = i
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == "ENABLED");
-        let whole = range.start == 0 && range.end == o.size;
-        (o, range, partial, enabled && whole)
-    }};
-}
-
-/// The byte range a GET/HEAD selects: all, a `Range`, or one part (`partNumber`).
-fn select(
-    o: &Object,
-    range: Option<&Range>,
-    part_number: Option<i32>,
-) -> S3Result<(std::ops::Range<u64>, bool)> {
-    match (range, part_number) {
-        (Some(_), Some(_)) => Err(s3_error!(
-            InvalidRequest,
-            "Cannot specify both Range header and partNumber query parameter"
-        )),
-        (Some(r), None) => {
-            let r = r
-                .check(o.size)
-                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
-            Ok((r, true))
-        }
-        (None, Some(n)) => {
-            let n = usize::try_from(n).unwrap_or(0);
-            if n == 0 || n > o.parts.len() {
-                let mut e = S3Error::with_message(
-                    S3ErrorCode::Custom("InvalidPartNumber".into()),
-                    "The requested partnumber is not satisfiable",
-                );
-                e.set_status_code(http::StatusCode::BAD_REQUEST);
-                return Err(e);
-            }
-            let start: u64 = o.parts[..n - 1].iter().map(|p| p.size).sum();
-            let r = start..start + o.parts[n - 1].size;
-            let partial = o.parts.len() > 1;
-            Ok((r, partial))
-        }
-        (None, None) => Ok((0..o.size, false)),
-    }
-}
-
 /// How many tags GetObjectTagging returns (`x-amz-tagging-count`, sent only when there are
 /// some, as S3 does).
 fn tag_count(o: &Object) -> Option<i32> {
@@ -126,22 +64,33 @@ impl Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let c = caller(&req)?;
-        let (o, range, partial, with_checksums) = read_plan!(self, &c.tenant, &req.input);
-        readable(&o)?;
+        let i = &req.input;
+        let ask = Ask {
+            reader: Reader::Get,
+            version_id: i.version_id.as_deref(),
+            conditions: Conditions {
+                if_match: i.if_match.as_ref(),
+                if_unmodified_since: i.if_unmodified_since.as_ref(),
+                if_none_match: i.if_none_match.as_ref(),
+                if_modified_since: i.if_modified_since.as_ref(),
+            },
+            range: i.range.as_ref(),
+            part_number: i.part_number,
+        };
+        let opened = read::open(&self.meta, &c.tenant, &i.bucket, &i.key, &ask).await?;
+        let (o, range) = (&opened.object, &opened.range);
         let mut out = GetObjectOutput {
             content_length: Some((range.end - range.start) as i64),
-            content_range: partial.then(|| content_range(&range, o.size)),
-            tag_count: tag_count(&o),
+            content_range: opened.partial.then(|| content_range(range, o.size)),
+            tag_count: tag_count(o),
             ..Default::default()
         };
-        object_fields!(out, &o, with_checksums);
-        let segments: Vec<meta::Segment> = o.segments().cloned().collect();
-        let len = range.end - range.start;
+        object_fields!(out, o, with_checksums(i.checksum_mode.as_ref(), &opened));
         out.body = Some(StreamingBlob::new(pipeline::OutBody::new(
-            pipeline::read(&self.backend, &segments, range),
-            len,
+            opened.body(&self.backend),
+            range.end - range.start,
         )));
-        Ok(with_protection(out, &o))
+        Ok(with_protection(out, o))
     }
 
     pub(super) async fn op_head_object(
@@ -149,16 +98,30 @@ impl Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let c = caller(&req)?;
-        let (o, range, partial, with_checksums) = read_plan!(self, &c.tenant, &req.input);
+        let i = &req.input;
+        let ask = Ask {
+            reader: Reader::Head,
+            version_id: i.version_id.as_deref(),
+            conditions: Conditions {
+                if_match: i.if_match.as_ref(),
+                if_unmodified_since: i.if_unmodified_since.as_ref(),
+                if_none_match: i.if_none_match.as_ref(),
+                if_modified_since: i.if_modified_since.as_ref(),
+            },
+            range: i.range.as_ref(),
+            part_number: i.part_number,
+        };
+        let opened = read::open(&self.meta, &c.tenant, &i.bucket, &i.key, &ask).await?;
+        let (o, range) = (&opened.object, &opened.range);
         let mut out = HeadObjectOutput {
             content_length: Some((range.end - range.start) as i64),
-            content_range: partial.then(|| content_range(&range, o.size)),
+            content_range: opened.partial.then(|| content_range(range, o.size)),
             ..Default::default()
         };
-        object_fields!(out, &o, with_checksums);
-        let mut resp = with_protection(out, &o);
+        object_fields!(out, o, with_checksums(i.checksum_mode.as_ref(), &opened));
+        let mut resp = with_protection(out, o);
         // S3 sends it on HEAD too; s3s's HEAD output has no field for it.
-        if let Some(n) = tag_count(&o) {
+        if let Some(n) = tag_count(o) {
             resp.headers
                 .insert("x-amz-tagging-count", http::HeaderValue::from(n));
         }

@@ -76,62 +76,6 @@ pub(super) fn protection_headers(o: &Object) -> HeaderMap {
     h
 }
 
-/// 304 Not Modified for GET/HEAD of `o`, with the validators and caching headers RFC 9110 and
-/// S3 send on it (so a browser or CDN can revalidate and keep caching), and no body.
-pub(super) fn not_modified(o: &Object) -> S3Error {
-    let mut h = HeaderMap::new();
-    let mut put = |name: &'static str, v: String| {
-        if let Ok(v) = http::HeaderValue::from_str(&v) {
-            h.insert(name, v);
-        }
-    };
-    let http_date = |ms: i64| {
-        let mut out = Vec::new();
-        super::ts(ms)
-            .format(s3s::dto::TimestampFormat::HttpDate, &mut out)
-            .ok()
-            .and_then(|()| String::from_utf8(out).ok())
-    };
-    put("etag", format!("\"{}\"", o.etag));
-    if let Some(d) = http_date(o.last_modified_ms) {
-        put("last-modified", d);
-    }
-    if let Some(c) = &o.attrs.cache_control {
-        put("cache-control", c.clone());
-    }
-    if let Some(d) = o.attrs.expires_ms.and_then(http_date) {
-        put("expires", d);
-    }
-    let mut e = s3_error!(NotModified);
-    e.set_headers(h);
-    e
-}
-
-/// Reads of a version that is not (yet) known clean are refused: only the verdict is visible.
-pub(super) fn readable(o: &Object) -> S3Result<()> {
-    let status = o.scan_status();
-    if status.readable() {
-        return Ok(());
-    }
-    let sig = o
-        .scan
-        .as_ref()
-        .and_then(|s| s.signature.clone())
-        .unwrap_or_default();
-    Err(match status {
-        meta::ScanStatus::Infected => crate::error::custom(
-            "VirusDetected",
-            http::StatusCode::FORBIDDEN,
-            format!("The object cannot be read: the virus scanner found {sig} in it."),
-        ),
-        _ => crate::error::custom(
-            "ScanPending",
-            http::StatusCode::FORBIDDEN,
-            "The object cannot be read yet: it was stored while the virus scanner was unavailable and becomes readable once a scan finds it clean.".into(),
-        ),
-    })
-}
-
 /// The length of a write's body: `Some` as the client declared it (the decoded length of an
 /// aws-chunked body, which s3s rewrites Content-Length to; Content-Length otherwise), `None` for
 /// a stream nobody declared a length for (the front marked it [`super::UnknownLength`]; s3s
@@ -261,51 +205,6 @@ pub(super) fn tags_from_header(h: Option<&str>) -> S3Result<Vec<(String, String)
     )
 }
 
-/// Outcome of the HTTP conditional headers against the current version.
-pub(super) enum Precondition {
-    Ok,
-    NotModified,
-    Failed,
-}
-
-/// RFC 7232 / S3 evaluation order: If-Match, then If-Unmodified-Since (ignored when If-Match is
-/// present), If-None-Match, then If-Modified-Since (ignored when If-None-Match is present).
-/// Times compare at the one-second resolution of HTTP dates.
-pub(super) fn evaluate(
-    o: &Object,
-    if_match: Option<&ETagCondition>,
-    if_unmodified_since: Option<&Timestamp>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-) -> Precondition {
-    let etag = ETag::Strong(o.etag.clone());
-    let matches = |c: &ETagCondition| match c {
-        ETagCondition::Any => true,
-        ETagCondition::ETag(e) => etag.weak_cmp(e),
-    };
-    let secs = o.last_modified_ms.div_euclid(1000);
-    let secs_of = |t: &Timestamp| ms_of(t).div_euclid(1000);
-    if let Some(c) = if_match {
-        if !matches(c) {
-            return Precondition::Failed;
-        }
-    } else if let Some(t) = if_unmodified_since
-        && secs > secs_of(t)
-    {
-        return Precondition::Failed;
-    }
-    if let Some(c) = if_none_match {
-        if matches(c) {
-            return Precondition::NotModified;
-        }
-    } else if let Some(t) = if_modified_since
-        && secs <= secs_of(t)
-    {
-        return Precondition::NotModified;
-    }
-    Precondition::Ok
-}
-
 pub(super) fn no_version(v: Option<&str>) -> S3Result<()> {
     match v {
         None | Some("null") => Ok(()),
@@ -327,9 +226,4 @@ impl Gateway {
     }
 }
 
-pub(super) fn precondition_failed() -> S3Error {
-    s3_error!(
-        PreconditionFailed,
-        "At least one of the pre-conditions you specified did not hold"
-    )
-}
+pub(super) use crate::error::precondition_failed;
