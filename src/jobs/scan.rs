@@ -21,7 +21,7 @@ use crate::cluster::Node;
 use crate::meta::coord::{Coord, JobRecord};
 use crate::meta::{self, Change, Commit, Cursor, Meta, MetaError, ScanStatus, Stamp};
 use crate::pipeline::policy::{Rules, rules};
-use crate::pipeline::{self, scan_info};
+use crate::pipeline::{read, scan_info};
 use crate::scanner::{Scanner, Verdict};
 
 /// The progress of one rescan job, as the admin API reports it.
@@ -92,9 +92,26 @@ impl Worker {
         bucket: &str,
         key: &str,
     ) -> Result<Outcome, MetaError> {
-        let Some(o) = self.meta.object(tenant, bucket, key).await? else {
-            return Ok(Outcome::Skipped);
+        let ask = read::Ask {
+            reader: read::Reader::Scan,
+            version_id: None,
+            conditions: read::Conditions::default(),
+            range: None,
+            part_number: None,
         };
+        let opened = match read::open(&self.meta, tenant, bucket, key, &ask).await {
+            Ok(o) => o,
+            // Gone meanwhile (the key or its bucket): nothing to scan.
+            Err(read::ReadError::Meta(MetaError::NoSuchKey | MetaError::NoSuchBucket)) => {
+                return Ok(Outcome::Skipped);
+            }
+            Err(read::ReadError::Meta(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%tenant, %bucket, error = %e, "not readable for a scan");
+                return Ok(Outcome::Failed);
+            }
+        };
+        let o = &opened.object;
         let policy = match rules(&self.meta, &self.rules, tenant, bucket).await {
             Ok((p, _, _)) => p,
             Err(e) => {
@@ -108,9 +125,7 @@ impl Worker {
         if o.size > self.scanner.config().max_stream {
             return Ok(Outcome::Failed);
         }
-        let segments: Vec<meta::Segment> = o.segments().cloned().collect();
-        let stream = pipeline::read(&self.backends, &segments, 0..o.size);
-        let verdict = self.scanner.scan(stream).await;
+        let verdict = self.scanner.scan(opened.body(&self.backends)).await;
         let (info, outcome) = match verdict {
             Ok(Verdict::Clean) => (
                 scan_info(ScanStatus::Clean, None, self.scanner.engine().await),

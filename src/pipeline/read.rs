@@ -1,6 +1,6 @@
 //! The read path: whether the current version of a key may be read under a request's
-//! conditions, and which of its bytes — for GET, HEAD and copy sources (CopyObject,
-//! UploadPartCopy). `open` decides it once; [`Opened::body`] streams the bytes from the
+//! conditions, and which of its bytes — for GET, HEAD, copy sources (CopyObject,
+//! UploadPartCopy) and the scan worker. `open` decides it once; [`Opened::body`] streams the bytes from the
 //! object's segments ([`super::read`]). What a refusal means to a client is mapped in
 //! `error.rs`, with the other errors.
 
@@ -31,6 +31,8 @@ pub enum Reader {
     /// A copy source: its bytes go into another object, so it must be readable, and an
     /// `if-none-match` / `if-modified-since` that holds is a failed precondition, not a 304.
     CopySource,
+    /// The scan worker: the bytes of a version whatever its verdict (it is there to give one).
+    Scan,
 }
 
 /// What a request asks to read.

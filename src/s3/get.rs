@@ -10,6 +10,24 @@ use crate::meta::Object;
 use crate::pipeline;
 use crate::pipeline::read::{self, Ask, Conditions, Reader};
 
+/// What a GET or HEAD input asks of the read path (two s3s types with the same fields).
+macro_rules! ask {
+    ($reader:expr, $i:expr) => {
+        Ask {
+            reader: $reader,
+            version_id: $i.version_id.as_deref(),
+            conditions: Conditions {
+                if_match: $i.if_match.as_ref(),
+                if_unmodified_since: $i.if_unmodified_since.as_ref(),
+                if_none_match: $i.if_none_match.as_ref(),
+                if_modified_since: $i.if_modified_since.as_ref(),
+            },
+            range: $i.range.as_ref(),
+            part_number: $i.part_number,
+        }
+    };
+}
+
 /// Whether the response carries the stored checksums: asked for, and the whole object read.
 fn with_checksums(mode: Option<&ChecksumMode>, opened: &read::Opened) -> bool {
     mode.is_some_and(|m| m.as_str() == "ENABLED") && opened.whole()
@@ -65,18 +83,7 @@ impl Gateway {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let c = caller(&req)?;
         let i = &req.input;
-        let ask = Ask {
-            reader: Reader::Get,
-            version_id: i.version_id.as_deref(),
-            conditions: Conditions {
-                if_match: i.if_match.as_ref(),
-                if_unmodified_since: i.if_unmodified_since.as_ref(),
-                if_none_match: i.if_none_match.as_ref(),
-                if_modified_since: i.if_modified_since.as_ref(),
-            },
-            range: i.range.as_ref(),
-            part_number: i.part_number,
-        };
+        let ask = ask!(Reader::Get, i);
         let opened = read::open(&self.meta, &c.tenant, &i.bucket, &i.key, &ask).await?;
         let (o, range) = (&opened.object, &opened.range);
         let mut out = GetObjectOutput {
@@ -99,18 +106,7 @@ impl Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let c = caller(&req)?;
         let i = &req.input;
-        let ask = Ask {
-            reader: Reader::Head,
-            version_id: i.version_id.as_deref(),
-            conditions: Conditions {
-                if_match: i.if_match.as_ref(),
-                if_unmodified_since: i.if_unmodified_since.as_ref(),
-                if_none_match: i.if_none_match.as_ref(),
-                if_modified_since: i.if_modified_since.as_ref(),
-            },
-            range: i.range.as_ref(),
-            part_number: i.part_number,
-        };
+        let ask = ask!(Reader::Head, i);
         let opened = read::open(&self.meta, &c.tenant, &i.bucket, &i.key, &ask).await?;
         let (o, range) = (&opened.object, &opened.range);
         let mut out = HeadObjectOutput {
