@@ -609,8 +609,7 @@ fn known_method(m: &http::Method) -> Result<(), s3s::S3Error> {
     ))
 }
 
-/// True for a request whose body is XML (not object data) and whose declared length exceeds the
-/// limit. Object data is a PUT without a configuration sub-resource, or a browser POST form.
+/// The answer to an XML body over `server.max_xml_body`.
 fn xml_too_large(limit: usize) -> s3s::S3Error {
     crate::error::with_status(
         s3s::S3ErrorCode::MaxMessageLengthExceeded,
@@ -639,8 +638,8 @@ async fn read_xml(
     Ok(http::Request::from_parts(parts, s3s::Body::from(bytes)))
 }
 
-/// Whether the request's body is object data (PUT of an object or part, a POST form) rather
-/// than an XML document: a PUT whose query names no sub-resource.
+/// Whether the request's body is object data rather than an XML document: a PUT whose query
+/// names no configuration sub-resource (an object or a part), or a browser POST form.
 fn carries_data<B>(req: &http::Request<B>) -> bool {
     let data_param = |p: &str| {
         let name = p.split('=').next().unwrap_or("");
@@ -659,6 +658,8 @@ fn carries_data<B>(req: &http::Request<B>) -> bool {
     }
 }
 
+/// True for a request whose body is XML (not object data) and whose declared length exceeds the
+/// limit.
 fn xml_body_too_large<B>(req: &http::Request<B>, limit: usize) -> bool {
     let len = req
         .headers()
