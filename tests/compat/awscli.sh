@@ -8,7 +8,7 @@ export AWS_CONFIG_FILE="$WORK/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null
 printf '[default]\ns3 =\n  addressing_style = path\n  signature_version = s3v4\n' > "$AWS_CONFIG_FILE"
 aws() { "$BIN/aws" --endpoint-url "$ENDPOINT" "$@"; }
 s3() { aws s3 "$@"; }
-q() { aws s3 "$@" --only-show-errors; }   # quiet transfers (cp, sync, rm)
+q() { aws s3 "$@" --no-progress; }   # transfers without progress bars; warnings (exit 2) still print
 cd "$WORK"
 
 s3 mb s3://cli-bucket
@@ -27,27 +27,30 @@ for k in tree/a.txt tree/sub/b.txt "tree/sub/with space.txt"; do
 done
 echo three > tree/c.txt
 q sync tree s3://cli-bucket/tree --delete
-[ "$(aws s3 ls --recursive s3://cli-bucket/tree/ | wc -l)" = 4 ]
+n=$(aws s3 ls --recursive s3://cli-bucket/tree/ | wc -l)
+[ "$n" = 4 ] || { echo "expected 4 objects after sync --delete, listed $n"; exit 1; }
 mkdir back && q sync s3://cli-bucket/tree back && diff -r tree back
 
 url=$(aws s3 presign s3://cli-bucket/tree/a.txt --expires-in 300)
-[ "$(curl -sf "$url")" = one ]
+# Each check says what it got: a silent `[ … ]` failing under `set -e` tells nothing.
+expect() { grep -qF -- "$1" <<<"$2" || { echo "expected '$1' from $3, got: $2"; exit 1; }; }
+expect one "$(curl -s "$url")" "a SigV4 presigned GET"
 # The same URL with one hex digit of its signature changed.
 if [ "${url: -1}" = a ]; then bad="${url%?}b"; else bad="${url%?}a"; fi
-grep -q 403 <<<"$(curl -s -o /dev/null -w '%{http_code}' "$bad")"
+expect 403 "$(curl -s -o /dev/null -w '%{http_code}' "$bad")" "a SigV4 URL with its signature changed"
 # Without that setting the CLI signs with SigV2: accepted too, within the same 7 days.
 printf '[default]\ns3 =\n  addressing_style = path\n' > "$WORK/aws-v2.cfg"
 v2() { AWS_CONFIG_FILE="$WORK/aws-v2.cfg" aws s3 presign "$@"; }
 url=$(v2 s3://cli-bucket/tree/a.txt --expires-in 300)
 [[ "$url" == *"Signature="* && "$url" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $url"; exit 1; }
-[ "$(curl -sf "$url")" = one ]
+expect one "$(curl -s "$url")" "a SigV2 presigned GET ($url)"
 sig=${url##*Signature=}; sig=${sig%%&*}
 if [ "${sig:0:1}" = A ]; then forged="B${sig:1}"; else forged="A${sig:1}"; fi
-grep -q SignatureDoesNotMatch <<<"$(curl -s "${url/$sig/$forged}")"
+expect SignatureDoesNotMatch "$(curl -s "${url/$sig/$forged}")" "a forged SigV2 signature"
 short=$(v2 s3://cli-bucket/tree/a.txt --expires-in 1)
 sleep 2
-grep -q "Request has expired" <<<"$(curl -s "$short")"
-grep -q AuthorizationQueryParametersError <<<"$(curl -s "$(v2 s3://cli-bucket/tree/a.txt --expires-in 691200)")"
+expect "Request has expired" "$(curl -s "$short")" "an expired SigV2 URL ($short, now $(date +%s))"
+expect AuthorizationQueryParametersError "$(curl -s "$(v2 s3://cli-bucket/tree/a.txt --expires-in 691200)")" "an 8-day SigV2 URL"
 
 q rm --recursive s3://cli-bucket/
 s3 rb s3://cli-bucket
