@@ -44,9 +44,16 @@ v2() { AWS_CONFIG_FILE="$WORK/aws-v2.cfg" aws s3 presign "$@"; }
 url=$(v2 s3://cli-bucket/tree/a.txt --expires-in 300)
 [[ "$url" == *"Signature="* && "$url" != *"X-Amz-Signature="* ]] || { echo "expected a SigV2 URL: $url"; exit 1; }
 expect one "$(curl -s "$url")" "a SigV2 presigned GET ($url)"
-sig=${url##*Signature=}; sig=${sig%%&*}
+# The URL rebuilt around a forged signature (not `${url/$sig/…}`: a signature that begins with
+# `%2B` or `%2F` — an encoded `+` or `/` — would read as a `%` pattern, anchored at the end,
+# and leave the URL unchanged).
+rest=${url#*Signature=}
+sig=${rest%%&*}
+tail=""; [[ "$rest" == *"&"* ]] && tail="&${rest#*&}"
 if [ "${sig:0:1}" = A ]; then forged="B${sig:1}"; else forged="A${sig:1}"; fi
-expect SignatureDoesNotMatch "$(curl -s "${url/$sig/$forged}")" "a forged SigV2 signature"
+forged_url="${url%%Signature=*}Signature=${forged}${tail}"
+[ "$forged_url" != "$url" ] || { echo "the forged URL is the URL: $url"; exit 1; }
+expect SignatureDoesNotMatch "$(curl -s "$forged_url")" "a forged SigV2 signature ($forged_url)"
 short=$(v2 s3://cli-bucket/tree/a.txt --expires-in 1)
 sleep 2
 expect "Request has expired" "$(curl -s "$short")" "an expired SigV2 URL ($short, now $(date +%s))"
