@@ -31,26 +31,23 @@ impl Gateway {
         let body = body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
         });
-        let (stored, reservation) = match len {
-            Some(n) => {
-                let length = pipeline::Length::Declared(n);
-                let stored =
-                    pipeline::store(&self.backend, placement, body, &declared, length, checks)
-                        .await?;
-                (stored, reservation)
-            }
+        // A body of unknown length hands the reservation to the meter's room while it streams
+        // (`Err`: where it is while the body is stored).
+        let (length, held) = match len {
+            Some(n) => (pipeline::Length::Declared(n), Ok(reservation)),
             None => {
                 let room = Room::new(reservation);
-                let length = pipeline::Length::Metered(room.clone());
-                let stored =
-                    pipeline::store(&self.backend, placement, body, &declared, length, checks)
-                        .await?;
-                let reservation = room
-                    .into_inner()
-                    .await
-                    .ok_or_else(|| s3_error!(InternalError, "the write's reservation was lost"))?;
-                (stored, reservation)
+                (pipeline::Length::Metered(room.clone()), Err(room))
             }
+        };
+        let stored =
+            pipeline::store(&self.backend, placement, body, &declared, length, checks).await?;
+        let reservation = match held {
+            Ok(r) => r,
+            Err(room) => room
+                .into_inner()
+                .await
+                .ok_or_else(|| s3_error!(InternalError, "the write's reservation was lost"))?,
         };
         if let Some(t) = trailers.and_then(|t| t.take()) {
             declared.add_trailers(&t)?;
